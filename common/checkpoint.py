@@ -1,0 +1,72 @@
+"""Checkpoints: written atomically (temp file, fsync, rename) and read with weights_only=True.
+NumPy arrays are stored as tensors, so NumPy models use the same safe format as PyTorch ones."""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import UserError
+
+
+def _to_torch(tree: Any) -> Any:
+    import torch
+
+    if isinstance(tree, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(tree))
+    if isinstance(tree, dict):
+        return {k: _to_torch(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_torch(v) for v in tree)
+    if isinstance(tree, np.generic):
+        return tree.item()
+    return tree
+
+
+def _to_numpy(tree: Any) -> Any:
+    import torch
+
+    if isinstance(tree, torch.Tensor):
+        return tree.numpy()
+    if isinstance(tree, dict):
+        return {k: _to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_numpy(v) for v in tree)
+    return tree
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write `state` to `path` so that a crash at any moment leaves the old file or the new one."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(_to_torch(state), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, *, as_numpy: bool = False, map_location: str = "cpu") -> dict:
+    """Read a checkpoint with weights_only=True; a damaged file is a UserError, not a traceback."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"corrupt checkpoint {path} ({first}); delete it or start over with --overwrite") from None
+    return _to_numpy(state) if as_numpy else state

@@ -1,0 +1,98 @@
+"""The one flag vocabulary every train.py shares. Scripts add their own flags after these."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from common import REPO_ROOT
+
+DATA_MODES = ("auto", "real", "generated")
+WANDB_MODES = ("off", "offline", "online")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (not the whole usage block)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def make_parser(description: str, *, epochs: int, batch_size: int | None, lr: float | None,
+                seed: int = 0, batch_size_help: str | None = None, lr_help: str | None = None
+                ) -> OneLineParser:
+    """A parser holding the shared flags with this script's defaults."""
+    parser = OneLineParser(description=description)
+    add = parser.add_argument
+    add("--epochs", type=positive_int, default=epochs, help="training epochs (default: %(default)s)")
+    add("--batch-size", type=positive_int, default=batch_size,
+        help=batch_size_help or "mini-batch size (default: %(default)s)")
+    add("--lr", type=positive_float, default=lr, help=lr_help or "learning rate (default: %(default)s)")
+    add("--seed", type=int, default=seed, help="random seed for data split, init and order (default: %(default)s)")
+    add("--device", choices=DEVICES, default="auto", help="where to compute (default: %(default)s)")
+    add("--data-root", type=Path, default=REPO_ROOT / "data",
+        help="folder holding (or receiving) the real data sets (default: <repo>/data)")
+    add("--data", choices=DATA_MODES, default="auto",
+        help="auto: real data when present or downloadable, else the embedded stand-in; "
+             "real: fail without it; generated: never touch the network (default: %(default)s)")
+    add("--out", type=Path, default=None,
+        help="run directory (default: runs/<assignment>/<run name from the flags>)")
+    add("--wandb", choices=WANDB_MODES, default=None,
+        help="Weights & Biases logging (default: online when logged in to wandb, else off; off under --smoke)")
+    add("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    add("--overwrite", action="store_true", help="start over in an --out that already holds a run")
+    add("--smoke", action="store_true",
+        help="tiny data, tiny model, a couple of steps on the CPU: checks every artefact is written")
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, assignment: str,
+               run_name: Callable[[argparse.Namespace], str]) -> argparse.Namespace:
+    """Parse and resolve the shared flags: out dir, wandb mode, absolute paths."""
+    args = parser.parse_args(argv)
+    args.assignment = assignment
+    if args.smoke:
+        args.device = "cpu"
+        args.overwrite = True  # smoke runs are scratch: re-running one replaces it
+    if args.wandb is None:
+        args.wandb = "off" if args.smoke else ("online" if wandb_logged_in() else "off")
+    args.data_root = args.data_root.expanduser().resolve()
+    if args.out is None:
+        base = REPO_ROOT / "runs" / ("smoke" if args.smoke else "") / assignment
+        args.out = base / run_name(args)
+    args.out = args.out.expanduser().resolve()
+    return args
+
+
+def wandb_logged_in() -> bool:
+    """True when an API key is configured (env or ~/.netrc), without importing wandb."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False

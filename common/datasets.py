@@ -1,0 +1,197 @@
+"""Data resolution for the image sets (--data auto|real|generated, --data-root).
+
+Real sets are read from their usual on-disk layout under --data-root (what torchvision's download
+leaves there), downloaded through torchvision when missing and online, and replaced by the embedded
+stand-in, announced in one line, when neither is possible (auto) or asked for (generated)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from common import generated
+from common.download import DownloadUnavailable, fetch
+from common.errors import UserError
+from common.formats import read_cifar_batch, read_cifar_meta, read_idx
+
+FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                 "Bag", "Ankle boot"]
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@dataclass
+class ImageDataset:
+    """Images as uint8 arrays: (N, H, W) grey or (N, H, W, C) colour; labels (N,) int64."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    source: str                                  # recorded in config.json and every report table
+    aux_train: dict[str, np.ndarray] = field(default_factory=dict)  # extra label sets (e.g. coarse)
+    aux_test: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def is_real(self) -> bool:
+        return self.source.startswith("real")
+
+    def subset(self, n_train: int, n_test: int) -> "ImageDataset":
+        """The first n examples of each split (the sets are shuffled already)."""
+        return ImageDataset(self.x_train[:n_train], self.y_train[:n_train], self.x_test[:n_test],
+                            self.y_test[:n_test], self.classes, self.source,
+                            {k: v[:n_train] for k, v in self.aux_train.items()},
+                            {k: v[:n_test] for k, v in self.aux_test.items()})
+
+
+@dataclass(frozen=True)
+class RealImageSet:
+    """Where a real set lives under --data-root, how to read it, download it, and stand in for it."""
+    name: str
+    folder: str                                   # relative to --data-root
+    required: tuple[str, ...]                     # files whose absence means "not there"
+    read: Callable[[Path], ImageDataset]
+    torchvision_class: str
+    urls: tuple[str, ...]
+    stand_in: Callable[[int], ImageDataset]       # seed -> generated (or bundled) data set
+
+
+def _find(folder: Path, name: str) -> Path:
+    """The file itself or its .gz (torchvision keeps both forms)."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.exists():
+            return candidate
+    raise UserError(f"missing file {folder / name}")
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, where: Path) -> np.ndarray:
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(f"label out of range in {where}: found {labels.min()}..{labels.max()}, "
+                        f"expected 0..{num_classes - 1}; delete the file and fetch it again")
+    return labels.astype(np.int64)
+
+
+def _read_idx_set(classes: list[str]) -> Callable[[Path], ImageDataset]:
+    def read(folder: Path) -> ImageDataset:
+        splits = {}
+        for split, prefix in (("train", "train"), ("test", "t10k")):
+            images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
+            label_file = _find(folder, f"{prefix}-labels-idx1-ubyte")
+            labels = _check_labels(read_idx(label_file), len(classes), label_file)
+            if images.ndim != 3 or len(images) != len(labels):
+                raise UserError(f"{folder}: {prefix} images {images.shape} do not match {len(labels)} "
+                                f"labels; delete the files and fetch them again")
+            splits[split] = (images.astype(np.uint8), labels)
+        return ImageDataset(*splits["train"], *splits["test"], classes, "real")
+    return read
+
+
+def _read_cifar10(folder: Path) -> ImageDataset:
+    batches = sorted(folder.glob("data_batch_*"))
+    if not batches:
+        raise UserError(f"no data_batch_* files in {folder}")
+    parts = [read_cifar_batch(path) for path in batches]
+    x_test, y_test = read_cifar_batch(folder / "test_batch")
+    classes = read_cifar_meta(folder / "batches.meta")
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = _check_labels(np.concatenate([p[1] for p in parts]), len(classes), folder)
+    return ImageDataset(x_train, y_train, x_test, _check_labels(y_test, len(classes), folder), classes, "real")
+
+
+def _read_cifar100(folder: Path) -> ImageDataset:
+    x_train, y_train = read_cifar_batch(folder / "train", "fine_labels")
+    x_test, y_test = read_cifar_batch(folder / "test", "fine_labels")
+    coarse = {split: read_cifar_batch(folder / split, "coarse_labels")[1] for split in ("train", "test")}
+    classes = read_cifar_meta(folder / "meta", "fine_label_names")
+    return ImageDataset(x_train, _check_labels(y_train, 100, folder), x_test, _check_labels(y_test, 100, folder),
+                        classes, "real", {"coarse": coarse["train"]}, {"coarse": coarse["test"]})
+
+
+def _split(images: np.ndarray, labels: np.ndarray, test_fraction: float, seed: int):
+    order = np.random.default_rng([seed, 1]).permutation(len(labels))
+    n_test = int(round(len(labels) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return images[train], labels[train], images[test], labels[test]
+
+
+def _digits_stand_in(seed: int) -> ImageDataset:
+    images, labels = generated.sklearn_digits_28()
+    return ImageDataset(*_split(images, labels, 1 / 6, seed), generated.DIGIT_NAMES,
+                        "embedded: scikit-learn digits (1,797 real 8x8 scans upscaled to 28x28)")
+
+
+def _pattern_stand_in(shape, classes, n_train, n_test, coarse_per_class=None):
+    def make(seed: int) -> ImageDataset:
+        x_train, y_train = generated.pattern_classes(n_train, shape, len(classes), seed)
+        x_test, y_test = generated.pattern_classes(n_test, shape, len(classes), seed + 10_000)
+        aux = ({"coarse": y_train // coarse_per_class}, {"coarse": y_test // coarse_per_class}) \
+            if coarse_per_class else ({}, {})
+        return ImageDataset(x_train, y_train, x_test, y_test, classes,
+                            f"generated: {len(classes)} pattern classes {shape} (seed {seed})", *aux)
+    return make
+
+
+REAL_SETS: dict[str, RealImageSet] = {
+    "mnist": RealImageSet(
+        "MNIST", "MNIST/raw", ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"),
+        _read_idx_set(generated.DIGIT_NAMES), "MNIST",
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        _digits_stand_in),
+    "fashion_mnist": RealImageSet(
+        "FashionMNIST", "FashionMNIST/raw", ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"),
+        _read_idx_set(FASHION_NAMES), "FashionMNIST",
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        _pattern_stand_in((28, 28), FASHION_NAMES, 6000, 1000)),
+    "cifar10": RealImageSet(
+        "CIFAR-10", "cifar-10-batches-py", ("test_batch", "batches.meta"), _read_cifar10, "CIFAR10",
+        ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+        _pattern_stand_in((32, 32, 3), CIFAR10_NAMES, 5000, 1000)),
+    "cifar100": RealImageSet(
+        "CIFAR-100", "cifar-100-python", ("train", "test", "meta"), _read_cifar100, "CIFAR100",
+        ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
+        _pattern_stand_in((32, 32, 3), [f"class_{i}" for i in range(100)], 10000, 2000, coarse_per_class=5)),
+}
+
+
+def _present(spec: RealImageSet, root: Path) -> bool:
+    folder = root / spec.folder
+    return all((folder / f).exists() or (folder / f"{f}.gz").exists() for f in spec.required)
+
+
+def _download(spec: RealImageSet, root: Path, announce: Callable[[str], None]) -> None:
+    def run() -> None:
+        import torchvision.datasets as tv_datasets
+
+        cls = getattr(tv_datasets, spec.torchvision_class)
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+
+    root.mkdir(parents=True, exist_ok=True)
+    fetch(list(spec.urls), run, lambda: announce(f"downloading {spec.name} into {root} ..."))
+
+
+def load_image_dataset(name: str, mode: str, root: Path, *, seed: int = 0, smoke: bool = False,
+                       announce: Callable[[str], None] = print) -> ImageDataset:
+    """Resolve `--data` for one of REAL_SETS. Smoke runs use a tiny slice of the stand-in."""
+    if name not in REAL_SETS:
+        raise UserError(f"unknown data set '{name}'; choose one of {', '.join(REAL_SETS)}")
+    spec = REAL_SETS[name]
+    folder = Path(root) / spec.folder
+    if mode == "generated" or smoke:
+        data = spec.stand_in(seed)
+        return data.subset(256, 128) if smoke else data
+    if not _present(spec, Path(root)):
+        try:
+            _download(spec, Path(root), announce)
+        except DownloadUnavailable as why:
+            if mode == "real":
+                raise UserError(f"{spec.name} not found under {folder} (needs {', '.join(spec.required)}) "
+                                f"and it cannot be downloaded ({why}); put the files there or point "
+                                f"--data-root at them") from None
+            data = spec.stand_in(seed)
+            announce(f"note: {spec.name} is unavailable ({why}); using the embedded stand-in: {data.source}")
+            return data
+    data = spec.read(folder)
+    data.source = f"real: {spec.name} ({len(data.y_train):,} train / {len(data.y_test):,} test) from {folder}"
+    return data

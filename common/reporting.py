@@ -1,0 +1,53 @@
+"""What report.py files share: the runs they declare, the results they read back, markdown tables.
+A report is rebuilt from run directories alone (config.json, summary.json, metrics.jsonl, plots)."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run behind a report: a name (its folder) and the train.py flags that define it."""
+    name: str
+    args: tuple[str, ...]
+
+
+@dataclass
+class RunResult:
+    name: str
+    path: Path
+    config: dict
+    summary: dict
+    records: list[dict]
+
+    def curve(self, key: str) -> list[float]:
+        return [r[key] for r in self.records]
+
+
+def load_result(name: str, path: Path) -> RunResult:
+    path = Path(path)
+    metrics = path / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return RunResult(name, path, json.loads((path / "config.json").read_text()),
+                     json.loads((path / "summary.json").read_text()), records)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def copy_figure(result: RunResult, figure: str, report_dir: Path, new_name: str) -> str:
+    """Copy a run's PNG next to the report; returns the path to write in the markdown."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(result.path / figure, report_dir / new_name)
+    return f"{report_dir.name}/{new_name}"

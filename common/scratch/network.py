@@ -1,0 +1,100 @@
+"""Modules built from the layer primitives, and a Sequential container that names parameters
+'<index>.<name>' (e.g. '0.w', '0.b') for optimizers, L2 and checkpoints."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from common.errors import UserError
+from common.scratch.init import INITS
+from common.scratch.layers import ACTIVATIONS, affine_backward, affine_forward
+
+
+class Dense:
+    """Fully connected layer; params w (D, M) and b (M,)."""
+
+    def __init__(self, fan_in: int, fan_out: int, init: str, rng: np.random.Generator, dtype=np.float32):
+        self.params = {"w": INITS[init](fan_in, fan_out, rng).astype(dtype),
+                       "b": np.zeros(fan_out, dtype=dtype)}
+
+    def forward(self, x):
+        return affine_forward(x, self.params["w"], self.params["b"])
+
+    def backward(self, dout, cache, need_dx: bool = True):
+        dx, dw, db = affine_backward(dout, cache, need_dx)
+        return dx, {"w": dw, "b": db}
+
+
+class Activation:
+    """An element-wise non-linearity from ACTIVATIONS; no parameters."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.fn = ACTIVATIONS[name]
+        self.params: dict[str, np.ndarray] = {}
+
+    def forward(self, x):
+        return self.fn.forward(x)
+
+    def backward(self, dout, cache, need_dx: bool = True):
+        return self.fn.backward(dout, cache), {}
+
+
+class Sequential:
+    def __init__(self, layers: Sequence):
+        self.layers = list(layers)
+        # references to the live arrays: optimizers update them in place
+        self._params = {f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()}
+
+    def forward(self, x: np.ndarray):
+        """x (N, D) -> logits (N, C) and the caches for backward."""
+        caches = []
+        for layer in self.layers:
+            x, cache = layer.forward(x)
+            caches.append(cache)
+        return x, caches
+
+    def backward(self, dout: np.ndarray, caches: list) -> dict[str, np.ndarray]:
+        """dlogits (N, C) -> gradients by parameter name. The input gradient is never computed."""
+        grads = {}
+        for i in range(len(self.layers) - 1, -1, -1):
+            dout, layer_grads = self.layers[i].backward(dout, caches[i], need_dx=i > 0)
+            for name, grad in layer_grads.items():
+                grads[f"{i}.{name}"] = grad
+        return grads
+
+    def params(self) -> dict[str, np.ndarray]:
+        return self._params
+
+    def logits(self, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        """Forward pass in chunks (no caches kept): (N, D) -> (N, C)."""
+        outs = []
+        for start in range(0, len(x), batch_size):
+            out = x[start:start + batch_size]
+            for layer in self.layers:
+                out, _ = layer.forward(out)
+            outs.append(out)
+        return np.concatenate(outs)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {name: value.copy() for name, value in self._params.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for name, value in self._params.items():
+            if name not in state or state[name].shape != value.shape:
+                found = state[name].shape if name in state else "nothing"
+                raise UserError(f"checkpoint does not fit this network: {name} expects {value.shape}, "
+                                f"found {found}")
+            value[...] = state[name]
+
+
+def mlp(sizes: Sequence[int], activation: str, init: str, rng: np.random.Generator,
+        dtype=np.float32) -> Sequential:
+    """sizes = (inputs, hidden..., classes); the activation follows every hidden layer."""
+    layers: list = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Dense(fan_in, fan_out, init, rng, dtype))
+        if i < len(sizes) - 2:
+            layers.append(Activation(activation))
+    return Sequential(layers)

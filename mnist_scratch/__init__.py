@@ -1,0 +1,1 @@
+"""MNIST from scratch: a NumPy MLP trained with batch, stochastic and mini-batch gradient descent."""

@@ -1,0 +1,166 @@
+"""Train the NumPy MLP on MNIST with batch, stochastic or mini-batch gradient descent.
+
+    python mnist_scratch/train.py                          # mini-batch, He init, 90:10, 25 epochs
+    python mnist_scratch/train.py --gd batch --split 70:30
+    python mnist_scratch/train.py --data real --data-root ../shared/data
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from common.cli import make_parser, non_negative_float, parse_args, positive_int  # noqa: E402
+from common.errors import TrainingDiverged, UserError, run_cli  # noqa: E402
+from common.metrics import accuracy, confusion, loss_trend, macro_f1  # noqa: E402
+from common.plots import plot_confusion, plot_curves, plot_image_grid  # noqa: E402
+from common.rundir import RunDir  # noqa: E402
+from common.runtime import seed_everything  # noqa: E402
+from common.scratch.init import INITS  # noqa: E402
+from common.scratch.layers import ACTIVATIONS  # noqa: E402
+from common.scratch.losses import LOSSES  # noqa: E402
+from common.scratch.optim import OPTIMIZERS, build_optimizer  # noqa: E402
+from common.scratch.schedules import SCHEDULES  # noqa: E402
+from common.scratch.trainer import evaluate, init_states, train_epoch  # noqa: E402
+from mnist_scratch.data import SPLITS, load_mnist_split  # noqa: E402
+from mnist_scratch.model import MLPConfig, build_mlp  # noqa: E402
+
+ASSIGNMENT = "mnist_scratch"
+
+
+@dataclass(frozen=True)
+class GDType:
+    """A gradient-descent variant: how many examples each step sees, and the lr that suits it."""
+    batch_size: int | None  # None: the whole training split
+    lr: float
+
+
+GD_TYPES = {
+    "batch": GDType(batch_size=None, lr=0.1),   # one step per epoch over all examples
+    "sgd": GDType(batch_size=1, lr=0.002),      # one step per example
+    "minibatch": GDType(batch_size=64, lr=0.05),
+}
+
+
+def build_parser():
+    parser = make_parser(__doc__.splitlines()[0], epochs=25, batch_size=None, lr=None,
+                         batch_size_help="examples per step, --gd minibatch only (default: 64)",
+                         lr_help="base learning rate (default: set by --gd: "
+                                 + ", ".join(f"{k} {v.lr}" for k, v in GD_TYPES.items()) + ")")
+    add = parser.add_argument
+    add("--gd", choices=list(GD_TYPES), default="minibatch", help="gradient-descent variant (default: %(default)s)")
+    add("--split", choices=list(SPLITS), default="90:10", help="train:test split of the pooled set (default: %(default)s)")
+    add("--hidden", type=positive_int, nargs="+", default=[128, 64], help="hidden layer sizes (default: 128 64)")
+    add("--activation", choices=list(ACTIVATIONS), default="relu", help="hidden activation (default: %(default)s)")
+    add("--init", choices=list(INITS), default="he", help="weight initialisation (default: %(default)s)")
+    add("--optimizer", choices=list(OPTIMIZERS), default="momentum", help="update rule (default: %(default)s)")
+    add("--momentum", type=non_negative_float, default=0.9, help="momentum for momentum/nesterov (default: %(default)s)")
+    add("--l2", type=non_negative_float, default=1e-4, help="L2 regularisation strength (default: %(default)s)")
+    add("--lr-schedule", choices=list(SCHEDULES), default="cosine", help="per-epoch lr schedule (default: %(default)s)")
+    return parser
+
+
+def run_name(args) -> str:
+    return f"{args.gd}_{args.split.replace(':', '-')}_{args.init}_{args.activation}_seed{args.seed}"
+
+
+def resolve_gd(args) -> None:
+    """Fill --batch-size and --lr from the GD type; reject a batch size that contradicts it."""
+    gd = GD_TYPES[args.gd]
+    if args.batch_size is not None and args.gd != "minibatch":
+        raise UserError(f"--batch-size applies to --gd minibatch only (--gd {args.gd} fixes it)")
+    if args.batch_size is None:
+        args.batch_size = gd.batch_size if gd.batch_size is not None else 64
+    args.lr = gd.lr if args.lr is None else args.lr
+    if args.smoke:
+        args.epochs, args.hidden = min(args.epochs, 2), [16]
+
+
+def main(argv=None) -> dict:
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    resolve_gd(args)
+    seed_everything(args.seed)
+    data = load_mnist_split(args.split, mode=args.data, root=args.data_root, seed=args.seed, smoke=args.smoke)
+    batch_size = len(data.y_train) if args.gd == "batch" else args.batch_size
+
+    config = MLPConfig(hidden=tuple(args.hidden), activation=args.activation, init=args.init)
+    net = build_mlp(config, args.seed)
+    optimizer = build_optimizer(args.optimizer, args.lr, momentum=args.momentum)
+    states = init_states(net, optimizer)
+    loss_fn = LOSSES["cross_entropy"]
+    run = RunDir(args, data_source=data.source)
+
+    start_epoch, elapsed = 0, 0.0
+    resumed = run.resume_state(as_numpy=True)
+    if resumed is not None:
+        net.load_state_dict(resumed["model"])
+        states = resumed["optimizer"]
+        start_epoch, elapsed = int(resumed["epoch"]), float(resumed["elapsed"])
+        print(f"resuming {run.path.name} after epoch {start_epoch}")
+    print(f"{ASSIGNMENT}: {args.gd} GD, batch {batch_size}, lr {args.lr}, {config.sizes}, "
+          f"{len(data.y_train):,} train / {len(data.y_test):,} test, data: {data.source}")
+
+    for epoch in range(start_epoch, args.epochs):
+        optimizer.lr = SCHEDULES[args.lr_schedule](args.lr, epoch, args.epochs)
+        tic = time.perf_counter()
+        try:
+            train_epoch(net, optimizer, states, data.x_train, data.y_train, batch_size=batch_size,
+                        rng=np.random.default_rng([args.seed, 4, epoch]), loss_fn=loss_fn, l2=args.l2,
+                        epoch=epoch + 1, quiet=args.smoke)
+        except TrainingDiverged as err:
+            raise TrainingDiverged(f"{err}; the last good checkpoint (epoch {epoch}) is kept in "
+                                   f"{run.path}; lower --lr") from None
+        elapsed += time.perf_counter() - tic
+        train_eval = evaluate(net, data.x_train, data.y_train, loss_fn, args.l2)
+        test_eval = evaluate(net, data.x_test, data.y_test, loss_fn, args.l2)
+        record = {"epoch": epoch + 1, "lr": optimizer.lr,
+                  "train_loss": train_eval.loss, "train_acc": accuracy(data.y_train, train_eval.predictions),
+                  "test_loss": test_eval.loss, "test_acc": accuracy(data.y_test, test_eval.predictions),
+                  "train_seconds": elapsed}
+        run.log(record)
+        run.save_checkpoint({"epoch": epoch + 1, "elapsed": elapsed, "model_config": config.to_dict(),
+                             "model": net.state_dict(), "optimizer": states})
+        if not args.smoke:
+            print(f"epoch {epoch + 1:>3}/{args.epochs}  train loss {record['train_loss']:.4f} "
+                  f"acc {record['train_acc']:.4f}  test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}")
+    return write_artefacts(run, net, data, loss_fn, args, config)
+
+
+def write_artefacts(run: RunDir, net, data, loss_fn, args, config: MLPConfig) -> dict:
+    """Curves, confusion matrices, a prediction grid, and summary.json."""
+    records = run.metrics()
+    test_eval = evaluate(net, data.x_test, data.y_test, loss_fn, args.l2)
+    matrix = confusion(data.y_test, test_eval.predictions, len(data.classes))
+    title = f"{args.gd} GD, {args.split}, {args.init} init ({data.source.split(' (')[0]})"
+    plot_curves(records, {"loss": ["train_loss", "test_loss"], "accuracy": ["train_acc", "test_acc"]},
+                run.file("curves.png"), title=title)
+    plot_confusion(matrix, data.classes, run.file("confusion.png"), title=f"test confusion, {title}")
+    plot_confusion(matrix, data.classes, run.file("confusion_normalised.png"), normalize=True)
+    shown = slice(0, 20)
+    plot_image_grid(data.test_images[shown], [f"pred {data.classes[p]} / {data.classes[t]}" for p, t in
+                    zip(test_eval.predictions[shown], data.y_test[shown])], run.file("predictions.png"))
+    last = records[-1]
+    summary = run.finish({
+        "train_acc": last["train_acc"], "test_acc": last["test_acc"],
+        "train_loss": last["train_loss"], "test_loss": last["test_loss"],
+        "best_test_acc": max(r["test_acc"] for r in records),
+        "test_macro_f1": macro_f1(data.y_test, test_eval.predictions),
+        "loss_trend": loss_trend([r["train_loss"] for r in records]),
+        "epochs": last["epoch"], "train_seconds": last["train_seconds"],
+        "parameters": int(sum(w.size for w in net.params().values())),
+        "model_config": config.to_dict(), "gd": args.gd, "split": args.split, "init": args.init,
+        "batch_size": len(data.y_train) if args.gd == "batch" else args.batch_size, "lr": args.lr,
+    })
+    print(f"done: test accuracy {summary['test_acc']:.2%} (train {summary['train_acc']:.2%}) after "
+          f"{summary['epochs']} epochs; run directory {run.path}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main)

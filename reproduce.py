@@ -1,0 +1,143 @@
+"""Run the runs behind an assignment's report table and write reports/<assignment>.md.
+
+    python reproduce.py mnist_scratch --quick     # the embedded data, a few minutes on a laptop
+    python reproduce.py mnist_scratch             # real data when present or downloadable
+    python reproduce.py --all --quick
+    python reproduce.py mnist_scratch --report-only   # rebuild from existing summaries, no training
+
+Finished runs are not retrained (their flags are recorded next to them); an interrupted one is
+resumed. Every assignment is attempted; failures are listed together at the end (exit 1)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import REPO_ROOT
+from common.cli import DATA_MODES, OneLineParser
+from common.errors import UserError, run_cli
+from common.progress import progress
+from common.reporting import RunResult, RunSpec, load_result
+from common.runtime import git_commit, hardware_info
+
+SPEC_FILE = "reproduce_spec.json"
+
+
+def assignments() -> list[str]:
+    """Every assignment folder that declares its report runs."""
+    return sorted(p.parent.name for p in REPO_ROOT.glob("*/report.py") if (p.parent / "train.py").exists())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("assignments", nargs="*", help=f"which to reproduce: {', '.join(assignments())}")
+    add("--all", action="store_true", help="every assignment")
+    add("--quick", action="store_true", help="the embedded data (--data generated): offline, minutes")
+    add("--smoke", action="store_true", help="every run with --smoke (tiny data): checks the pipeline in seconds")
+    add("--report-only", action="store_true", help="rebuild the reports from existing runs; never train")
+    add("--data", choices=DATA_MODES, default="auto", help="data mode for a full reproduction (default: %(default)s)")
+    add("--data-root", type=Path, default=REPO_ROOT / "data", help="real data sets (default: <repo>/data)")
+    add("--runs-dir", type=Path, default=None, help="where the runs go (default: runs/reproduce[-quick|-smoke])")
+    add("--reports-dir", type=Path, default=REPO_ROOT / "reports", help="where reports go (default: <repo>/reports)")
+    return parser
+
+
+def _mode(args) -> str:
+    return "smoke" if args.smoke else ("quick" if args.quick else "full")
+
+
+def run_command(assignment: str, spec: RunSpec, out: Path, args) -> list[str]:
+    data = "generated" if args.quick or args.smoke else args.data
+    command = [sys.executable, str(REPO_ROOT / assignment / "train.py"), *spec.args,
+               "--data", data, "--data-root", str(args.data_root.resolve()), "--out", str(out)]
+    return command + (["--smoke"] if args.smoke else [])
+
+
+def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
+    """Train (or resume) one run unless it is already finished with the same flags. Returns what was done."""
+    command = run_command(assignment, spec, out, args)
+    recorded = out / SPEC_FILE
+    same = recorded.exists() and json.loads(recorded.read_text()) == {"args": list(spec.args), "mode": _mode(args)}
+    if same and (out / "summary.json").exists():
+        return "kept"
+    if args.report_only:
+        raise UserError(f"--report-only: run {out} is missing or unfinished; drop --report-only to train it")
+    action = "resumed" if same and (out / "config.json").exists() else "trained"
+    command.append("--resume" if action == "resumed" else "--overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps({"args": list(spec.args), "mode": _mode(args)}))
+    with open(out / "log.txt", "w") as log:
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    if done.returncode != 0:
+        tail = (out / "log.txt").read_text().strip().splitlines()[-1:] or ["(no output)"]
+        raise UserError(f"{assignment}/{spec.name} failed (exit {done.returncode}): {tail[0]}; "
+                        f"log: {out / 'log.txt'}")
+    return action
+
+
+def reproduce(assignment: str, args) -> Path:
+    module = importlib.import_module(f"{assignment}.report")
+    runs_dir = (args.runs_dir or REPO_ROOT / "runs" / f"reproduce{'' if _mode(args) == 'full' else '-' + _mode(args)}")
+    specs: list[RunSpec] = module.runs(args.quick or args.smoke)
+    results: dict[str, RunResult] = {}
+    tic = time.perf_counter()
+    for spec in progress(specs, desc=assignment, leave=True):
+        out = runs_dir.resolve() / assignment / spec.name
+        action = ensure_run(assignment, spec, out, args)
+        results[spec.name] = load_result(spec.name, out)
+        print(f"  {assignment}/{spec.name}: {action}", flush=True)
+    report_dir = args.reports_dir.resolve() / assignment
+    body = module.build(results, report_dir)
+    report = args.reports_dir.resolve() / f"{assignment}.md"
+    report.write_text(_header(assignment, results, args, time.perf_counter() - tic) + body + "\n")
+    return report
+
+
+def _header(assignment: str, results: dict[str, RunResult], args, seconds: float) -> str:
+    sources = sorted({r.config["data_source"] for r in results.values()})
+    seeds = sorted({r.config["args"]["seed"] for r in results.values()})
+    hardware = next(iter(results.values())).config["hardware"]
+    command = "python reproduce.py " + assignment + {"full": "", "quick": " --quick", "smoke": " --smoke"}[_mode(args)]
+    if _mode(args) == "full" and args.data != "auto":
+        command += f" --data {args.data}"
+    if _mode(args) == "full":
+        command += f" --data-root {shlex.quote(str(args.data_root))}"
+    return "\n".join([
+        f"# {assignment} report ({_mode(args)} reproduction)", "",
+        f"- data: {'; '.join(sources)}",
+        f"- seeds: {', '.join(map(str, seeds))}; {len(results)} runs",
+        f"- command: `{command}`",
+        f"- made {time.strftime('%Y-%m-%d %H:%M')} at commit {git_commit()[:12]} on "
+        f"{hardware['processor']} ({hardware['cpu_count']} cores, {hardware['device']}); "
+        f"this invocation took {seconds:.0f} s (runs kept from earlier invocations not counted)",
+        "", "",
+    ])
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    chosen = assignments() if args.all else args.assignments
+    if not chosen:
+        raise UserError("name an assignment or pass --all; one of: " + ", ".join(assignments()))
+    unknown = [a for a in chosen if a not in assignments()]
+    if unknown:
+        raise UserError(f"unknown assignment {', '.join(unknown)}; choose from {', '.join(assignments())}")
+    args.reports_dir.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for assignment in chosen:
+        try:
+            print(f"wrote {reproduce(assignment, args)}")
+        except UserError as err:
+            failures.append(f"{assignment}: {err}")
+    if failures:
+        raise UserError(f"{len(failures)} of {len(chosen)} failed: " + " | ".join(failures))
+
+
+if __name__ == "__main__":
+    run_cli(main)
