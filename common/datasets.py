@@ -124,7 +124,7 @@ def _digits_stand_in(seed: int) -> ImageDataset:
 def _pattern_stand_in(shape, classes, n_train, n_test, coarse_per_class=None):
     def make(seed: int) -> ImageDataset:
         x_train, y_train = generated.pattern_classes(n_train, shape, len(classes), seed)
-        x_test, y_test = generated.pattern_classes(n_test, shape, len(classes), seed + 10_000)
+        x_test, y_test = generated.pattern_classes(n_test, shape, len(classes), seed, "test")
         aux = ({"coarse": y_train // coarse_per_class}, {"coarse": y_test // coarse_per_class}) \
             if coarse_per_class else ({}, {})
         return ImageDataset(x_train, y_train, x_test, y_test, classes,

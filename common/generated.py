@@ -26,11 +26,12 @@ def sklearn_digits_28() -> tuple[np.ndarray, np.ndarray]:
     return (frames * 255).round().astype(np.uint8), digits.target.astype(np.int64)
 
 
-def pattern_classes(n: int, shape: tuple[int, ...], num_classes: int, seed: int,
+def pattern_classes(n: int, shape: tuple[int, ...], num_classes: int, seed: int, split: str = "train",
                     noise: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """Generated image classes: each class is a fixed smooth prototype (a few Gaussian blobs and an
     oriented grating, per channel); samples are the prototype shifted by up to 3 pixels, with random
-    contrast and pixel noise. Returns images `shape`-shaped uint8 (N, H, W[, C]) and labels (N,)."""
+    contrast and pixel noise. The prototypes depend on `seed` alone, the samples on `seed` and `split`.
+    Returns images `shape`-shaped uint8 (N, H, W[, C]) and labels (N,)."""
     height, width = shape[:2]
     channels = shape[2] if len(shape) == 3 else 1
     proto_rng = np.random.default_rng([seed, 7919])  # prototypes depend on the seed only
@@ -48,7 +49,7 @@ def pattern_classes(n: int, shape: tuple[int, ...], num_classes: int, seed: int,
             prototypes[k, :, :, c] = canvas
     prototypes = (prototypes - prototypes.min()) / (np.ptp(prototypes) + 1e-9)
 
-    rng = np.random.default_rng([seed, n])
+    rng = np.random.default_rng([seed, n, {"train": 0, "test": 1}[split]])
     labels = np.arange(n) % num_classes
     rng.shuffle(labels)
     shifts = rng.integers(-3, 4, size=(n, 2))

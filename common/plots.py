@@ -81,17 +81,20 @@ def plot_image_grid(images: np.ndarray, titles: Sequence[str], path: Path, *, nc
 
 
 def plot_overlays(panels: Mapping[str, Mapping[str, Sequence[float]]], path: Path, *, ylabel: str,
-                  title: str = "", xlabel: str = "epoch") -> Path:
+                  title: str = "", xlabel: str = "epoch", sharey: bool = False) -> Path:
     """Several runs' curves of one metric: one panel per entry (panel title -> run label -> values)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, sharey=sharey)
     for ax, (panel_title, curves) in zip(axes[0], panels.items()):
         for label, values in curves.items():
             ax.plot(range(1, len(values) + 1), values, marker="o", markersize=2.5, label=label)
         ax.set_xlabel(xlabel)
         ax.set_title(panel_title, fontsize=9)
+        if not sharey:
+            ax.set_ylabel(panel_title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel(ylabel)
+    if sharey:
+        axes[0][0].set_ylabel(ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)

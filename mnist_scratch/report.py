@@ -46,10 +46,10 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
                                   "train loss trend (first→last, shape)"], rows)
     plot_overlays({f"split {split}": {gd: results[_name(gd, split)].curve("test_acc") for gd in GD_TYPES}
                    for split in SPLITS}, report_dir / "gd_test_accuracy.png", ylabel="test accuracy",
-                  title="test accuracy per epoch by gradient-descent type")
+                  title="test accuracy per epoch by gradient-descent type", sharey=True)
     plot_overlays({f"split {split}": {gd: results[_name(gd, split)].curve("train_loss") for gd in GD_TYPES}
                    for split in SPLITS}, report_dir / "gd_train_loss.png", ylabel="train loss",
-                  title="train loss (with L2) per epoch by gradient-descent type")
+                  title="train loss (with L2) per epoch by gradient-descent type", sharey=True)
 
     init_rows = []
     for init in INIT_SCHEMES:

@@ -56,17 +56,25 @@ def train_epoch(net, optimizer: Optimizer, states: dict, x: np.ndarray, y: np.nd
     params = net.params()
     total, batches = 0.0, 0
     starts = range(0, n, batch_size)
-    for step, start in enumerate(progress(starts, desc=f"epoch {epoch}", quiet=quiet)):
-        if order is None:
-            xb, yb = x, y
-        else:
-            idx = order[start:start + batch_size]
-            xb, yb = x[idx], y[idx]
-        loss, grads = loss_and_grads(net, xb, yb, loss_fn, l2)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"the loss became {loss} at epoch {epoch}, step {step}")
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught below, in one line
+        for step, start in enumerate(progress(starts, desc=f"epoch {epoch}", quiet=quiet)):
+            loss = _step(net, optimizer, states, params, x, y, order, start, batch_size, loss_fn, l2)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"the loss became {loss} at epoch {epoch}, step {step}")
+            total += loss
+            batches += 1
+    return total / max(batches, 1)
+
+
+def _step(net, optimizer, states, params, x, y, order, start, batch_size, loss_fn, l2) -> float:
+    """One gradient step on the batch starting at `start` of `order` (all of x when order is None)."""
+    if order is None:
+        xb, yb = x, y
+    else:
+        idx = order[start:start + batch_size]
+        xb, yb = x[idx], y[idx]
+    loss, grads = loss_and_grads(net, xb, yb, loss_fn, l2)
+    if math.isfinite(loss):
         for name, w in params.items():
             optimizer.update(w, grads[name], states[name])
-        total += loss
-        batches += 1
-    return total / max(batches, 1)
+    return loss

@@ -1,0 +1,27 @@
+# Quick start: `make demo` (set up + the main job on the embedded data), `make test` (set up + tests).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench reproduce clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+demo: $(STAMP)  ## reproduce mnist_scratch's report on the embedded data (offline, a few minutes)
+	$(PY) reproduce.py mnist_scratch --quick
+
+test: $(STAMP)  ## the whole test suite (no network, no GPU)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)  ## side-by-side speed ratios
+	$(PY) bench/mnist_scratch_epoch.py
+
+reproduce: $(STAMP)  ## every report on real data when present (set DATA_ROOT)
+	$(PY) reproduce.py --all --data-root $(or $(DATA_ROOT),data)
+
+clean:
+	rm -rf runs reports .pytest_cache

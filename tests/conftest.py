@@ -1,0 +1,46 @@
+"""Shared fixtures. Nothing here touches the network or a GPU; wandb stays off."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.pop("WANDB_API_KEY", None)
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+
+from common.formats import write_idx  # noqa: E402
+
+
+def run_script(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a repo script as a user would: `python <script> <args>`."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def write_mnist_layout(root: Path, n_train: int = 120, n_test: int = 40, seed: int = 0) -> Path:
+    """Tiny MNIST-format IDX files under root/MNIST/raw, the layout torchvision's download leaves."""
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):  # a learnable bright bar whose row encodes the label
+            images[i, 2 + 2 * label:4 + 2 * label, 4:24] = 255
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return raw
+
+
+@pytest.fixture
+def mnist_root(tmp_path: Path) -> Path:
+    write_mnist_layout(tmp_path / "data")
+    return tmp_path / "data"

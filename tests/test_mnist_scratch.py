@@ -1,0 +1,145 @@
+"""mnist_scratch end to end: every GD type, real-format data, resume after SIGKILL, user errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from common.errors import UserError
+from mnist_scratch import train
+from mnist_scratch.data import SPLITS, split_pooled
+from tests.conftest import REPO, run_script
+
+SCRIPT = str(REPO / "mnist_scratch" / "train.py")
+
+
+def metrics_without_timing(out):
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
+
+
+@pytest.mark.parametrize("gd", list(train.GD_TYPES))
+def test_each_gd_type_trains_and_records_every_epoch(gd, tmp_path):
+    summary = train.main(["--smoke", "--gd", gd, "--out", str(tmp_path / gd), "--epochs", "2"])
+    records = metrics_without_timing(tmp_path / gd)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr"} <= set(records[0])
+    assert summary["gd"] == gd and summary["epochs"] == 2
+
+
+def test_learns_on_the_embedded_digits(tmp_path):
+    summary = train.main(["--data", "generated", "--epochs", "5", "--hidden", "32", "--out", str(tmp_path / "r")])
+    assert summary["test_acc"] > 0.9
+    assert summary["data_source"].startswith("embedded: scikit-learn digits")
+
+
+def test_real_loader_path_on_idx_files(mnist_root, tmp_path):
+    summary = train.main(["--data", "real", "--data-root", str(mnist_root), "--epochs", "8", "--hidden", "16",
+                          "--out", str(tmp_path / "r")])
+    assert summary["data_source"].startswith("real: MNIST (120 train / 40 test)")
+    assert summary["test_acc"] > 0.5  # the bars are learnable; chance is 0.1
+
+
+def test_splits_partition_the_pooled_set():
+    for fraction in SPLITS.values():
+        train_idx, test_idx = split_pooled(np.zeros(1000), np.zeros(1000), fraction, seed=0)
+        assert len(train_idx) == round(1000 * fraction)
+        assert sorted(np.concatenate([train_idx, test_idx])) == list(range(1000))
+
+
+def test_batch_size_with_other_gd_types_is_refused(tmp_path):
+    with pytest.raises(UserError, match="--batch-size applies to --gd minibatch only"):
+        train.main(["--smoke", "--gd", "sgd", "--batch-size", "8", "--out", str(tmp_path / "r")])
+
+
+def test_divergence_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_epoch = train.train_epoch
+
+    def diverge_in_epoch_two(*args, **kwargs):
+        if kwargs["epoch"] == 2:
+            raise train.TrainingDiverged("the loss became nan at epoch 2, step 5")
+        return real_epoch(*args, **kwargs)
+    monkeypatch.setattr(train, "train_epoch", diverge_in_epoch_two)
+    out = tmp_path / "r"
+    with pytest.raises(UserError, match=r"epoch 2, step 5; the last good checkpoint \(epoch 1\)"):
+        train.main(["--smoke", "--out", str(out)])
+    from common.checkpoint import load_checkpoint
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+
+
+def test_diverging_run_prints_one_line(tmp_path):
+    done = run_script(SCRIPT, "--data", "generated", "--epochs", "2", "--hidden", "8", "--out", str(tmp_path / "r"),
+                      "--lr", "1e30", "--optimizer", "sgd")
+    assert_one_line_error(done, "loss became", "lower --lr")
+    assert done.returncode == 3
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
+    flags = ["--data", "generated", "--gd", "sgd", "--hidden", "16", "--epochs", "6", "--seed", "3"]
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    assert run_script(SCRIPT, *flags, "--out", str(whole)).returncode == 0
+
+    process = subprocess.Popen([sys.executable, SCRIPT, *flags, "--out", str(broken)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (broken / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_after = len(metrics_without_timing(broken))
+    assert 1 <= killed_after < 6, "the kill should land mid-run"
+    assert not (broken / "summary.json").exists()
+
+    resumed = run_script(SCRIPT, *flags, "--out", str(broken), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert metrics_without_timing(broken) == metrics_without_timing(whole)
+    final = {k: v for k, v in json.loads((broken / "summary.json").read_text()).items() if k != "train_seconds"}
+    expected = {k: v for k, v in json.loads((whole / "summary.json").read_text()).items() if k != "train_seconds"}
+    assert final == expected
+
+
+def assert_one_line_error(done, *fragments):
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_data_real_without_files_is_one_line(tmp_path):
+    done = run_script(SCRIPT, "--data", "real", "--data-root", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
+    assert_one_line_error(done, "MNIST not found under", "put the files there")
+    assert not (tmp_path / "r").exists()
+
+
+def test_corrupt_idx_is_one_line_and_loses_nothing(mnist_root, tmp_path):
+    out = tmp_path / "r"
+    assert run_script(SCRIPT, "--data", "real", "--data-root", str(mnist_root), "--epochs", "1", "--hidden", "8",
+                      "--out", str(out)).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    images = mnist_root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])
+    done = run_script(SCRIPT, "--data", "real", "--data-root", str(mnist_root), "--epochs", "1", "--hidden", "8",
+                      "--out", str(out), "--overwrite")
+    assert_one_line_error(done, "corrupt IDX file", "train-images-idx3-ubyte")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_existing_run_is_not_overwritten_silently(tmp_path):
+    out = tmp_path / "r"
+    assert run_script(SCRIPT, "--data", "generated", "--epochs", "1", "--hidden", "8", "--out", str(out)).returncode == 0
+    before = (out / "summary.json").read_bytes()
+    done = run_script(SCRIPT, "--data", "generated", "--epochs", "1", "--hidden", "8", "--out", str(out))
+    assert_one_line_error(done, "already holds a run", "--resume", "--overwrite")
+    assert (out / "summary.json").read_bytes() == before
+
+
+def test_wandb_offline_writes_its_run_under_the_run_directory(tmp_path):
+    train.main(["--smoke", "--wandb", "offline", "--out", str(tmp_path / "r")])
+    assert list((tmp_path / "r" / "wandb").glob("offline-run-*"))

@@ -1,0 +1,49 @@
+"""reproduce.py: runs the declared runs, writes the report with its plots, rebuilds without retraining."""
+import importlib
+
+import pytest
+
+from reproduce import assignments
+from tests.conftest import REPO, run_script
+
+
+def test_every_assignment_declares_runs_and_a_builder():
+    for name in assignments():
+        module = importlib.import_module(f"{name}.report")
+        specs = module.runs(True)
+        assert specs and len({s.name for s in specs}) == len(specs)
+        assert callable(module.build)
+
+
+def test_smoke_reproduction_then_report_only(tmp_path):
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    common = ["--smoke", "--runs-dir", str(runs), "--reports-dir", str(reports)]
+    first = run_script(str(REPO / "reproduce.py"), "mnist_scratch", *common, cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stderr
+    report = (reports / "mnist_scratch.md").read_text()
+    assert "| 90:10 | minibatch |" in report and "| xavier | relu |" in report
+    assert "embedded: scikit-learn digits" in report and "python reproduce.py mnist_scratch --smoke" in report
+    for line in report.splitlines():
+        if line.startswith("!["):
+            assert (reports / line.split("](")[1].rstrip(")")).exists(), line
+    summary = runs / "mnist_scratch" / "minibatch_90-10" / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+
+    again = run_script(str(REPO / "reproduce.py"), "mnist_scratch", *common, "--report-only", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "minibatch_90-10: kept" in again.stdout
+    assert summary.stat().st_mtime_ns == stamp
+
+
+def test_report_only_without_runs_is_a_clear_error(tmp_path):
+    done = run_script(str(REPO / "reproduce.py"), "mnist_scratch", "--smoke", "--report-only",
+                      "--runs-dir", str(tmp_path / "none"), "--reports-dir", str(tmp_path / "rep"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--report-only: run" in done.stderr and "missing or unfinished" in done.stderr
+
+
+@pytest.mark.parametrize("argv,message", [([], "name an assignment or pass --all"),
+                                          (["nope"], "unknown assignment nope")])
+def test_bad_assignment_names(argv, message):
+    done = run_script(str(REPO / "reproduce.py"), *argv)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
