@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import common.checkpoint as checkpoint
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import UserError
 from common.rundir import RunDir
@@ -80,7 +79,3 @@ def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path):
     resumed = RunDir(_args(tmp_path / "r", resume=True), data_source="g")
     assert resumed.resume_state()["epoch"] == 2
     assert [r["epoch"] for r in resumed.metrics()] == [1, 2]
-
-
-def test_atomic_checkpoint_module_exports():
-    assert checkpoint.save_checkpoint and checkpoint.load_checkpoint
