@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from common.errors import UserError
+from common.scratch import conv
 from common.scratch.init import INITS
 from common.scratch.layers import ACTIVATIONS, affine_backward, affine_forward
 
@@ -39,6 +40,57 @@ class Activation:
 
     def backward(self, dout, cache, need_dx: bool = True):
         return self.fn.backward(dout, cache), {}
+
+
+class Conv2D:
+    """Filters w (F, C, K, K) and b (F,); NCHW in and out."""
+
+    def __init__(self, in_channels: int, filters: int, kernel: int, init: str, rng: np.random.Generator,
+                 stride: int = 1, pad: int = 0, dtype=np.float32):
+        area = kernel * kernel
+        w = INITS[init](in_channels * area, filters * area, rng, shape=(filters, in_channels, kernel, kernel))
+        self.params = {"w": w.astype(dtype), "b": np.zeros(filters, dtype=dtype)}
+        self.stride, self.pad = stride, pad
+
+    def forward(self, x):
+        return conv.conv2d_forward(x, self.params["w"], self.params["b"], self.stride, self.pad)
+
+    def backward(self, dout, cache, need_dx: bool = True):
+        dx, dw, db = conv.conv2d_backward(dout, cache, need_dx)
+        return dx, {"w": dw, "b": db}
+
+
+class _Pool:
+    forward_fn = backward_fn = None
+
+    def __init__(self, kernel: int = 2, stride: int | None = None):
+        self.kernel, self.stride = kernel, stride or kernel
+        self.params: dict[str, np.ndarray] = {}
+
+    def forward(self, x):
+        return type(self).forward_fn(x, self.kernel, self.stride)
+
+    def backward(self, dout, cache, need_dx: bool = True):
+        return type(self).backward_fn(dout, cache), {}
+
+
+class MaxPool2D(_Pool):
+    forward_fn, backward_fn = staticmethod(conv.maxpool_forward), staticmethod(conv.maxpool_backward)
+
+
+class AvgPool2D(_Pool):
+    forward_fn, backward_fn = staticmethod(conv.avgpool_forward), staticmethod(conv.avgpool_backward)
+
+
+class Flatten:
+    """(N, C, H, W) -> (N, C*H*W)."""
+    params: dict[str, np.ndarray] = {}
+
+    def forward(self, x):
+        return x.reshape(len(x), -1), x.shape
+
+    def backward(self, dout, cache, need_dx: bool = True):
+        return dout.reshape(cache), {}
 
 
 class Sequential:

@@ -1,0 +1,68 @@
+"""NumPy Conv2D forward + backward vs torch.nn.functional.conv2d on the same shapes (CPU, float32).
+
+The shapes are those of a small MNIST CNN at batch 64. Prints each layer's time per forward+backward
+(median of --repeats, interleaved) and the ratio NumPy / PyTorch (the target is at most 3).
+
+    python bench/scratch_conv.py
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from common.scratch.conv import conv2d_backward, conv2d_forward  # noqa: E402
+
+# (name, N, C, H, W, F, K, stride, pad)
+SHAPES = [("conv1 1->32 28x28", 64, 1, 28, 28, 32, 3, 1, 1),
+          ("conv2 32->64 14x14", 64, 32, 14, 14, 64, 3, 1, 1)]
+
+
+def time_numpy(x, w, b, stride, pad, first_layer) -> float:
+    tic = time.perf_counter()
+    out, cache = conv2d_forward(x, w, b, stride, pad)
+    conv2d_backward(np.ones_like(out), cache, need_dx=not first_layer)
+    return time.perf_counter() - tic
+
+
+def time_torch(x, w, b, stride, pad) -> float:
+    tic = time.perf_counter()
+    out = F.conv2d(x, w, b, stride=stride, padding=pad)
+    out.backward(torch.ones_like(out))
+    return time.perf_counter() - tic
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20, help="(default: %(default)s)")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__}, float32, CPU")
+    total_numpy = total_torch = 0.0
+    for name, n, c, h, width, f, k, stride, pad in SHAPES:
+        x = rng.standard_normal((n, c, h, width)).astype(np.float32)
+        w = (rng.standard_normal((f, c, k, k)) * 0.1).astype(np.float32)
+        b = np.zeros(f, np.float32)
+        first_layer = c == 1  # like torch below: no input gradient for the network's input
+        xt = torch.from_numpy(x).requires_grad_(not first_layer)
+        wt, bt = torch.from_numpy(w.copy()).requires_grad_(), torch.from_numpy(b.copy()).requires_grad_()
+        ours, theirs = [], []
+        for _ in range(args.repeats):
+            ours.append(time_numpy(x, w, b, stride, pad, first_layer))
+            theirs.append(time_torch(xt, wt, bt, stride, pad))
+        numpy_s, torch_s = statistics.median(ours), statistics.median(theirs)
+        total_numpy, total_torch = total_numpy + numpy_s, total_torch + torch_s
+        print(f"{name:<20} numpy {1e3 * numpy_s:7.2f} ms   torch {1e3 * torch_s:7.2f} ms   ratio {numpy_s / torch_s:.2f}")
+    print(f"ratio numpy/pytorch (both layers, forward+backward) = {total_numpy / total_torch:.2f}")
+
+
+if __name__ == "__main__":
+    main()
