@@ -25,11 +25,11 @@ from common.scratch.losses import LOSSES  # noqa: E402
 from common.scratch.optim import build_optimizer  # noqa: E402
 from common.scratch.trainer import init_states, train_epoch  # noqa: E402
 from mnist_scratch.data import load_mnist_split  # noqa: E402
-from mnist_scratch.model import MLPConfig, build_mlp  # noqa: E402
+from mnist_scratch.model import MLPConfig, build_model  # noqa: E402
 
 
 def numpy_epoch(x, y, batch_size, seed, l2) -> float:
-    net = build_mlp(MLPConfig(), seed)
+    net = build_model(MLPConfig(), seed)
     optimizer = build_optimizer("momentum", 0.05, momentum=0.9)
     states = init_states(net, optimizer)
     tic = time.perf_counter()

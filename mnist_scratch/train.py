@@ -1,8 +1,9 @@
-"""Train the NumPy MLP on MNIST with batch, stochastic or mini-batch gradient descent.
+"""Train the NumPy MLP (or CNN) on MNIST with batch, stochastic or mini-batch gradient descent.
 
     python mnist_scratch/train.py                          # mini-batch, He init, 90:10, 25 epochs
     python mnist_scratch/train.py --gd batch --split 70:30
     python mnist_scratch/train.py --data real --data-root ../shared/data
+    python mnist_scratch/train.py --model cnn --epochs 5 --pool avg
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from common.cli import make_parser, non_negative_float, parse_args, positive_int
 from common.errors import TrainingDiverged, UserError, run_cli  # noqa: E402
 from common.metrics import accuracy, confusion, loss_trend, macro_f1  # noqa: E402
 from common.plots import plot_confusion, plot_curves, plot_image_grid  # noqa: E402
+from common.scratch.network import Conv2D  # noqa: E402
 from common.rundir import RunDir  # noqa: E402
 from common.runtime import seed_everything  # noqa: E402
 from common.scratch.init import INITS  # noqa: E402
@@ -29,34 +31,42 @@ from common.scratch.optim import OPTIMIZERS, build_optimizer  # noqa: E402
 from common.scratch.schedules import SCHEDULES  # noqa: E402
 from common.scratch.trainer import evaluate, init_states, train_epoch  # noqa: E402
 from mnist_scratch.data import SPLITS, load_mnist_split  # noqa: E402
-from mnist_scratch.model import MLPConfig, build_mlp  # noqa: E402
+from mnist_scratch.model import MODELS, POOLS, CNNConfig, MLPConfig, build_model  # noqa: E402
 
 ASSIGNMENT = "mnist_scratch"
 
 
 @dataclass(frozen=True)
 class GDType:
-    """A gradient-descent variant: how many examples each step sees, and the lr that suits it."""
+    """A gradient-descent variant: how many examples each step sees, and the lr that suits each model
+    (a model missing from `lr` cannot use this variant)."""
     batch_size: int | None  # None: the whole training split
-    lr: float
+    lr: dict[str, float]
 
 
 GD_TYPES = {
-    "batch": GDType(batch_size=None, lr=0.1),   # one step per epoch over all examples
-    "sgd": GDType(batch_size=1, lr=0.002),      # one step per example
-    "minibatch": GDType(batch_size=64, lr=0.05),
+    # one step per epoch over all examples; the CNN would need im2col of the whole set in memory
+    "batch": GDType(batch_size=None, lr={"mlp": 0.1}),
+    "sgd": GDType(batch_size=1, lr={"mlp": 0.002, "cnn": 0.0005}),  # one step per example
+    "minibatch": GDType(batch_size=64, lr={"mlp": 0.05, "cnn": 0.01}),
 }
 
 
 def build_parser():
     parser = make_parser(__doc__.splitlines()[0], epochs=25, batch_size=None, lr=None,
                          batch_size_help="examples per step, --gd minibatch only (default: 64)",
-                         lr_help="base learning rate (default: set by --gd: "
-                                 + ", ".join(f"{k} {v.lr}" for k, v in GD_TYPES.items()) + ")")
+                         lr_help="base learning rate (default: set by --gd and --model: "
+                                 + "; ".join(f"{k} " + ", ".join(f"{m} {lr}" for m, lr in v.lr.items())
+                                             for k, v in GD_TYPES.items()) + ")")
     add = parser.add_argument
     add("--gd", choices=list(GD_TYPES), default="minibatch", help="gradient-descent variant (default: %(default)s)")
     add("--split", choices=list(SPLITS), default="90:10", help="train:test split of the pooled set (default: %(default)s)")
-    add("--hidden", type=positive_int, nargs="+", default=[128, 64], help="hidden layer sizes (default: 128 64)")
+    add("--model", choices=list(MODELS), default="mlp", help="network family (default: %(default)s)")
+    add("--hidden", type=positive_int, nargs="+", default=None,
+        help="fully connected hidden sizes (default: 128 64 for the MLP, 128 for the CNN's head)")
+    add("--channels", type=positive_int, nargs="+", default=[32, 64],
+        help="CNN: filters per conv stage, each followed by a 2x2 pool (default: 32 64)")
+    add("--pool", choices=list(POOLS), default="max", help="CNN: pooling (default: %(default)s)")
     add("--activation", choices=list(ACTIVATIONS), default="relu", help="hidden activation (default: %(default)s)")
     add("--init", choices=list(INITS), default="he", help="weight initialisation (default: %(default)s)")
     add("--optimizer", choices=list(OPTIMIZERS), default="momentum", help="update rule (default: %(default)s)")
@@ -67,19 +77,32 @@ def build_parser():
 
 
 def run_name(args) -> str:
-    return f"{args.gd}_{args.split.replace(':', '-')}_{args.init}_{args.activation}_seed{args.seed}"
+    model = f"cnn-{args.pool}pool_" if args.model == "cnn" else ""
+    return f"{model}{args.gd}_{args.split.replace(':', '-')}_{args.init}_{args.activation}_seed{args.seed}"
+
+
+def model_config(args) -> MLPConfig | CNNConfig:
+    if args.model == "cnn":
+        return CNNConfig(channels=tuple(args.channels), pool=args.pool, hidden=tuple(args.hidden),
+                         activation=args.activation, init=args.init)
+    return MLPConfig(hidden=tuple(args.hidden), activation=args.activation, init=args.init)
 
 
 def resolve_gd(args) -> None:
     """Fill --batch-size and --lr from the GD type; reject a batch size that contradicts it."""
     gd = GD_TYPES[args.gd]
+    if args.model not in gd.lr:
+        raise UserError(f"--gd {args.gd} does not support --model {args.model}; use "
+                        + " or ".join(f"--gd {k}" for k, v in GD_TYPES.items() if args.model in v.lr))
     if args.batch_size is not None and args.gd != "minibatch":
         raise UserError(f"--batch-size applies to --gd minibatch only (--gd {args.gd} fixes it)")
     if args.batch_size is None:
         args.batch_size = gd.batch_size if gd.batch_size is not None else 64
-    args.lr = gd.lr if args.lr is None else args.lr
+    args.lr = gd.lr[args.model] if args.lr is None else args.lr
+    if args.hidden is None:
+        args.hidden = [128, 64] if args.model == "mlp" else [128]
     if args.smoke:
-        args.epochs, args.hidden = min(args.epochs, 2), [16]
+        args.epochs, args.hidden, args.channels = min(args.epochs, 2), [16], [4]
 
 
 def main(argv=None) -> dict:
@@ -89,8 +112,8 @@ def main(argv=None) -> dict:
     data = load_mnist_split(args.split, mode=args.data, root=args.data_root, seed=args.seed, smoke=args.smoke)
     batch_size = len(data.y_train) if args.gd == "batch" else args.batch_size
 
-    config = MLPConfig(hidden=tuple(args.hidden), activation=args.activation, init=args.init)
-    net = build_mlp(config, args.seed)
+    config = model_config(args)
+    net = build_model(config, args.seed)
     optimizer = build_optimizer(args.optimizer, args.lr, momentum=args.momentum)
     states = init_states(net, optimizer)
     loss_fn = LOSSES["cross_entropy"]
@@ -103,7 +126,7 @@ def main(argv=None) -> dict:
         states = resumed["optimizer"]
         start_epoch, elapsed = int(resumed["epoch"]), float(resumed["elapsed"])
         print(f"resuming {run.path.name} after epoch {start_epoch}")
-    print(f"{ASSIGNMENT}: {args.gd} GD, batch {batch_size}, lr {args.lr}, {config.sizes}, "
+    print(f"{ASSIGNMENT}: {args.gd} GD, batch {batch_size}, lr {args.lr}, {config.describe()}, "
           f"{len(data.y_train):,} train / {len(data.y_test):,} test, data: {data.source}")
 
     for epoch in range(start_epoch, args.epochs):
@@ -117,8 +140,8 @@ def main(argv=None) -> dict:
             raise TrainingDiverged(f"{err}; the last good checkpoint (epoch {epoch}) is kept in "
                                    f"{run.path}; lower --lr") from None
         elapsed += time.perf_counter() - tic
-        train_eval = evaluate(net, data.x_train, data.y_train, loss_fn, args.l2)
-        test_eval = evaluate(net, data.x_test, data.y_test, loss_fn, args.l2)
+        train_eval = evaluate(net, data.x_train, data.y_train, loss_fn, args.l2, config.eval_batch)
+        test_eval = evaluate(net, data.x_test, data.y_test, loss_fn, args.l2, config.eval_batch)
         record = {"epoch": epoch + 1, "lr": optimizer.lr,
                   "train_loss": train_eval.loss, "train_acc": accuracy(data.y_train, train_eval.predictions),
                   "test_loss": test_eval.loss, "test_acc": accuracy(data.y_test, test_eval.predictions),
@@ -132,12 +155,26 @@ def main(argv=None) -> dict:
     return write_artefacts(run, net, data, loss_fn, args, config)
 
 
-def write_artefacts(run: RunDir, net, data, loss_fn, args, config: MLPConfig) -> dict:
-    """Curves, confusion matrices, a prediction grid, and summary.json."""
+def plot_filters(net, path_for) -> list[str]:
+    """Each conv layer's learned filters (averaged over input channels), one figure per layer."""
+    written = []
+    convs = [layer for layer in net.layers if isinstance(layer, Conv2D)]
+    for index, layer in enumerate(convs, 1):
+        filters = layer.params["w"].mean(axis=1)                  # (F, K, K)
+        name = f"filters_conv{index}.png"
+        plot_image_grid(filters, [f"#{i}" for i in range(len(filters))], path_for(name), ncols=8,
+                        title=f"conv{index}: {len(filters)} learned {filters.shape[1]}x{filters.shape[2]} filters"
+                              + (" (mean over input channels)" if layer.params["w"].shape[1] > 1 else ""))
+        written.append(name)
+    return written
+
+
+def write_artefacts(run: RunDir, net, data, loss_fn, args, config) -> dict:
+    """Curves, confusion matrices, a prediction grid, filters (CNN), and summary.json."""
     records = run.metrics()
-    test_eval = evaluate(net, data.x_test, data.y_test, loss_fn, args.l2)
+    test_eval = evaluate(net, data.x_test, data.y_test, loss_fn, args.l2, config.eval_batch)
     matrix = confusion(data.y_test, test_eval.predictions, len(data.classes))
-    title = f"{args.gd} GD, {args.split}, {args.init} init ({data.source.split(' (')[0]})"
+    title = f"{args.model}, {args.gd} GD, {args.split}, {args.init} init ({data.source.split(' (')[0]})"
     plot_curves(records, {"loss": ["train_loss", "test_loss"], "accuracy": ["train_acc", "test_acc"]},
                 run.file("curves.png"), title=title)
     plot_confusion(matrix, data.classes, run.file("confusion.png"), title=f"test confusion, {title}")
@@ -145,6 +182,10 @@ def write_artefacts(run: RunDir, net, data, loss_fn, args, config: MLPConfig) ->
     shown = slice(0, 20)
     plot_image_grid(data.test_images[shown], [f"pred {data.classes[p]} / {data.classes[t]}" for p, t in
                     zip(test_eval.predictions[shown], data.y_test[shown])], run.file("predictions.png"))
+    extra = {}
+    if isinstance(config, CNNConfig):
+        extra = {"filter_figures": plot_filters(net, run.file),
+                 "receptive_fields": [{"layer": n, "field": f, "jump": j} for n, f, j in config.receptive_fields()]}
     last = records[-1]
     summary = run.finish({
         "train_acc": last["train_acc"], "test_acc": last["test_acc"],
@@ -154,7 +195,7 @@ def write_artefacts(run: RunDir, net, data, loss_fn, args, config: MLPConfig) ->
         "loss_trend": loss_trend([r["train_loss"] for r in records]),
         "epochs": last["epoch"], "train_seconds": last["train_seconds"],
         "parameters": int(sum(w.size for w in net.params().values())),
-        "model_config": config.to_dict(), "gd": args.gd, "split": args.split, "init": args.init,
+        "model_config": config.to_dict(), "model": config.describe(), **extra, "gd": args.gd, "split": args.split, "init": args.init,
         "batch_size": len(data.y_train) if args.gd == "batch" else args.batch_size, "lr": args.lr,
     })
     print(f"done: test accuracy {summary['test_acc']:.2%} (train {summary['train_acc']:.2%}) after "

@@ -82,6 +82,20 @@ class AvgPool2D(_Pool):
     forward_fn, backward_fn = staticmethod(conv.avgpool_forward), staticmethod(conv.avgpool_backward)
 
 
+class Reshape:
+    """(N, D) -> (N, *shape), e.g. flat pixels to (N, 1, 28, 28) in front of a CNN."""
+    params: dict[str, np.ndarray] = {}
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(len(x), *self.shape), x.shape
+
+    def backward(self, dout, cache, need_dx: bool = True):
+        return (dout.reshape(cache) if need_dx else None), {}
+
+
 class Flatten:
     """(N, C, H, W) -> (N, C*H*W)."""
     params: dict[str, np.ndarray] = {}
