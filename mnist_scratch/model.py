@@ -74,21 +74,21 @@ def config_from_dict(values: dict):
     return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
 
 
-def _build_mlp(config: MLPConfig, rng: np.random.Generator) -> Sequential:
-    return mlp(config.sizes, config.activation, config.init, rng)
+def _build_mlp(config: MLPConfig, rng: np.random.Generator, dtype) -> Sequential:
+    return mlp(config.sizes, config.activation, config.init, rng, dtype)
 
 
-def _build_cnn(config: CNNConfig, rng: np.random.Generator) -> Sequential:
+def _build_cnn(config: CNNConfig, rng: np.random.Generator, dtype) -> Sequential:
     channels, height, width = config.image
     layers: list = [Reshape(config.image)]
     for filters in config.channels:
-        layers += [Conv2D(channels, filters, config.kernel, config.init, rng, pad=config.kernel // 2),
+        layers += [Conv2D(channels, filters, config.kernel, config.init, rng, pad=config.kernel // 2, dtype=dtype),
                    Activation(config.activation), POOLS[config.pool](2)]
         channels, height, width = filters, height // 2, width // 2
     layers.append(Flatten())
     sizes = (channels * height * width, *config.hidden, config.classes)
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(Dense(fan_in, fan_out, config.init, rng))
+        layers.append(Dense(fan_in, fan_out, config.init, rng, dtype))
         if i < len(sizes) - 2:
             layers.append(Activation(config.activation))
     return Sequential(layers)
@@ -98,6 +98,7 @@ MODELS = {"mlp": MLPConfig, "cnn": CNNConfig}
 BUILDERS = {"mlp": _build_mlp, "cnn": _build_cnn}
 
 
-def build_model(config, seed: int) -> Sequential:
-    """Weights drawn from `config.init` with a generator of their own (independent of data order)."""
-    return BUILDERS[config.kind](config, np.random.default_rng([seed, 3]))
+def build_model(config, seed: int, dtype=np.float32) -> Sequential:
+    """Weights drawn from `config.init` with a generator of their own (independent of data order);
+    float64 for gradient checks."""
+    return BUILDERS[config.kind](config, np.random.default_rng([seed, 3]), dtype)
