@@ -54,7 +54,7 @@ def _mode(args) -> str:
 
 def run_command(assignment: str, spec: RunSpec, out: Path, args) -> list[str]:
     data = "generated" if args.quick or args.smoke else args.data
-    command = [sys.executable, str(REPO_ROOT / assignment / "train.py"), *spec.args,
+    command = [sys.executable, str(REPO_ROOT / assignment / spec.script), *spec.args,
                "--data", data, "--data-root", str(args.data_root.resolve()), "--out", str(out)]
     return command + (["--smoke"] if args.smoke else [])
 
@@ -63,7 +63,8 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
     """Train (or resume) one run unless it is already finished with the same flags. Returns what was done."""
     command = run_command(assignment, spec, out, args)
     recorded = out / SPEC_FILE
-    same = recorded.exists() and json.loads(recorded.read_text()) == {"args": list(spec.args), "mode": _mode(args)}
+    identity = {"script": spec.script, "args": list(spec.args), "mode": _mode(args)}
+    same = recorded.exists() and json.loads(recorded.read_text()) == identity
     if same and (out / "summary.json").exists():
         return "kept"
     if args.report_only:
@@ -71,7 +72,7 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
     action = "resumed" if same and (out / "config.json").exists() else "trained"
     command.append("--resume" if action == "resumed" else "--overwrite")
     out.mkdir(parents=True, exist_ok=True)
-    recorded.write_text(json.dumps({"args": list(spec.args), "mode": _mode(args)}))
+    recorded.write_text(json.dumps(identity))
     with open(out / "log.txt", "w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     if done.returncode != 0:

@@ -41,13 +41,22 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def open_fraction(text: str) -> float:
+    """A fraction strictly between 0 and 1 (e.g. a validation share)."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction strictly between 0 and 1, got {text}")
+    return value
+
+
 def make_parser(description: str, *, epochs: int, batch_size: int | None, lr: float | None,
-                seed: int = 0, batch_size_help: str | None = None, lr_help: str | None = None
+                seed: int = 0, batch_size_help: str | None = None, lr_help: str | None = None,
+                epochs_help: str | None = None
                 ) -> OneLineParser:
     """A parser holding the shared flags with this script's defaults."""
     parser = OneLineParser(description=description)
     add = parser.add_argument
-    add("--epochs", type=positive_int, default=epochs, help="training epochs (default: %(default)s)")
+    add("--epochs", type=positive_int, default=epochs, help=epochs_help or "training epochs (default: %(default)s)")
     add("--batch-size", type=positive_int, default=batch_size,
         help=batch_size_help or "mini-batch size (default: %(default)s)")
     add("--lr", type=positive_float, default=lr, help=lr_help or "learning rate (default: %(default)s)")

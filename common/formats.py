@@ -41,12 +41,14 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write an array in IDX format (used by tests to make files in the real format)."""
+    """Write an array in IDX format, gzipped when the name ends in .gz (tests make files in the real
+    format with it)."""
     codes = {np.dtype(v).newbyteorder("="): k for k, v in IDX_DTYPES.items()}
     array = np.asarray(array)
     code = codes[array.dtype.newbyteorder("=")]
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
-    Path(path).write_bytes(header + array.astype(IDX_DTYPES[code]).tobytes())
+    payload = header + array.astype(IDX_DTYPES[code]).tobytes()
+    Path(path).write_bytes(gzip.compress(payload) if str(path).endswith(".gz") else payload)
 
 
 def read_cifar_batch(path: Path, label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:

@@ -11,9 +11,11 @@ from typing import Sequence
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run behind a report: a name (its folder) and the train.py flags that define it."""
+    """One run behind a report: a name (its folder), the flags that define it, and the script of the
+    assignment that runs it (train.py unless an experiment has a small script of its own)."""
     name: str
     args: tuple[str, ...]
+    script: str = "train.py"
 
 
 @dataclass

@@ -24,6 +24,11 @@ class WandbTracker:
             import wandb
         except ImportError:
             raise UserError("--wandb needs the wandb package: pip install wandb") from None
+        self._owned = wandb.run is None  # inside a wandb sweep's agent the trial's run is already open
+        if not self._owned:
+            self._run = wandb.run
+            self._run.config.update({"run_config": config}, allow_val_change=True)
+            return
         try:
             self._run = wandb.init(project=project, name=name, config=config, dir=str(directory),
                                    mode=mode, id=_run_id(directory), resume="allow")
@@ -38,7 +43,8 @@ class WandbTracker:
         self._run.summary.update({k: v for k, v in values.items() if isinstance(v, (int, float, str))})
 
     def finish(self) -> None:
-        self._run.finish()
+        if self._owned:  # a sweep's run is finished by the sweep
+            self._run.finish()
 
 
 def _run_id(directory: Path) -> str:

@@ -8,18 +8,16 @@
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
 
 from common.cli import make_parser, non_negative_float, parse_args, positive_int  # noqa: E402
-from common.errors import TrainingDiverged, UserError, run_cli  # noqa: E402
-from common.metrics import accuracy, confusion, loss_trend, macro_f1  # noqa: E402
+from common.errors import UserError, run_cli  # noqa: E402
+from common.metrics import confusion, loss_trend, macro_f1  # noqa: E402
 from common.plots import plot_confusion, plot_curves, plot_image_grid  # noqa: E402
 from common.scratch.network import Conv2D  # noqa: E402
 from common.rundir import RunDir  # noqa: E402
@@ -28,8 +26,9 @@ from common.scratch.init import INITS  # noqa: E402
 from common.scratch.layers import ACTIVATIONS  # noqa: E402
 from common.scratch.losses import LOSSES  # noqa: E402
 from common.scratch.optim import OPTIMIZERS, build_optimizer  # noqa: E402
+from common.scratch.fit import FitSettings, fit  # noqa: E402
 from common.scratch.schedules import SCHEDULES  # noqa: E402
-from common.scratch.trainer import evaluate, init_states, train_epoch  # noqa: E402
+from common.scratch.trainer import evaluate, init_states  # noqa: E402
 from mnist_scratch.data import SPLITS, load_mnist_split  # noqa: E402
 from mnist_scratch.model import MODELS, POOLS, CNNConfig, MLPConfig, build_model  # noqa: E402
 
@@ -118,40 +117,13 @@ def main(argv=None) -> dict:
     states = init_states(net, optimizer)
     loss_fn = LOSSES["cross_entropy"]
     run = RunDir(args, data_source=data.source)
-
-    start_epoch, elapsed = 0, 0.0
-    resumed = run.resume_state(as_numpy=True)
-    if resumed is not None:
-        net.load_state_dict(resumed["model"])
-        states = resumed["optimizer"]
-        start_epoch, elapsed = int(resumed["epoch"]), float(resumed["elapsed"])
-        print(f"resuming {run.path.name} after epoch {start_epoch}")
     print(f"{ASSIGNMENT}: {args.gd} GD, batch {batch_size}, lr {args.lr}, {config.describe()}, "
           f"{len(data.y_train):,} train / {len(data.y_test):,} test, data: {data.source}")
-
-    for epoch in range(start_epoch, args.epochs):
-        optimizer.lr = SCHEDULES[args.lr_schedule](args.lr, epoch, args.epochs)
-        tic = time.perf_counter()
-        try:
-            train_epoch(net, optimizer, states, data.x_train, data.y_train, batch_size=batch_size,
-                        rng=np.random.default_rng([args.seed, 4, epoch]), loss_fn=loss_fn, l2=args.l2,
-                        epoch=epoch + 1, quiet=args.smoke)
-        except TrainingDiverged as err:
-            raise TrainingDiverged(f"{err}; the last good checkpoint (epoch {epoch}) is kept in "
-                                   f"{run.path}; lower --lr") from None
-        elapsed += time.perf_counter() - tic
-        train_eval = evaluate(net, data.x_train, data.y_train, loss_fn, args.l2, config.eval_batch)
-        test_eval = evaluate(net, data.x_test, data.y_test, loss_fn, args.l2, config.eval_batch)
-        record = {"epoch": epoch + 1, "lr": optimizer.lr,
-                  "train_loss": train_eval.loss, "train_acc": accuracy(data.y_train, train_eval.predictions),
-                  "test_loss": test_eval.loss, "test_acc": accuracy(data.y_test, test_eval.predictions),
-                  "train_seconds": elapsed}
-        run.log(record)
-        run.save_checkpoint({"epoch": epoch + 1, "elapsed": elapsed, "model_config": config.to_dict(),
-                             "model": net.state_dict(), "optimizer": states})
-        if not args.smoke:
-            print(f"epoch {epoch + 1:>3}/{args.epochs}  train loss {record['train_loss']:.4f} "
-                  f"acc {record['train_acc']:.4f}  test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}")
+    settings = FitSettings(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule, batch_size=batch_size,
+                           l2=args.l2, seed=args.seed, loss_fn=loss_fn, eval_batch=config.eval_batch,
+                           quiet=args.smoke)
+    fit(net, optimizer, states, run, (data.x_train, data.y_train), {"test": (data.x_test, data.y_test)},
+        settings, config.to_dict())
     return write_artefacts(run, net, data, loss_fn, args, config)
 
 

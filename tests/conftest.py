@@ -25,18 +25,21 @@ def run_script(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.C
                           timeout=timeout, env=env)
 
 
-def write_mnist_layout(root: Path, n_train: int = 120, n_test: int = 40, seed: int = 0) -> Path:
-    """Tiny MNIST-format IDX files under root/MNIST/raw, the layout torchvision's download leaves."""
+def write_mnist_layout(root: Path, n_train: int = 120, n_test: int = 40, seed: int = 0,
+                       folder: str = "MNIST/raw", gz: bool = False) -> Path:
+    """Tiny MNIST-format IDX files under root/<folder> (torchvision's layout by default; `gz` writes
+    the .gz files keras and the original site serve)."""
     rng = np.random.default_rng(seed)
-    raw = root / "MNIST" / "raw"
+    raw = root / folder
     raw.mkdir(parents=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         labels = (np.arange(n) % 10).astype(np.uint8)
         images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
         for i, label in enumerate(labels):  # a learnable bright bar whose row encodes the label
             images[i, 2 + 2 * label:4 + 2 * label, 4:24] = 255
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        suffix = ".gz" if gz else ""
+        write_idx(raw / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
     return raw
 
 

@@ -57,13 +57,16 @@ def test_batch_size_with_other_gd_types_is_refused(tmp_path):
 
 
 def test_divergence_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real_epoch = train.train_epoch
+    from common.errors import TrainingDiverged
+    from common.scratch import fit as fit_module
+
+    real_epoch = fit_module.train_epoch
 
     def diverge_in_epoch_two(*args, **kwargs):
         if kwargs["epoch"] == 2:
-            raise train.TrainingDiverged("the loss became nan at epoch 2, step 5")
+            raise TrainingDiverged("the loss became nan at epoch 2, step 5")
         return real_epoch(*args, **kwargs)
-    monkeypatch.setattr(train, "train_epoch", diverge_in_epoch_two)
+    monkeypatch.setattr(fit_module, "train_epoch", diverge_in_epoch_two)
     out = tmp_path / "r"
     with pytest.raises(UserError, match=r"epoch 2, step 5; the last good checkpoint \(epoch 1\)"):
         train.main(["--smoke", "--out", str(out)])

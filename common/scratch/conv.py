@@ -1,6 +1,9 @@
-"""Convolution and pooling in NumPy, vectorised: im2col through strided views (no Python loop over
-positions), col2im as one strided add per kernel offset. Layout NCHW like PyTorch.
-Shapes: x (N, C, H, W), w (F, C, KH, KW), out (N, F, OH, OW) with OH = (H + 2p - KH) // s + 1."""
+"""Convolution and pooling in NumPy, vectorised. Layout NCHW like PyTorch at the interface.
+Shapes: x (N, C, H, W), w (F, C, KH, KW), out (N, F, OH, OW) with OH = (H + 2p - KH) // s + 1.
+
+im2col works on a channels-last copy and orders each column as (KH, KW, C), so it is KH*KW block
+copies of contiguous channel vectors (no Python loop over positions); col2im is the same KH*KW
+strided adds in reverse. Pools take strided window views."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,24 +24,36 @@ def _windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
     return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
 
 
+def _padded_nhwc(x: np.ndarray, pad: int) -> np.ndarray:
+    """(N, C, H, W) -> zero-padded channels-last copy (N, H + 2p, W + 2p, C)."""
+    n, c, h, w = x.shape
+    xp = np.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=x.dtype)
+    xp[:, pad:pad + h, pad:pad + w, :] = x.transpose(0, 2, 3, 1)
+    return xp
+
+
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int, pad: int) -> np.ndarray:
-    """(N, C, H, W) -> columns (N * OH * OW, C * KH * KW)."""
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
-    win = _windows(xp, kh, kw, stride)                          # (N, C, OH, OW, KH, KW)
-    n, c, oh, ow = win.shape[:4]
-    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+    """(N, C, H, W) -> columns (N * OH * OW, KH * KW * C), each ordered (KH, KW, C)."""
+    n, c, h, w = x.shape
+    oh, ow = output_size(h, kh, stride, pad), output_size(w, kw, stride, pad)
+    xp = _padded_nhwc(x, pad)
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j, :] = xp[:, i:i + stride * oh:stride, j:j + stride * ow:stride, :]
+    return cols.reshape(n * oh * ow, kh * kw * c)
 
 
 def col2im(cols: np.ndarray, x_shape: tuple, kh: int, kw: int, stride: int, pad: int) -> np.ndarray:
-    """Adjoint of im2col: columns (N * OH * OW, C * KH * KW) summed back into (N, C, H, W)."""
+    """Adjoint of im2col: columns (N * OH * OW, KH * KW * C) summed back into (N, C, H, W)."""
     n, c, h, w = x_shape
     oh, ow = output_size(h, kh, stride, pad), output_size(w, kw, stride, pad)
-    grid = cols.reshape(n, oh, ow, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)  # (N, C, KH, KW, OH, OW)
-    dxp = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=cols.dtype)
+    grid = cols.reshape(n, oh, ow, kh, kw, c)
+    dxp = np.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            dxp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += grid[:, :, i, j]
-    return dxp[:, :, pad:pad + h, pad:pad + w] if pad else dxp
+            dxp[:, i:i + stride * oh:stride, j:j + stride * ow:stride, :] += grid[:, :, :, i, j, :]
+    return dxp[:, pad:pad + h, pad:pad + w, :].transpose(0, 3, 1, 2)  # NCHW view of channels-last memory
 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0):
@@ -48,10 +63,10 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1,
     if wc != c:
         raise UserError(f"conv2d: input has {c} channels, the filters expect {wc}")
     oh, ow = output_size(h, kh, stride, pad), output_size(width, kw, stride, pad)
-    cols = im2col(x, kh, kw, stride, pad)                       # (N*OH*OW, C*KH*KW)
-    out = cols @ w.reshape(f, -1).T                             # (N*OH*OW, F)
+    cols = im2col(x, kh, kw, stride, pad)                       # (N*OH*OW, KH*KW*C)
+    out = cols @ w.transpose(0, 2, 3, 1).reshape(f, -1).T       # (N*OH*OW, F)
     out += b
-    out = out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2)       # (N, F, OH, OW)
+    out = out.reshape(n, oh, ow, f).transpose(0, 3, 1, 2)       # (N, F, OH, OW), channels-last memory
     return out, (x.shape, cols, w, stride, pad)
 
 
@@ -60,9 +75,10 @@ def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
     x_shape, cols, w, stride, pad = cache
     f, _, kh, kw = w.shape
     dmat = dout.transpose(0, 2, 3, 1).reshape(-1, f)            # (N*OH*OW, F)
-    dw = (dmat.T @ cols).reshape(w.shape)
+    dw = (dmat.T @ cols).reshape(f, kh, kw, -1).transpose(0, 3, 1, 2)  # (F, C, KH, KW)
     db = dmat.sum(axis=0)
-    dx = col2im(dmat @ w.reshape(f, -1), x_shape, kh, kw, stride, pad) if need_dx else None
+    w_mat = w.transpose(0, 2, 3, 1).reshape(f, -1)              # (F, KH*KW*C)
+    dx = col2im(dmat @ w_mat, x_shape, kh, kw, stride, pad) if need_dx else None
     return dx, dw, db
 
 
