@@ -26,7 +26,7 @@ from common.scratch.init import INITS  # noqa: E402
 from common.scratch.layers import ACTIVATIONS  # noqa: E402
 from common.scratch.losses import LOSSES  # noqa: E402
 from common.scratch.optim import OPTIMIZERS, build_optimizer  # noqa: E402
-from common.scratch.fit import FitSettings, fit  # noqa: E402
+from common.scratch.fit import FitSettings, blas_threads_for, fit  # noqa: E402
 from common.scratch.schedules import SCHEDULES  # noqa: E402
 from common.scratch.trainer import evaluate, init_states  # noqa: E402
 from mnist_scratch.data import SPLITS, load_mnist_split  # noqa: E402
@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
           f"{len(data.y_train):,} train / {len(data.y_test):,} test, data: {data.source}")
     settings = FitSettings(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule, batch_size=batch_size,
                            l2=args.l2, seed=args.seed, loss_fn=loss_fn, eval_batch=config.eval_batch,
-                           quiet=args.smoke)
+                           quiet=args.smoke, blas_threads=blas_threads_for(batch_size, has_conv=args.model == "cnn"))
     fit(net, optimizer, states, run, (data.x_train, data.y_train), {"test": (data.x_test, data.y_test)},
         settings, config.to_dict())
     return write_artefacts(run, net, data, loss_fn, args, config)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from common.errors import TrainingDiverged
 from common.metrics import accuracy
@@ -32,13 +33,20 @@ class FitSettings:
     loss_fn: Callable
     eval_batch: int = 8192
     quiet: bool = False       # no progress bars or per-epoch lines (smoke runs)
+    blas_threads: int | None = None  # BLAS threads while training; None: all (see blas_threads_for)
+
+
+def blas_threads_for(batch_size: int, has_conv: bool = False) -> int | None:
+    """One BLAS thread for an MLP's mini-batch products: they are too small to split, and a
+    multi-threaded BLAS on a busy machine spins (measured 10-40x slower per epoch with another
+    process running on 2 cores). Full-batch steps and conv layers' im2col products get all threads."""
+    return None if has_conv or batch_size > 1024 else 1
 
 
 def fit(net, optimizer: Optimizer, states: dict, run: RunDir, train: Split, eval_splits: Mapping[str, Split],
-        settings: FitSettings, model_config: dict,
-        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None) -> list[dict]:
+        settings: FitSettings, model_config: dict) -> list[dict]:
     """Train from the last checkpoint (when --resume found one) to `settings.epochs`; returns all
-    records. `augment(x, rng)` makes each epoch's training inputs (same shape) when given."""
+    records."""
     start_epoch, elapsed = 0, 0.0
     resumed = run.resume_state(as_numpy=True)
     if resumed is not None:
@@ -52,11 +60,11 @@ def fit(net, optimizer: Optimizer, states: dict, run: RunDir, train: Split, eval
     for epoch in range(start_epoch, settings.epochs):
         optimizer.lr = SCHEDULES[settings.lr_schedule](settings.lr, epoch, settings.epochs)
         tic = time.perf_counter()
-        x_epoch = augment(x_train, np.random.default_rng([settings.seed, 5, epoch])) if augment else x_train
         try:
-            train_epoch(net, optimizer, states, x_epoch, y_train, batch_size=settings.batch_size,
-                        rng=np.random.default_rng([settings.seed, 4, epoch]), loss_fn=settings.loss_fn,
-                        l2=settings.l2, epoch=epoch + 1, quiet=settings.quiet)
+            with threadpool_limits(limits=settings.blas_threads, user_api="blas"):
+                train_epoch(net, optimizer, states, x_train, y_train, batch_size=settings.batch_size,
+                            rng=np.random.default_rng([settings.seed, 4, epoch]), loss_fn=settings.loss_fn,
+                            l2=settings.l2, epoch=epoch + 1, quiet=settings.quiet)
         except TrainingDiverged as err:
             raise TrainingDiverged(f"{err}; the last good checkpoint (epoch {epoch}) is kept in "
                                    f"{run.path}; lower --lr") from None

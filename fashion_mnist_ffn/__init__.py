@@ -1,0 +1,1 @@
+"""Fashion-MNIST with a feed-forward network on the NumPy engine: optimizers, sweeps, losses."""

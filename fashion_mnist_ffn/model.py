@@ -1,0 +1,48 @@
+"""The feed-forward classifier: 784 -> hidden layers (sizes from flags) -> 10, softmax output, on the
+shared NumPy engine. The config is stored in every checkpoint, so evaluation rebuilds the network
+without the CLI (`build_model(FFNConfig.from_dict(d), seed)`)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from common.scratch.network import Sequential, mlp
+
+
+@dataclass(frozen=True)
+class FFNConfig:
+    inputs: int = 784
+    hidden: tuple[int, ...] = (256, 128)
+    classes: int = 10
+    activation: str = "relu"
+    init: str = "he"
+    eval_batch = 8192  # examples per forward pass when evaluating
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (self.inputs, *self.hidden, self.classes)
+
+    def describe(self) -> str:
+        return "→".join(map(str, self.sizes)) + f" {self.activation} FFN ({self.init} init)"
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FFNConfig":
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
+
+
+def hidden_sizes(num_layers: int, hidden_size: int, explicit: list[int] | None) -> tuple[int, ...]:
+    """--hidden 256 128 when given, else --num-layers copies of --hidden-size (the seed's flags)."""
+    return tuple(explicit) if explicit else (hidden_size,) * num_layers
+
+
+def parameter_count(config: FFNConfig) -> int:
+    return sum(a * b + b for a, b in zip(config.sizes[:-1], config.sizes[1:]))
+
+
+def build_model(config: FFNConfig, seed: int, dtype=np.float32) -> Sequential:
+    """Weights from `config.init` with a generator of their own (independent of the data order)."""
+    return mlp(config.sizes, config.activation, config.init, np.random.default_rng([seed, 3]), dtype)

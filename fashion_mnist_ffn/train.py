@@ -1,0 +1,128 @@
+"""Train a feed-forward network on Fashion-MNIST with the NumPy engine (one configuration, one run).
+
+    python fashion_mnist_ffn/train.py                                  # the tuned defaults
+    python fashion_mnist_ffn/train.py --num-layers 3 --hidden-size 128 --optimizer nadam --lr 1e-3
+    python fashion_mnist_ffn/train.py --hidden 512 256 128 --activation tanh --init xavier
+    python fashion_mnist_ffn/train.py --loss squared_error
+    python fashion_mnist_ffn/train.py --loader keras                   # keras.datasets.fashion_mnist
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common.cli import (make_parser, non_negative_float, open_fraction, parse_args, positive_float,  # noqa: E402
+                        positive_int)
+from common.errors import run_cli  # noqa: E402
+from common.metrics import accuracy, confusion, loss_trend, macro_f1  # noqa: E402
+from common.plots import plot_confusion, plot_curves, plot_image_grid  # noqa: E402
+from common.rundir import RunDir  # noqa: E402
+from common.runtime import seed_everything  # noqa: E402
+from common.scratch.fit import FitSettings, blas_threads_for, fit  # noqa: E402
+from common.scratch.init import INITS  # noqa: E402
+from common.scratch.layers import ACTIVATIONS  # noqa: E402
+from common.scratch.losses import LOSSES  # noqa: E402
+from common.scratch.optim import OPTIMIZERS, build_optimizer  # noqa: E402
+from common.scratch.schedules import SCHEDULES  # noqa: E402
+from common.scratch.trainer import evaluate, init_states  # noqa: E402
+from fashion_mnist_ffn.data import LOADERS, load_fashion, one_per_class  # noqa: E402
+from fashion_mnist_ffn.model import FFNConfig, build_model, hidden_sizes, parameter_count  # noqa: E402
+
+ASSIGNMENT = "fashion_mnist_ffn"
+
+
+def build_parser():
+    parser = make_parser(__doc__.splitlines()[0], epochs=20, batch_size=64, lr=1e-3)
+    add = parser.add_argument
+    add("--loader", choices=list(LOADERS), default="common",
+        help="common: the project's loader (torchvision layout under --data-root); keras: "
+             "keras.datasets.fashion_mnist and its cache (default: %(default)s)")
+    add("--num-layers", type=positive_int, default=2, help="hidden layers (default: %(default)s)")
+    add("--hidden-size", type=positive_int, default=256, help="units per hidden layer (default: %(default)s)")
+    add("--hidden", type=positive_int, nargs="+", default=None,
+        help="explicit hidden sizes, e.g. --hidden 512 256 (overrides --num-layers/--hidden-size)")
+    add("--activation", choices=list(ACTIVATIONS), default="relu", help="hidden activation (default: %(default)s)")
+    add("--init", choices=list(INITS), default="he", help="weight initialisation (default: %(default)s)")
+    add("--optimizer", choices=list(OPTIMIZERS), default="adam", help="update rule (default: %(default)s)")
+    add("--momentum", type=non_negative_float, default=0.9, help="momentum / nesterov (default: %(default)s)")
+    add("--beta1", type=non_negative_float, default=0.9, help="adam / nadam first-moment decay (default: %(default)s)")
+    add("--beta2", type=non_negative_float, default=0.999, help="adam / nadam second-moment decay (default: %(default)s)")
+    add("--alpha", type=non_negative_float, default=0.99, help="rmsprop smoothing (default: %(default)s)")
+    add("--eps", type=positive_float, default=1e-8, help="adam / nadam / rmsprop epsilon (default: %(default)s)")
+    add("--l2", type=non_negative_float, default=1e-4, help="L2 regularisation (weight decay) (default: %(default)s)")
+    add("--loss", choices=list(LOSSES), default="cross_entropy", help="training loss on the softmax (default: %(default)s)")
+    add("--lr-schedule", choices=list(SCHEDULES), default="cosine", help="per-epoch lr schedule (default: %(default)s)")
+    add("--val-fraction", type=open_fraction, default=0.1, help="share of train held out for validation (default: %(default)s)")
+    return parser
+
+
+def run_name(args) -> str:
+    hidden = "-".join(map(str, hidden_sizes(args.num_layers, args.hidden_size, args.hidden)))
+    return f"{hidden}_{args.activation}_{args.init}_{args.optimizer}_lr{args.lr:g}_b{args.batch_size}_{args.loss}_seed{args.seed}"
+
+
+def main(argv=None) -> dict:
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    if args.smoke:
+        args.epochs, args.num_layers, args.hidden_size, args.hidden = min(args.epochs, 2), 1, 16, None
+    seed_everything(args.seed)
+    data = load_fashion(loader=args.loader, mode=args.data, root=args.data_root, seed=args.seed,
+                        smoke=args.smoke, val_fraction=args.val_fraction)
+    config = FFNConfig(hidden=hidden_sizes(args.num_layers, args.hidden_size, args.hidden),
+                       activation=args.activation, init=args.init)
+    net = build_model(config, args.seed)
+    optimizer = build_optimizer(args.optimizer, args.lr, momentum=args.momentum, beta1=args.beta1,
+                                beta2=args.beta2, alpha=args.alpha, eps=args.eps)
+    states = init_states(net, optimizer)
+    run = RunDir(args, data_source=data.source)
+    print(f"{ASSIGNMENT}: {config.describe()}, {args.optimizer} lr {args.lr:g}, batch {args.batch_size}, "
+          f"{args.loss}, {len(data.y_train):,} train / {len(data.y_val):,} val / {len(data.y_test):,} test, "
+          f"data: {data.source}")
+    settings = FitSettings(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule,
+                           batch_size=args.batch_size, l2=args.l2, seed=args.seed, loss_fn=LOSSES[args.loss],
+                           eval_batch=config.eval_batch, quiet=args.smoke,
+                           blas_threads=blas_threads_for(args.batch_size))
+    fit(net, optimizer, states, run, (data.x_train, data.y_train), {"val": (data.x_val, data.y_val)},
+        settings, config.to_dict())
+    return write_artefacts(run, net, data, args, config)
+
+
+def write_artefacts(run: RunDir, net, data, args, config: FFNConfig) -> dict:
+    """Curves, the class-sample grid, test confusion matrices (counts and normalised), summary.json."""
+    records = run.metrics()
+    loss_fn = LOSSES[args.loss]
+    test = evaluate(net, data.x_test, data.y_test, loss_fn, args.l2, config.eval_batch)
+    title = f"{config.describe()}, {args.optimizer}, {args.loss} ({data.source.split(' (')[0]})"
+    plot_curves(records, {f"loss ({args.loss})": ["train_loss", "val_loss"], "accuracy": ["train_acc", "val_acc"]},
+                run.file("curves.png"), title=title)
+    samples, found = one_per_class(data.train_images, data.y_train, len(data.classes))
+    plot_image_grid(samples, [data.classes[k] for k in found], run.file("samples.png"), ncols=len(found),
+                    title="one training image per class")
+    matrix = confusion(data.y_test, test.predictions, len(data.classes))
+    test_acc = accuracy(data.y_test, test.predictions)
+    plot_confusion(matrix, data.classes, run.file("confusion.png"),
+                   title=f"test confusion (counts), accuracy {test_acc:.2%}")
+    plot_confusion(matrix, data.classes, run.file("confusion_normalised.png"), normalize=True,
+                   title="test confusion (row-normalised: recall per class)")
+    last = records[-1]
+    summary = run.finish({
+        "val_acc": last["val_acc"], "best_val_acc": max(r["val_acc"] for r in records),
+        "train_acc": last["train_acc"], "test_acc": test_acc, "test_loss": test.loss,
+        "test_macro_f1": macro_f1(data.y_test, test.predictions),
+        "train_loss": last["train_loss"], "val_loss": last["val_loss"],
+        "loss_trend": loss_trend([r["train_loss"] for r in records]),
+        "epochs": last["epoch"], "train_seconds": last["train_seconds"],
+        "parameters": parameter_count(config), "model_config": config.to_dict(), "model": config.describe(),
+        "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size, "loss": args.loss,
+        "l2": args.l2, "confusion": matrix.tolist(), "classes": data.classes,
+    })
+    print(f"done: val {summary['val_acc']:.2%}, test {test_acc:.2%} (train {summary['train_acc']:.2%}) after "
+          f"{summary['epochs']} epochs; run directory {run.path}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main)
