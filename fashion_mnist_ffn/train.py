@@ -35,7 +35,7 @@ ASSIGNMENT = "fashion_mnist_ffn"
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=20, batch_size=64, lr=1e-3)
+    parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=64, lr=1e-3)
     add = parser.add_argument
     add("--loader", choices=list(LOADERS), default="common",
         help="common: the project's loader (torchvision layout under --data-root); keras: "
@@ -52,7 +52,7 @@ def build_parser():
     add("--beta2", type=non_negative_float, default=0.999, help="adam / nadam second-moment decay (default: %(default)s)")
     add("--alpha", type=non_negative_float, default=0.99, help="rmsprop smoothing (default: %(default)s)")
     add("--eps", type=positive_float, default=1e-8, help="adam / nadam / rmsprop epsilon (default: %(default)s)")
-    add("--l2", type=non_negative_float, default=1e-4, help="L2 regularisation (weight decay) (default: %(default)s)")
+    add("--l2", type=non_negative_float, default=5e-4, help="L2 regularisation (weight decay) (default: %(default)s)")
     add("--loss", choices=list(LOSSES), default="cross_entropy", help="training loss on the softmax (default: %(default)s)")
     add("--lr-schedule", choices=list(SCHEDULES), default="cosine", help="per-epoch lr schedule (default: %(default)s)")
     add("--val-fraction", type=open_fraction, default=0.1, help="share of train held out for validation (default: %(default)s)")
@@ -118,6 +118,7 @@ def write_artefacts(run: RunDir, net, data, args, config: FFNConfig) -> dict:
         "parameters": parameter_count(config), "model_config": config.to_dict(), "model": config.describe(),
         "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size, "loss": args.loss,
         "l2": args.l2, "confusion": matrix.tolist(), "classes": data.classes,
+        "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test),
     })
     print(f"done: val {summary['val_acc']:.2%}, test {test_acc:.2%} (train {summary['train_acc']:.2%}) after "
           f"{summary['epochs']} epochs; run directory {run.path}")
