@@ -23,7 +23,7 @@ from common.cli import DATA_MODES, OneLineParser
 from common.errors import UserError, run_cli
 from common.progress import progress
 from common.reporting import RunResult, RunSpec, load_result
-from common.runtime import git_commit, hardware_info
+from common.runtime import git_commit
 
 SPEC_FILE = "reproduce_spec.json"
 

@@ -1,7 +1,7 @@
 """NumPy Conv2D forward + backward vs torch.nn.functional.conv2d on the same shapes (CPU, float32).
 
 The shapes are those of a small MNIST CNN at batch 64. Prints each layer's time per forward+backward
-(median of --repeats, interleaved) and the ratio NumPy / PyTorch (the target is at most 3).
+(median over 3 interleaved blocks of --repeats calls each) and the ratio NumPy / PyTorch (the target is at most 3).
 
     python bench/scratch_conv.py
 """
@@ -24,6 +24,7 @@ from common.scratch.conv import conv2d_backward, conv2d_forward  # noqa: E402
 # (name, N, C, H, W, F, K, stride, pad)
 SHAPES = [("conv1 1->32 28x28", 64, 1, 28, 28, 32, 3, 1, 1),
           ("conv2 32->64 14x14", 64, 32, 14, 14, 64, 3, 1, 1)]
+ROUNDS = 3
 
 
 def time_numpy(x, w, b, stride, pad, first_layer) -> float:
@@ -42,7 +43,7 @@ def time_torch(x, w, b, stride, pad) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20, help="(default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=10, help="calls per block (default: %(default)s)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__}, float32, CPU")
@@ -55,9 +56,10 @@ def main() -> None:
         xt = torch.from_numpy(x).requires_grad_(not first_layer)
         wt, bt = torch.from_numpy(w.copy()).requires_grad_(), torch.from_numpy(b.copy()).requires_grad_()
         ours, theirs = [], []
-        for _ in range(args.repeats):
-            ours.append(time_numpy(x, w, b, stride, pad, first_layer))
-            theirs.append(time_torch(xt, wt, bt, stride, pad))
+        for _ in range(ROUNDS):  # interleaved in blocks: torch's OpenMP threads spin for a while after
+            # each call, and would steal the cores from an OpenBLAS call made right after it
+            ours += [time_numpy(x, w, b, stride, pad, first_layer) for _ in range(args.repeats)]
+            theirs += [time_torch(xt, wt, bt, stride, pad) for _ in range(args.repeats)]
         numpy_s, torch_s = statistics.median(ours), statistics.median(theirs)
         total_numpy, total_torch = total_numpy + numpy_s, total_torch + torch_s
         print(f"{name:<20} numpy {1e3 * numpy_s:7.2f} ms   torch {1e3 * torch_s:7.2f} ms   ratio {numpy_s / torch_s:.2f}")

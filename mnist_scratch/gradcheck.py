@@ -6,7 +6,6 @@ Each check compares the analytic gradient from backward() with (f(x + h) - f(x -
 input and parameter entry, on small seeded shapes, and reports the maximum relative error."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Callable
@@ -22,7 +21,7 @@ from common.reporting import markdown_table  # noqa: E402
 from common.scratch import conv  # noqa: E402
 from common.scratch.gradcheck import numerical_gradient, numerical_gradient_array, rel_error  # noqa: E402
 from common.scratch.layers import ACTIVATIONS, affine_backward, affine_forward  # noqa: E402
-from common.scratch.losses import LOSSES  # noqa: E402
+from common.scratch.losses import LOSSES, REGRESSION_LOSSES  # noqa: E402
 from common.scratch.network import mlp  # noqa: E402
 from common.scratch.trainer import l2_penalty, loss_and_grads  # noqa: E402
 from mnist_scratch.model import CNNConfig, build_model  # noqa: E402
@@ -54,6 +53,14 @@ def check_loss(name: str) -> Callable:
     def check(rng) -> list[Result]:
         logits, y = rng.standard_normal((5, 4)), rng.integers(0, 4, 5)
         return [("logits", LOSSES[name](logits, y)[1], numerical_gradient(lambda: LOSSES[name](logits, y)[0], logits))]
+    return check
+
+
+def check_regression_loss(name: str) -> Callable:
+    def check(rng) -> list[Result]:
+        pred, target = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+        loss = REGRESSION_LOSSES[name]
+        return [("pred", loss(pred, target)[1], numerical_gradient(lambda: loss(pred, target)[0], pred))]
     return check
 
 
@@ -102,6 +109,8 @@ CHECKS: dict[str, Callable] = {
     "avgpool 3x3 stride 2": check_pool(conv.avgpool_forward, conv.avgpool_backward),
     "MLP 12-8-6-10 relu + L2": check_network(lambda rng: mlp((12, 8, 6, 10), "relu", "he", rng, np.float64), (4, 12)),
     "CNN 2 conv stages + L2": check_network(_small_cnn, (3, 64)),
+    # appended last so that the checks above keep their seeds ([--seed, index])
+    **{f"regression loss {name}": check_regression_loss(name) for name in REGRESSION_LOSSES},
 }
 
 

@@ -23,6 +23,12 @@ def test_smoke_reproduction_then_report_only(tmp_path):
     report = (reports / "mnist_scratch.md").read_text()
     assert "| 90:10 | minibatch |" in report and "| xavier | relu |" in report
     assert "embedded: scikit-learn digits" in report and "python reproduce.py mnist_scratch --smoke" in report
+    assert "| max |" in report and "| avg |" in report, "the CNN pool comparison rows"
+    assert all(f"| {schedule} |" in report for schedule in ("constant", "step", "exponential", "polynomial", "cosine"))
+    assert "| pool1 | 4×4 | 2 |" in report, "the receptive-field table"
+    for heading in ("## Foundations", "### Activations", "### XOR", "### Universal approximation", "### Gradient flow"):
+        assert heading in report, heading
+    assert "| sigmoid | xavier |" in report and "| relu | he |" in report, "the gradient-flow rows"
     for line in report.splitlines():
         if line.startswith("!["):
             assert (reports / line.split("](")[1].rstrip(")")).exists(), line

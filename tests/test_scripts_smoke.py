@@ -1,6 +1,5 @@
 """Every train.py, launched as a user launches it, with --smoke: it must write every artefact."""
 import json
-from pathlib import Path
 
 import pytest
 

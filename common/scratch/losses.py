@@ -1,4 +1,7 @@
-"""Losses on logits: `loss(logits (N, C), y (N,)) -> (mean loss, dlogits (N, C))`."""
+"""Losses, each `loss(output, target) -> (mean loss, doutput)`, in two registries by target type:
+
+    LOSSES             classification on logits: (logits (N, C), y (N,) int) -> (loss, dlogits (N, C))
+    REGRESSION_LOSSES  regression: (pred (N, K), target (N, K) float) -> (loss, dpred (N, K))"""
 from __future__ import annotations
 
 import numpy as np
@@ -37,3 +40,13 @@ def softmax_squared_error(logits: np.ndarray, y: np.ndarray):
 
 
 LOSSES = {"cross_entropy": softmax_cross_entropy, "squared_error": softmax_squared_error}
+
+
+def mean_squared_error(pred: np.ndarray, target: np.ndarray):
+    """Mean over all N * K entries of (pred - target)^2, like torch.nn.MSELoss()."""
+    diff = pred - target
+    loss = float(np.mean(diff * diff))
+    return loss, (2.0 / diff.size) * diff
+
+
+REGRESSION_LOSSES = {"mse": mean_squared_error}
