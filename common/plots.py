@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """tight_layout, write the PNG (making its folder), close the figure; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -36,7 +37,7 @@ def plot_curves(records: Sequence[Mapping], panels: Mapping[str, Sequence[str]],
         ax.legend()
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, *, normalize: bool = False,
@@ -61,7 +62,7 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, *, no
                 ax.text(j, i, text, ha="center", va="center", fontsize=7,
                         color="white" if shown[i, j] > threshold else "black")
     ax.set_title(title or ("confusion matrix (row-normalised)" if normalize else "confusion matrix"))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_image_grid(images: np.ndarray, titles: Sequence[str], path: Path, *, ncols: int = 10,
@@ -77,7 +78,7 @@ def plot_image_grid(images: np.ndarray, titles: Sequence[str], path: Path, *, nc
         ax.set_title(label, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_overlays(panels: Mapping[str, Mapping[str, Sequence[float]]], path: Path, *, ylabel: str,
@@ -97,4 +98,4 @@ def plot_overlays(panels: Mapping[str, Mapping[str, Sequence[float]]], path: Pat
         axes[0][0].set_ylabel(ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

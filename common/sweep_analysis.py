@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from common.plots import _save, plt
+from common.plots import plt, save_figure
 from common.reporting import markdown_table, pct
 from common.sweep import TrialResult, format_value
 
@@ -349,7 +349,7 @@ def plot_parallel_coordinates(trials: Sequence[TrialResult], params: Sequence[st
     if finished:
         parts.append(f"best {finished[0].name} (thick): {format_metric(metric, finished[0].get(metric))}")
     ax.set_title(title or ", ".join(parts), fontsize=9, pad=18)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_importance(analysis: SweepAnalysis, path: Path, top: int = 15, *, title: str = "") -> Path:
@@ -375,7 +375,7 @@ def plot_importance(analysis: SweepAnalysis, path: Path, top: int = 15, *, title
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title or f"parameter importance for {analysis.metric} "
                           f"({analysis.n_finished} finished trials)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_metric_by_param(trials: Sequence[TrialResult], params: Sequence[str], metric: str, path: Path,
@@ -412,4 +412,4 @@ def plot_metric_by_param(trials: Sequence[TrialResult], params: Sequence[str], m
     for row in axes:
         row[0].set_ylabel(f"{metric} (%)" if scale == 100 else metric, fontsize=8)
     fig.suptitle(title or f"{metric} per parameter value ({len(finished)} finished trials)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

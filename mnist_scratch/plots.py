@@ -8,23 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from common.plots import plt, save_figure
 
 
 LINE_STYLES = ["-", "--", "-.", ":"]  # curves that coincide (ReLU and leaky ReLU for x > 0) stay visible
-
-
-def save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _finish(ax, title: str, xlabel: str, ylabel: str = "") -> None:
@@ -50,7 +39,7 @@ def plot_activations(x: np.ndarray, curves: Mapping[str, tuple[np.ndarray, np.nd
     axes[0].set_ylim(-1.5, min(float(x[-1]), 4.0))
     if title:
         fig.suptitle(title, fontsize=10)
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_decision_boundary(predict: Callable[[np.ndarray], np.ndarray], points: np.ndarray, labels: np.ndarray,
@@ -78,7 +67,7 @@ def plot_decision_boundary(predict: Callable[[np.ndarray], np.ndarray], points: 
     _finish(axes[1], "training loss", "epoch (one full-batch step)")
     if title:
         fig.suptitle(title, fontsize=10)
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_fits(x: np.ndarray, target: np.ndarray, predictions: Mapping[int, np.ndarray],
@@ -99,7 +88,7 @@ def plot_fits(x: np.ndarray, target: np.ndarray, predictions: Mapping[int, np.nd
             ax.get_legend().remove()
     if title:
         fig.suptitle(title, fontsize=10)
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_error_vs_width(errors: Mapping[str, Mapping[int, float]], curves: Mapping[int, Sequence[float]],
@@ -115,7 +104,7 @@ def plot_error_vs_width(errors: Mapping[str, Mapping[int, float]], curves: Mappi
     _finish(axes[1], "training MSE per step", "step (full batch)")
     if title:
         fig.suptitle(title, fontsize=10)
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gradient_flow(norms: Mapping[str, Mapping[str, Sequence[float]]], losses: Mapping[str, tuple],
@@ -136,7 +125,7 @@ def plot_gradient_flow(norms: Mapping[str, Mapping[str, Sequence[float]]], losse
     _finish(axes[1], "training loss", "step", "cross-entropy (window mean)")
     if title:
         fig.suptitle(title, fontsize=10)
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lr_schedules(panels: Mapping[str, Mapping[str, Sequence[float]]], path: Path, title: str = "") -> Path:
@@ -151,4 +140,4 @@ def plot_lr_schedules(panels: Mapping[str, Mapping[str, Sequence[float]]], path:
         _finish(ax, panel, "epoch", panel)
     if title:
         fig.suptitle(title, fontsize=10)
-    return save(fig, path)
+    return save_figure(fig, path)
