@@ -2,7 +2,8 @@
 
 Same net (784-128-64-10 ReLU), same optimizer (SGD momentum 0.9, L2 1e-4 as weight decay), same
 batch size (64), same data (real MNIST's 90% split when --data-root has it, else the embedded
-digits tiled to 63,000 examples), same shuffling and indexing work per step. Prints the times
+digits tiled to 63,000 examples), same shuffling and indexing work per step; NumPy with the BLAS
+threads train.py gives it (one at batch 64), torch with its default threads. Prints the times
 (median of --repeats epochs each, interleaved) and the ratio NumPy / PyTorch (below 1: NumPy faster).
 
     python bench/mnist_scratch_epoch.py --data-root ../shared/data
@@ -19,8 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from common import REPO_ROOT  # noqa: E402
+from common.scratch.fit import blas_threads_for  # noqa: E402
 from common.scratch.losses import LOSSES  # noqa: E402
 from common.scratch.optim import build_optimizer  # noqa: E402
 from common.scratch.trainer import init_states, train_epoch  # noqa: E402
@@ -33,8 +36,9 @@ def numpy_epoch(x, y, batch_size, seed, l2) -> float:
     optimizer = build_optimizer("momentum", 0.05, momentum=0.9)
     states = init_states(net, optimizer)
     tic = time.perf_counter()
-    train_epoch(net, optimizer, states, x, y, batch_size=batch_size, rng=np.random.default_rng(seed),
-                loss_fn=LOSSES["cross_entropy"], l2=l2, quiet=True)
+    with threadpool_limits(limits=blas_threads_for(batch_size), user_api="blas"):  # as train.py runs it
+        train_epoch(net, optimizer, states, x, y, batch_size=batch_size, rng=np.random.default_rng(seed),
+                    loss_fn=LOSSES["cross_entropy"], l2=l2, quiet=True)
     return time.perf_counter() - tic
 
 
