@@ -18,14 +18,14 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from common.cli import DEVICES, OneLineParser, positive_int  # noqa: E402
-from common.errors import run_cli  # noqa: E402
-from common.runtime import choose_device  # noqa: E402
-from common.torch_fit import FitSettings, train_one_epoch, tensor_batches  # noqa: E402
-from kd_cifar10.model import build_model, count_parameters  # noqa: E402
+from common.cli import DEVICES, OneLineParser, positive_int
+from common.errors import run_cli
+from common.runtime import choose_device
+from common.torch_fit import FitSettings, train_one_epoch, tensor_batches
+from kd_cifar10.model import build_model, count_parameters
 
 
 def ours(model, x, y, batch_size: int, device: str, passes: int) -> float:

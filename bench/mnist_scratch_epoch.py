@@ -18,17 +18,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 
-from common import REPO_ROOT  # noqa: E402
-from common.scratch.fit import blas_threads_for  # noqa: E402
-from common.scratch.losses import LOSSES  # noqa: E402
-from common.scratch.optim import build_optimizer  # noqa: E402
-from common.scratch.trainer import init_states, train_epoch  # noqa: E402
-from mnist_scratch.data import load_mnist_split  # noqa: E402
-from mnist_scratch.model import MLPConfig, build_model  # noqa: E402
+from common import REPO_ROOT
+from common.scratch.fit import blas_threads_for
+from common.scratch.losses import LOSSES
+from common.scratch.optim import build_optimizer
+from common.scratch.trainer import init_states, train_epoch
+from mnist_scratch.data import load_mnist_split
+from mnist_scratch.model import MLPConfig, build_model
 
 
 def numpy_epoch(x, y, batch_size, seed, l2) -> float:

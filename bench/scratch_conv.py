@@ -15,11 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-from common.scratch.conv import conv2d_backward, conv2d_forward  # noqa: E402
+from common.scratch.conv import conv2d_backward, conv2d_forward
 
 # (name, N, C, H, W, F, K, stride, pad)
 SHAPES = [("conv1 1->32 28x28", 64, 1, 28, 28, 32, 3, 1, 1),

@@ -8,10 +8,10 @@ from typing import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from common.plots import save_figure  # noqa: E402
+from common.plots import save_figure
 
 
 def grouped_order(parent: np.ndarray) -> np.ndarray:

@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from common.plots import plot_overlays, save_figure  # noqa: E402
-from common.reporting import RunResult, RunSpec, copy_figure, markdown_table, pct  # noqa: E402
-from cifar100_multitask.data import SPLITS  # noqa: E402
+from common.plots import plot_overlays, save_figure
+from common.reporting import RunResult, RunSpec, copy_figure, markdown_table, pct
+from cifar100_multitask.data import SPLITS
 
 # the small configuration --quick trains on the generated stand-in (2-core CPU, minutes)
 QUICK = ("--per-class", "60", "--depth", "2", "--width", "8", "--convs-per-stage", "1", "--epochs", "5")

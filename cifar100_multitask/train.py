@@ -14,20 +14,20 @@ from typing import Iterable
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int  # noqa: E402
-from common.errors import run_cli  # noqa: E402
-from common.rundir import RunDir  # noqa: E402
-from common.runtime import choose_device, seed_everything  # noqa: E402
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches  # noqa: E402
-from cifar100_multitask.artefacts import write_artefacts  # noqa: E402
+from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.errors import run_cli
+from common.rundir import RunDir
+from common.runtime import choose_device, seed_everything
+from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from cifar100_multitask.artefacts import write_artefacts
 from cifar100_multitask.data import HIERARCHY, SPLITS, class_weighted_order, load_pooled, long_tail, \
-    split_indices  # noqa: E402
-from cifar100_multitask.evaluation import evaluate_split  # noqa: E402
+    split_indices
+from cifar100_multitask.evaluation import evaluate_split
 from cifar100_multitask.model import LEVELS, SEVERITY, MultiTaskConfig, MultiTaskLoss, MultiTaskNet, \
-    level_probabilities  # noqa: E402
+    level_probabilities
 
 ASSIGNMENT = "cifar100_multitask"
 HEAD_SETS = {"fine,super,group": LEVELS, "fine": ("fine",)}

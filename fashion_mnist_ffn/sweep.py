@@ -16,14 +16,14 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.cli import make_parser, parse_args, positive_int  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.rundir import RunDir, write_json  # noqa: E402
-from common.sweep import ALL_METHODS, best_trial, load_sweep_config, metric_of, run_local_sweep, run_wandb_sweep  # noqa: E402
-from common.sweep_analysis import (analyse, describe_findings, plot_importance, plot_metric_by_param,  # noqa: E402
+from common.cli import make_parser, parse_args, positive_int
+from common.errors import UserError, run_cli
+from common.rundir import RunDir, write_json
+from common.sweep import ALL_METHODS, best_trial, load_sweep_config, metric_of, run_local_sweep, run_wandb_sweep
+from common.sweep_analysis import (analyse, describe_findings, plot_importance, plot_metric_by_param,
                                    plot_parallel_coordinates, runs_table, swept_params)
-from fashion_mnist_ffn import train  # noqa: E402
-from fashion_mnist_ffn.data import LOADERS, load_fashion  # noqa: E402
+from fashion_mnist_ffn import train
+from fashion_mnist_ffn.data import LOADERS, load_fashion
 
 ASSIGNMENT = "fashion_mnist_ffn"
 HERE = Path(__file__).resolve().parent

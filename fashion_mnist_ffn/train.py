@@ -14,22 +14,22 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.cli import (make_parser, non_negative_float, open_fraction, parse_args, positive_float,  # noqa: E402
+from common.cli import (make_parser, non_negative_float, open_fraction, parse_args, positive_float,
                         positive_int)
-from common.errors import run_cli  # noqa: E402
-from common.metrics import accuracy, confusion, loss_trend, macro_f1  # noqa: E402
-from common.plots import plot_confusion, plot_curves, plot_image_grid  # noqa: E402
-from common.rundir import RunDir  # noqa: E402
-from common.runtime import seed_everything  # noqa: E402
-from common.scratch.fit import FitSettings, blas_threads_for, fit  # noqa: E402
-from common.scratch.init import INITS  # noqa: E402
-from common.scratch.layers import ACTIVATIONS  # noqa: E402
-from common.scratch.losses import LOSSES  # noqa: E402
-from common.scratch.optim import OPTIMIZERS, build_optimizer  # noqa: E402
-from common.scratch.schedules import SCHEDULES  # noqa: E402
-from common.scratch.trainer import evaluate, init_states  # noqa: E402
-from fashion_mnist_ffn.data import LOADERS, load_fashion, one_per_class  # noqa: E402
-from fashion_mnist_ffn.model import FFNConfig, build_model, hidden_sizes, parameter_count  # noqa: E402
+from common.errors import run_cli
+from common.metrics import accuracy, confusion, loss_trend, macro_f1
+from common.plots import plot_confusion, plot_curves, plot_image_grid
+from common.rundir import RunDir
+from common.runtime import seed_everything
+from common.scratch.fit import FitSettings, blas_threads_for, fit
+from common.scratch.init import INITS
+from common.scratch.layers import ACTIVATIONS
+from common.scratch.losses import LOSSES
+from common.scratch.optim import OPTIMIZERS, build_optimizer
+from common.scratch.schedules import SCHEDULES
+from common.scratch.trainer import evaluate, init_states
+from fashion_mnist_ffn.data import LOADERS, load_fashion, one_per_class
+from fashion_mnist_ffn.model import FFNConfig, build_model, hidden_sizes, parameter_count
 
 ASSIGNMENT = "fashion_mnist_ffn"
 

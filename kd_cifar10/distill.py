@@ -26,22 +26,22 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from common import distributed  # noqa: E402
-from common.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.reporting import markdown_table, pct  # noqa: E402
-from common.rundir import RunDir  # noqa: E402
-from common.runtime import choose_device, seed_everything  # noqa: E402
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches  # noqa: E402
-from kd_cifar10.data import AUGMENTATIONS, ImageTensors, load_tensors  # noqa: E402
-from kd_cifar10.distill_plots import plot_comparison, plot_per_class  # noqa: E402
-from kd_cifar10.evaluation import evaluate_classifier as evaluate, predict_logits, to_memory_format  # noqa: E402
-from kd_cifar10.losses import LOSSES, build_loss  # noqa: E402
-from kd_cifar10.model import (BLOCKS, NORMS, build_model, count_parameters, model_config,  # noqa: E402
+from common import distributed
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.errors import UserError, run_cli
+from common.reporting import markdown_table, pct
+from common.rundir import RunDir
+from common.runtime import choose_device, seed_everything
+from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from kd_cifar10.data import AUGMENTATIONS, ImageTensors, load_tensors
+from kd_cifar10.distill_plots import plot_comparison, plot_per_class
+from kd_cifar10.evaluation import evaluate_classifier as evaluate, predict_logits, to_memory_format
+from kd_cifar10.losses import LOSSES, build_loss
+from kd_cifar10.model import (BLOCKS, NORMS, build_model, count_parameters, model_config,
                               model_from_checkpoint)
 
 ASSIGNMENT = "kd_cifar10"

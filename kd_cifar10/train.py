@@ -18,20 +18,20 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from common.cli import make_parser, non_negative_float, parse_args, positive_int  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.plots import plot_curves, plot_image_grid  # noqa: E402
-from common.rundir import RunDir  # noqa: E402
-from common.runtime import choose_device, seed_everything  # noqa: E402
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches  # noqa: E402
-from kd_cifar10.data import AUGMENTATIONS, DATASETS, ImageTensors, load_tensors  # noqa: E402
-from kd_cifar10.evaluation import evaluate_classifier  # noqa: E402
-from kd_cifar10.gradients import GradientMonitor, plot_gradient_norms  # noqa: E402
-from kd_cifar10.model import BLOCKS, MODELS, NORMS, build_model, count_parameters, model_config  # noqa: E402
-from kd_cifar10.transfer import FINETUNE, build_transfer_model  # noqa: E402
+from common.cli import make_parser, non_negative_float, parse_args, positive_int
+from common.errors import UserError, run_cli
+from common.plots import plot_curves, plot_image_grid
+from common.rundir import RunDir
+from common.runtime import choose_device, seed_everything
+from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from kd_cifar10.data import AUGMENTATIONS, DATASETS, ImageTensors, load_tensors
+from kd_cifar10.evaluation import evaluate_classifier
+from kd_cifar10.gradients import GradientMonitor, plot_gradient_norms
+from kd_cifar10.model import BLOCKS, MODELS, NORMS, build_model, count_parameters, model_config
+from kd_cifar10.transfer import FINETUNE, build_transfer_model
 
 ASSIGNMENT = "kd_cifar10"
 DEFAULT_WIDTH = {"cnn": 64, "mlp": 512}

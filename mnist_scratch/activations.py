@@ -15,14 +15,14 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from common.cli import parse_args, positive_float, positive_int  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.reporting import markdown_table  # noqa: E402
-from common.scratch.layers import ACTIVATIONS  # noqa: E402
-from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, start_run  # noqa: E402
-from mnist_scratch.plots import plot_activations  # noqa: E402
+from common.cli import parse_args, positive_float, positive_int
+from common.errors import UserError, run_cli
+from common.reporting import markdown_table
+from common.scratch.layers import ACTIVATIONS
+from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, start_run
+from mnist_scratch.plots import plot_activations
 
 STEP = 1e-5   # h of the centred difference
 KINK = 1e-3   # points this close to 0 are skipped: ReLU and LeakyReLU have no derivative there

@@ -18,19 +18,19 @@ from typing import Callable
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from common.cli import parse_args, positive_int  # noqa: E402
-from common.errors import TrainingDiverged, run_cli  # noqa: E402
-from common.scratch.init import INITS  # noqa: E402
-from common.scratch.layers import ACTIVATIONS  # noqa: E402
-from common.scratch.losses import REGRESSION_LOSSES  # noqa: E402
-from common.scratch.network import mlp  # noqa: E402
-from common.scratch.optim import OPTIMIZERS, build_optimizer  # noqa: E402
-from common.scratch.schedules import SCHEDULES  # noqa: E402
-from common.scratch.trainer import init_states, loss_and_grads  # noqa: E402
-from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, small_blas, start_run  # noqa: E402
-from mnist_scratch.plots import plot_error_vs_width, plot_fits  # noqa: E402
+from common.cli import parse_args, positive_int
+from common.errors import TrainingDiverged, run_cli
+from common.scratch.init import INITS
+from common.scratch.layers import ACTIVATIONS
+from common.scratch.losses import REGRESSION_LOSSES
+from common.scratch.network import mlp
+from common.scratch.optim import OPTIMIZERS, build_optimizer
+from common.scratch.schedules import SCHEDULES
+from common.scratch.trainer import init_states, loss_and_grads
+from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, small_blas, start_run
+from mnist_scratch.plots import plot_error_vs_width, plot_fits
 
 
 @dataclass(frozen=True)

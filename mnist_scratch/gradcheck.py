@@ -13,18 +13,18 @@ from typing import Callable
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from common.cli import OneLineParser, positive_float  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.reporting import markdown_table  # noqa: E402
-from common.scratch import conv  # noqa: E402
-from common.scratch.gradcheck import numerical_gradient, numerical_gradient_array, rel_error  # noqa: E402
-from common.scratch.layers import ACTIVATIONS, affine_backward, affine_forward  # noqa: E402
-from common.scratch.losses import LOSSES, REGRESSION_LOSSES  # noqa: E402
-from common.scratch.network import mlp  # noqa: E402
-from common.scratch.trainer import l2_penalty, loss_and_grads  # noqa: E402
-from mnist_scratch.model import CNNConfig, build_model  # noqa: E402
+from common.cli import OneLineParser, positive_float
+from common.errors import UserError, run_cli
+from common.reporting import markdown_table
+from common.scratch import conv
+from common.scratch.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
+from common.scratch.layers import ACTIVATIONS, affine_backward, affine_forward
+from common.scratch.losses import LOSSES, REGRESSION_LOSSES
+from common.scratch.network import mlp
+from common.scratch.trainer import l2_penalty, loss_and_grads
+from mnist_scratch.model import CNNConfig, build_model
 
 Result = tuple[str, np.ndarray, np.ndarray]  # (what, analytic gradient, numerical gradient)
 

@@ -19,20 +19,20 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from common.cli import non_negative_float, parse_args, positive_int  # noqa: E402
-from common.errors import TrainingDiverged, run_cli  # noqa: E402
-from common.metrics import accuracy  # noqa: E402
-from common.scratch.init import INITS  # noqa: E402
-from common.scratch.layers import ACTIVATIONS  # noqa: E402
-from common.scratch.losses import LOSSES  # noqa: E402
-from common.scratch.network import Dense, mlp  # noqa: E402
-from common.scratch.optim import OPTIMIZERS, build_optimizer  # noqa: E402
-from common.scratch.trainer import evaluate, init_states, loss_and_grads  # noqa: E402
-from mnist_scratch.data import SPLITS, load_mnist_split  # noqa: E402
-from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, small_blas, start_run  # noqa: E402
-from mnist_scratch.plots import plot_gradient_flow  # noqa: E402
+from common.cli import non_negative_float, parse_args, positive_int
+from common.errors import TrainingDiverged, run_cli
+from common.metrics import accuracy
+from common.scratch.init import INITS
+from common.scratch.layers import ACTIVATIONS
+from common.scratch.losses import LOSSES
+from common.scratch.network import Dense, mlp
+from common.scratch.optim import OPTIMIZERS, build_optimizer
+from common.scratch.trainer import evaluate, init_states, loss_and_grads
+from mnist_scratch.data import SPLITS, load_mnist_split
+from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, small_blas, start_run
+from mnist_scratch.plots import plot_gradient_flow
 
 INIT_FOR = {"sigmoid": "xavier", "tanh": "xavier", "relu": "he", "leaky_relu": "he"}  # --init auto
 LOG_WINDOWS_PER_EPOCH = 20  # training-loss records per epoch (mean over each window of steps)

@@ -15,22 +15,22 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from common.cli import make_parser, non_negative_float, parse_args, positive_int  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.metrics import confusion, loss_trend, macro_f1  # noqa: E402
-from common.plots import plot_confusion, plot_curves, plot_image_grid  # noqa: E402
-from common.scratch.network import Conv2D  # noqa: E402
-from common.rundir import RunDir  # noqa: E402
-from common.runtime import seed_everything  # noqa: E402
-from common.scratch.init import INITS  # noqa: E402
-from common.scratch.layers import ACTIVATIONS  # noqa: E402
-from common.scratch.losses import LOSSES  # noqa: E402
-from common.scratch.optim import OPTIMIZERS, build_optimizer  # noqa: E402
-from common.scratch.fit import FitSettings, blas_threads_for, fit  # noqa: E402
-from common.scratch.schedules import SCHEDULES  # noqa: E402
-from common.scratch.trainer import evaluate, init_states  # noqa: E402
-from mnist_scratch.data import SPLITS, load_mnist_split  # noqa: E402
-from mnist_scratch.model import MODELS, POOLS, CNNConfig, MLPConfig, build_model  # noqa: E402
+from common.cli import make_parser, non_negative_float, parse_args, positive_int
+from common.errors import UserError, run_cli
+from common.metrics import confusion, loss_trend, macro_f1
+from common.plots import plot_confusion, plot_curves, plot_image_grid
+from common.scratch.network import Conv2D
+from common.rundir import RunDir
+from common.runtime import seed_everything
+from common.scratch.init import INITS
+from common.scratch.layers import ACTIVATIONS
+from common.scratch.losses import LOSSES
+from common.scratch.optim import OPTIMIZERS, build_optimizer
+from common.scratch.fit import FitSettings, blas_threads_for, fit
+from common.scratch.schedules import SCHEDULES
+from common.scratch.trainer import evaluate, init_states
+from mnist_scratch.data import SPLITS, load_mnist_split
+from mnist_scratch.model import MODELS, POOLS, CNNConfig, MLPConfig, build_model
 
 ASSIGNMENT = "mnist_scratch"
 

@@ -16,18 +16,18 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from common.cli import non_negative_float, parse_args, positive_int  # noqa: E402
-from common.errors import TrainingDiverged, UserError, run_cli  # noqa: E402
-from common.scratch.init import INITS  # noqa: E402
-from common.scratch.layers import ACTIVATIONS  # noqa: E402
-from common.scratch.losses import LOSSES, softmax  # noqa: E402
-from common.scratch.network import mlp  # noqa: E402
-from common.scratch.optim import OPTIMIZERS, build_optimizer  # noqa: E402
-from common.scratch.trainer import init_states, loss_and_grads  # noqa: E402
-from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, small_blas, start_run  # noqa: E402
-from mnist_scratch.plots import plot_decision_boundary  # noqa: E402
+from common.cli import non_negative_float, parse_args, positive_int
+from common.errors import TrainingDiverged, UserError, run_cli
+from common.scratch.init import INITS
+from common.scratch.layers import ACTIVATIONS
+from common.scratch.losses import LOSSES, softmax
+from common.scratch.network import mlp
+from common.scratch.optim import OPTIMIZERS, build_optimizer
+from common.scratch.trainer import init_states, loss_and_grads
+from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, small_blas, start_run
+from mnist_scratch.plots import plot_decision_boundary
 
 POINTS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)   # (4, 2)
 LABELS = np.array([0, 1, 1, 0])                                          # (4,) x1 XOR x2

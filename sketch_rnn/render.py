@@ -10,8 +10,8 @@ from typing import Iterable
 import numpy as np
 
 from common.plots import save_figure  # importing common.plots also selects the Agg backend
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.collections import LineCollection
 
 MAX_GIF_FRAMES = 40
 INTERACTIVE_BACKENDS = ("QtAgg", "TkAgg", "MacOSX", "GTK4Agg", "GTK3Agg")

@@ -14,17 +14,17 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from common.checkpoint import load_checkpoint  # noqa: E402
-from common.cli import DEVICES, OneLineParser, positive_float, positive_int  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.runtime import choose_device  # noqa: E402
-from sketch_rnn.model import SketchConfig, SketchGenerator  # noqa: E402
-from sketch_rnn.recognizer import RECOGNIZER_FILE, load_recognizer, recognisability, rows_to_stroke3  # noqa: E402
-from sketch_rnn.render import animate_live, display_available, plot_sketch_grid, write_gif  # noqa: E402
-from sketch_rnn.shapes import SHAPES  # noqa: E402
+from common.checkpoint import load_checkpoint
+from common.cli import DEVICES, OneLineParser, positive_float, positive_int
+from common.errors import UserError, run_cli
+from common.runtime import choose_device
+from sketch_rnn.model import SketchConfig, SketchGenerator
+from sketch_rnn.recognizer import RECOGNIZER_FILE, load_recognizer, recognisability, rows_to_stroke3
+from sketch_rnn.render import animate_live, display_available, plot_sketch_grid, write_gif
+from sketch_rnn.shapes import SHAPES
 
 
 def build_parser() -> OneLineParser:

@@ -17,22 +17,22 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int  # noqa: E402
-from common.errors import run_cli  # noqa: E402
-from common.metrics import loss_trend  # noqa: E402
-from common.plots import plot_curves  # noqa: E402
-from common.rundir import RunDir  # noqa: E402
-from common.runtime import choose_device, seed_everything  # noqa: E402
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches  # noqa: E402
-from sketch_rnn.data import REAL_CLASSES, load_sketches  # noqa: E402
-from sketch_rnn.heads import HEADS  # noqa: E402
-from sketch_rnn.model import SketchConfig, SketchGenerator, parameter_count, sketch_loss  # noqa: E402
-from sketch_rnn.recognizer import (RECOGNIZER_FILE, load_recognizer, recognisability, rows_to_stroke3,  # noqa: E402
+from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.errors import run_cli
+from common.metrics import loss_trend
+from common.plots import plot_curves
+from common.rundir import RunDir
+from common.runtime import choose_device, seed_everything
+from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from sketch_rnn.data import REAL_CLASSES, load_sketches
+from sketch_rnn.heads import HEADS
+from sketch_rnn.model import SketchConfig, SketchGenerator, parameter_count, sketch_loss
+from sketch_rnn.recognizer import (RECOGNIZER_FILE, load_recognizer, recognisability, rows_to_stroke3,
                                    save_recognizer, train_recognizer)
-from sketch_rnn.render import plot_sketch_grid, write_gif  # noqa: E402
+from sketch_rnn.render import plot_sketch_grid, write_gif
 
 ASSIGNMENT = "sketch_rnn"
 METRICS = ("loss", "offset_loss", "pen_loss", "pen_acc")

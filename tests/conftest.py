@@ -15,7 +15,7 @@ os.environ.pop("WANDB_API_KEY", None)
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 
-from common.formats import write_idx  # noqa: E402
+from common.formats import write_idx
 
 
 def run_script(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:

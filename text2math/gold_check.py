@@ -12,11 +12,11 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import REPO_ROOT  # noqa: E402
-from common.cli import OneLineParser, positive_float  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from text2math.data import generated_rows, problem_from_row  # noqa: E402
-from text2math.program import ExecutionError, execute_tokens, matches, option_values, split_options  # noqa: E402
+from common import REPO_ROOT
+from common.cli import OneLineParser, positive_float
+from common.errors import UserError, run_cli
+from text2math.data import generated_rows, problem_from_row
+from text2math.program import ExecutionError, execute_tokens, matches, option_values, split_options
 
 OUTCOMES = {
     "ok": "executes to the correct option's value",

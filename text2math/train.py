@@ -14,20 +14,20 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from common.cli import make_parser, non_negative_float, open_fraction, parse_args, positive_float, positive_int  # noqa: E402
-from common.errors import UserError, run_cli  # noqa: E402
-from common.metrics import loss_trend  # noqa: E402
-from common.plots import plot_curves  # noqa: E402
-from common.rundir import RunDir  # noqa: E402
-from common.runtime import choose_device, seed_everything  # noqa: E402
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches  # noqa: E402
-from text2math.bert import default_bert, load_bert  # noqa: E402
-from text2math.data import load_mathqa, read_glove  # noqa: E402
-from text2math.evaluate import decode, score_predictions  # noqa: E402
-from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig, parameter_count, sequence_loss  # noqa: E402
-from text2math.vocab import encode_sources, encode_targets, glove_matrix, source_vocab, target_vocab  # noqa: E402
+from common.cli import make_parser, non_negative_float, open_fraction, parse_args, positive_float, positive_int
+from common.errors import UserError, run_cli
+from common.metrics import loss_trend
+from common.plots import plot_curves
+from common.rundir import RunDir
+from common.runtime import choose_device, seed_everything
+from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from text2math.bert import default_bert, load_bert
+from text2math.data import load_mathqa, read_glove
+from text2math.evaluate import decode, score_predictions
+from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig, parameter_count, sequence_loss
+from text2math.vocab import encode_sources, encode_targets, glove_matrix, source_vocab, target_vocab
 
 ASSIGNMENT = "text2math"
 
