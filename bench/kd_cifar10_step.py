@@ -25,7 +25,8 @@ from common.cli import DEVICES, OneLineParser, positive_int
 from common.errors import run_cli
 from common.runtime import choose_device
 from common.torch_fit import FitSettings, train_one_epoch, tensor_batches
-from kd_cifar10.model import build_model, count_parameters
+from common.classify import count_parameters
+from kd_cifar10.model import build_model
 
 
 def ours(model, x, y, batch_size: int, device: str, passes: int) -> float:

@@ -18,6 +18,7 @@ from common.runtime import git_commit, hardware_info
 from common.tracking import make_tracker
 
 CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
 # flags that may change between a run and its resumption
 RESUMABLE_DIFFERENCES = {"resume", "overwrite", "wandb", "device", "epochs", "out", "data_root"}
 
@@ -29,6 +30,14 @@ def write_json(path: Path, payload: dict) -> None:
         json.dump(payload, handle, indent=2, default=str)
         handle.write("\n")
     os.replace(tmp, path)
+
+
+def read_metrics(run_path: Path) -> list[dict]:
+    """The records of <run_path>/metrics.jsonl, oldest first ([] when there are none)."""
+    path = Path(run_path) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def jsonable_args(args: argparse.Namespace) -> dict:
@@ -60,7 +69,7 @@ class RunDir:
         if config_file.exists() and args.resume:
             self._check_resumable(json.loads(config_file.read_text()))
         elif config_file.exists() and args.overwrite:
-            for name in ("metrics.jsonl", "summary.json", CHECKPOINT):
+            for name in (METRICS, "summary.json", CHECKPOINT):
                 (self.path / name).unlink(missing_ok=True)
         elif config_file.exists():
             raise UserError(f"{_short(self.path)} already holds a run: add --resume to continue it, "
@@ -80,7 +89,7 @@ class RunDir:
     # metrics ---------------------------------------------------------------------------------
     @property
     def metrics_file(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / METRICS
 
     def log(self, record: dict) -> None:
         """Append one record (usually one epoch) to metrics.jsonl and to wandb."""
@@ -89,9 +98,7 @@ class RunDir:
         self.tracker.log(record, step=record.get("epoch"))
 
     def metrics(self) -> list[dict]:
-        if not self.metrics_file.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        return read_metrics(self.path)
 
     def keep_metrics_until(self, epoch: int) -> None:
         """On resume: drop records written after the checkpoint being resumed from."""

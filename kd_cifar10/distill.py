@@ -37,11 +37,12 @@ from common.reporting import markdown_table, pct
 from common.rundir import RunDir
 from common.runtime import choose_device, seed_everything
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
-from kd_cifar10.data import AUGMENTATIONS, ImageTensors, load_tensors
+from common.images import AUGMENTATIONS, ImageTensors
+from kd_cifar10.data import load_dataset
 from kd_cifar10.distill_plots import plot_comparison, plot_per_class
-from kd_cifar10.evaluation import evaluate_classifier as evaluate, predict_logits, to_memory_format
+from common.classify import count_parameters, evaluate_classifier as evaluate, predict_logits, to_memory_format
 from kd_cifar10.losses import LOSSES, build_loss
-from kd_cifar10.model import (BLOCKS, NORMS, build_model, count_parameters, model_config,
+from kd_cifar10.model import (BLOCKS, NORMS, build_model, model_config,
                               model_from_checkpoint)
 
 ASSIGNMENT = "kd_cifar10"
@@ -235,7 +236,7 @@ def main(argv=None) -> dict:
 
 def distill(args, info: distributed.DistInfo) -> dict:
     seed_everything(args.seed)
-    data = place_data(load_tensors("cifar10", args.data, args.data_root, args.seed, args.smoke), info.device)
+    data = place_data(load_dataset("cifar10", args.data, args.data_root, args.seed, args.smoke), info.device)
     top_args = copy.copy(args)
     top_args.wandb = "off"   # each phase is its own wandb run; the top level only joins them
     top = RunDir(top_args, data_source=data.source, device=info.device) if info.is_main else None

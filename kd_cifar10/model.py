@@ -256,7 +256,3 @@ def model_from_checkpoint(state: dict) -> nn.Module:
     model = CHECKPOINT_KINDS[kind](**config)
     model.load_state_dict(state["model"])
     return model
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -21,16 +21,17 @@ if __package__ in (None, ""):
 import torch
 from torch import nn
 
+from common.classify import count_parameters, evaluate_classifier
 from common.cli import make_parser, non_negative_float, parse_args, positive_int
 from common.errors import UserError, run_cli
+from common.images import AUGMENTATIONS, ImageTensors
 from common.plots import plot_curves, plot_image_grid
 from common.rundir import RunDir
 from common.runtime import choose_device, seed_everything
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
-from kd_cifar10.data import AUGMENTATIONS, DATASETS, ImageTensors, load_tensors
-from kd_cifar10.evaluation import evaluate_classifier
+from kd_cifar10.data import DATASETS, load_dataset
 from kd_cifar10.gradients import GradientMonitor, plot_gradient_norms
-from kd_cifar10.model import BLOCKS, MODELS, NORMS, build_model, count_parameters, model_config
+from kd_cifar10.model import BLOCKS, MODELS, NORMS, build_model, model_config
 from kd_cifar10.transfer import FINETUNE, build_transfer_model
 
 ASSIGNMENT = "kd_cifar10"
@@ -99,13 +100,13 @@ def make_model(args, data: ImageTensors) -> tuple[nn.Module, str]:
     if args.pretrained != "none":
         return build_transfer_model(args.pretrained, args.finetune, len(data.classes), args.input_size)
     channels, height, _ = data.shape
-    common = dict(use_skip=args.use_skip, norm=args.norm, width=args.width or DEFAULT_WIDTH[args.model],
+    shared = dict(use_skip=args.use_skip, norm=args.norm, width=args.width or DEFAULT_WIDTH[args.model],
                   num_classes=len(data.classes))
     if args.model == "cnn":
         config = dict(layers=tuple(args.layers), block=args.block, in_channels=channels, image_size=height)
     else:
         config = dict(depth=args.depth, in_features=channels * height * data.shape[2])
-    return build_model(args.model, **common, **config), "none (random init)"
+    return build_model(args.model, **shared, **config), "none (random init)"
 
 
 def apply_smoke(args) -> None:
@@ -120,7 +121,7 @@ def main(argv=None) -> dict:
         apply_smoke(args)
     device = torch.device(choose_device(args.device))
     seed_everything(args.seed)
-    data = load_tensors(args.dataset, args.data, args.data_root, seed=args.seed, smoke=args.smoke)
+    data = load_dataset(args.dataset, args.data, args.data_root, seed=args.seed, smoke=args.smoke)
     if args.train_size is not None:
         data.x_train, data.y_train = data.x_train[:args.train_size], data.y_train[:args.train_size]
     model, init = make_model(args, data)

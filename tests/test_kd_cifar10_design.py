@@ -14,10 +14,10 @@ from common.errors import UserError, run_cli
 from common.formats import write_cifar_batch
 from common.torch_fit import tensor_batches
 from kd_cifar10 import train
-from kd_cifar10.data import AUGMENTATIONS, cutout, load_tensors, random_flip, shift_crop
-from kd_cifar10.evaluation import evaluate_classifier
+from common.classify import count_parameters, evaluate_classifier
+from common.images import AUGMENTATIONS, cutout, load_tensors, random_flip, shift_crop
 from kd_cifar10.gradients import GradientMonitor
-from kd_cifar10.model import (BLOCKS, NORMS, CNNConfig, FlexibleCNN, build_model, count_parameters, model_config,
+from kd_cifar10.model import (BLOCKS, NORMS, CNNConfig, FlexibleCNN, build_model, model_config,
                               model_from_checkpoint)
 from kd_cifar10.transfer import TransferConfig, TransferResNet18, build_transfer_model
 from tests.conftest import REPO, run_script

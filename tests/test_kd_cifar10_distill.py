@@ -128,7 +128,7 @@ def test_smoke_run_writes_every_artefact_and_the_table(smoke_run):
 def test_top_checkpoint_rebuilds_the_distilled_student_without_the_cli(smoke_run):
     out, summary = smoke_run
     from common.checkpoint import load_checkpoint
-    from kd_cifar10.data import load_tensors
+    from common.images import load_tensors
     from kd_cifar10.model import model_from_checkpoint
 
     model = model_from_checkpoint(load_checkpoint(out / "checkpoint.pt"))
