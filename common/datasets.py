@@ -12,7 +12,8 @@ from typing import Callable
 import numpy as np
 
 from common import generated, hierarchy_data
-from common.download import DownloadUnavailable, fetch
+from common.data_source import resolve_data, with_source
+from common.download import fetch
 from common.errors import UserError
 from common.formats import read_cifar_batch, read_cifar_meta, read_idx
 
@@ -163,12 +164,20 @@ def _download(spec: RealImageSet, root: Path, announce: Callable[[str], None]) -
     def run() -> None:
         import torchvision.datasets as tv_datasets
 
+        root.mkdir(parents=True, exist_ok=True)
         cls = getattr(tv_datasets, spec.torchvision_class)
         for train in (True, False):
             cls(str(root), train=train, download=True)
 
-    root.mkdir(parents=True, exist_ok=True)
     fetch(list(spec.urls), run, lambda: announce(f"downloading {spec.name} into {root} ..."))
+
+
+def image_stand_in(name: str, seed: int, smoke: bool = False,
+                   make: Callable[[int], ImageDataset] | None = None) -> tuple[ImageDataset, str]:
+    """(stand-in, its source) for one of REAL_SETS: `make` (default: the set's own) from the seed, and
+    under --smoke its first 256 train / 128 test examples."""
+    data = (make or REAL_SETS[name].stand_in)(seed)
+    return with_source(data.subset(256, 128) if smoke else data)
 
 
 def load_image_dataset(name: str, mode: str, root: Path, *, seed: int = 0, smoke: bool = False,
@@ -178,24 +187,16 @@ def load_image_dataset(name: str, mode: str, root: Path, *, seed: int = 0, smoke
     `stand_in` replaces the set's default stand-in (an assignment's own variant of it)."""
     if name not in REAL_SETS:
         raise UserError(f"unknown data set '{name}'; choose one of {', '.join(REAL_SETS)}")
-    spec = REAL_SETS[name]
-    if stand_in is not None:
-        spec = RealImageSet(**{**spec.__dict__, "stand_in": stand_in})
-    folder = Path(root) / spec.folder
-    if mode == "generated" or smoke:
-        data = spec.stand_in(seed)
-        return data.subset(256, 128) if smoke else data
-    if not _present(spec, Path(root)):
-        try:
-            _download(spec, Path(root), announce)
-        except DownloadUnavailable as why:
-            if mode == "real":
-                raise UserError(f"{spec.name} not found under {folder} (needs {', '.join(spec.required)}) "
-                                f"and it cannot be downloaded ({why}); put the files there or point "
-                                f"--data-root at them") from None
-            data = spec.stand_in(seed)
-            announce(f"note: {spec.name} is unavailable ({why}); using the embedded stand-in: {data.source}")
-            return data
-    data = spec.read(folder)
-    data.source = f"real: {spec.name} ({len(data.y_train):,} train / {len(data.y_test):,} test) from {folder}"
+    spec, root = REAL_SETS[name], Path(root)
+    folder = root / spec.folder
+
+    def read() -> tuple[ImageDataset, str]:
+        data = spec.read(folder)
+        data.source = f"real: {spec.name} ({len(data.y_train):,} train / {len(data.y_test):,} test) from {folder}"
+        return with_source(data)
+
+    data, _ = resolve_data(mode, name=spec.name, where=folder, needs=", ".join(spec.required),
+                           present=lambda: _present(spec, root), read=read,
+                           stand_in=lambda: image_stand_in(name, seed, smoke, stand_in),
+                           download=lambda: _download(spec, root, announce), smoke=smoke, announce=announce)
     return data

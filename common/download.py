@@ -1,11 +1,15 @@
 """Downloads of real data sets with a bounded time: a quick reachability probe first (DNS can hang
-for minutes on a machine without network), then the library's own download."""
+for minutes on a machine without network), then the library's own download or `download_file`."""
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 import socket
+import tempfile
 import threading
+import urllib.request
+from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
@@ -51,3 +55,29 @@ def fetch(urls: list[str], download: Callable[[], None], on_start: Callable[[], 
         raise DownloadUnavailable(f"download failed: {err}") from err
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def download_file(url: str, target: Path, *, max_lines: int | None = None, desc: str | None = None) -> Path:
+    """Stream `url` into `target` (its folder created), whole or its first `max_lines` lines, through a
+    temporary file renamed at the end: an interrupted transfer never leaves a truncated `target`.
+    Call it inside `fetch`, which probes the host and bounds the socket time-outs."""
+    from common.progress import progress  # tqdm, only when something is downloaded
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as response:
+            if max_lines is None:
+                for chunk in progress(iter(lambda: response.read(1 << 20), b""), desc=desc or target.name):
+                    out.write(chunk)
+            else:
+                for count, line in enumerate(progress(response, desc=desc or target.name, total=max_lines), 1):
+                    out.write(line)
+                    if count >= max_lines:
+                        break
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target

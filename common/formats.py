@@ -1,10 +1,17 @@
-"""Parsers (and writers, for tests) of the real data sets' on-disk formats: MNIST's IDX files and
-CIFAR's python pickles. Every malformed file raises a UserError naming the file and the fix."""
+"""Parsers (and writers, for tests) of the real data sets' on-disk formats: MNIST's IDX files,
+CIFAR's python pickles and NumPy's .npz archives. Every malformed file raises a UserError naming the
+file and the fix.
+
+Pickles (CIFAR's batches, the object arrays of an .npz) are read by a restricted unpickler that
+builds only what those files hold (dicts, lists, tuples, bytes, str, numbers and NumPy arrays): a
+pickle that asks for anything else (a function, a class) is refused before anything runs."""
 from __future__ import annotations
 
 import gzip
 import pickle
+import zipfile
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -86,11 +93,111 @@ def write_cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray, label_
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as handle:
-            entry = pickle.load(handle, encoding="bytes")
+            entry = safe_unpickle(handle, path, "CIFAR file", encoding="bytes")
     except FileNotFoundError:
         raise UserError(f"missing file {path}; {REDOWNLOAD}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as err:
-        raise UserError(f"corrupt CIFAR file {path} ({type(err).__name__}); {REDOWNLOAD}") from None
+    except OSError as err:
+        raise UserError(f"cannot read CIFAR file {path} ({err.strerror or err}); {REDOWNLOAD}") from None
     if not isinstance(entry, dict):
         raise UserError(f"corrupt CIFAR file {path}: not a CIFAR batch; {REDOWNLOAD}")
     return entry
+
+
+# --- pickles without running code -----------------------------------------------------------------
+LATIN1_NAMES = ("latin1", "latin-1", "iso-8859-1", "iso8859-1")
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global (function or class) outside the allowed few."""
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """_codecs.encode as protocol-2 pickles use it for bytes, for the latin-1 codec only."""
+    if not isinstance(text, str) or str(encoding).lower().replace("_", "-") not in LATIN1_NAMES:
+        raise RefusedGlobal(f"_codecs.encode with {str(encoding)[:40]!r}")
+    return text.encode("latin1")
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    """The globals NumPy's pickles of arrays, dtypes and scalars name, under the module names of
+    NumPy 1 (numpy.core) and NumPy 2 (numpy._core), resolved from NumPy itself (not imported by name)."""
+    reconstruct = np.zeros(0).__reduce__()[0]
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+    scalar = np.int64(0).__reduce__()[0]
+    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                           ("_codecs", "encode"): _latin1_encode}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    allowed = _numpy_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise RefusedGlobal(repr(f"{module}.{name}")[1:-1][:120]) from None  # one line, even if hostile
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise RefusedGlobal("a persistent id")
+
+
+# what a truncated or garbled pickle raises (besides a refused global)
+_PICKLE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, KeyError,
+                  IndexError, OverflowError, MemoryError, RecursionError)
+
+
+def safe_unpickle(handle: IO[bytes], path: Path, what: str, encoding: str = "bytes") -> Any:
+    """Unpickle data (dicts, lists, tuples, bytes, str, numbers, NumPy arrays) from `handle`, running
+    no code: a pickle naming any other global is a one-line UserError naming `path`, and so is a
+    corrupt one. `encoding` decodes Python 2 str ("bytes" keeps them bytes, as CIFAR's readers expect)."""
+    try:
+        return _RestrictedUnpickler(handle, encoding=encoding).load()
+    except RefusedGlobal as refused:
+        raise UserError(f"refusing {path}: a {what} holds only data, but its pickle asks for {refused}, which "
+                        f"could run code; nothing was run; delete the file and fetch it from the original "
+                        f"source") from None
+    except _PICKLE_ERRORS as err:
+        raise UserError(f"corrupt {what} {path} ({type(err).__name__}); {REDOWNLOAD}") from None
+
+
+def read_npz(path: Path, what: str = ".npz archive") -> dict[str, np.ndarray]:
+    """Every array of an .npz archive (name -> array), running no code: numeric arrays as NumPy reads
+    them with allow_pickle=False; object arrays (e.g. sketch-rnn's list of stroke arrays, pickled
+    inside the archive) through the restricted unpickler, with Python 2 str read as latin-1."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                if member.endswith(".npy"):
+                    arrays[member[:-len(".npy")]] = _read_npy_member(archive, member, path, what)
+    except FileNotFoundError:
+        raise UserError(f"missing file {path}; {REDOWNLOAD}") from None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"{path}: not a readable {what} ({why}); {REDOWNLOAD}") from None
+    return arrays
+
+
+def _read_npy_member(archive: zipfile.ZipFile, member: str, path: Path, what: str) -> np.ndarray:
+    with archive.open(member) as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+        if dtype.hasobject:
+            if dtype != np.dtype(object):
+                raise UserError(f"{path}: array {member!r} has a structured dtype with objects ({dtype}), which a "
+                                f"{what} never holds; {REDOWNLOAD}")
+            array = safe_unpickle(handle, path, what, encoding="latin1")
+            if not isinstance(array, np.ndarray) or array.shape != shape:
+                raise UserError(f"{path}: array {member!r} does not hold the {shape} array its header declares; "
+                                f"{REDOWNLOAD}")
+            return array
+    with archive.open(member) as handle:  # numeric: NumPy's own reader, pickles refused
+        return np.lib.format.read_array(handle, allow_pickle=False)

@@ -10,8 +10,9 @@ from typing import Callable
 
 import numpy as np
 
-from common.datasets import FASHION_NAMES, REAL_SETS, ImageDataset, load_image_dataset
-from common.download import DownloadUnavailable, fetch
+from common.datasets import FASHION_NAMES, ImageDataset, image_stand_in, load_image_dataset
+from common.data_source import resolve_data
+from common.download import fetch
 from common.errors import UserError
 
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -41,31 +42,30 @@ def keras_cache_dir() -> Path:
 
 def _load_keras(mode: str, root: Path, seed: int, smoke: bool) -> ImageDataset:
     """keras.datasets.fashion_mnist.load_data(): reads its cache, downloading into it when online."""
-    stand_in = REAL_SETS["fashion_mnist"].stand_in
-    if mode == "generated" or smoke:
-        data = stand_in(seed)
-        return data.subset(256, 128) if smoke else data
     cache = keras_cache_dir()
-    if not all((cache / name).exists() for name in KERAS_FILES):
-        try:
-            fetch([KERAS_URL], lambda: _keras_load_data(), lambda: print(f"keras: downloading Fashion-MNIST into {cache} ..."))
-        except DownloadUnavailable as why:
-            if mode == "real":
-                raise UserError(f"Fashion-MNIST is not in keras's cache {cache} (needs {', '.join(KERAS_FILES)}) "
-                                f"and cannot be downloaded ({why}); put the files there, or use "
-                                f"--loader common --data-root <folder with FashionMNIST/raw>") from None
-            data = stand_in(seed)
-            print(f"note: Fashion-MNIST is unavailable to keras ({why}); using the embedded stand-in: {data.source}")
-            return data
+
+    def download() -> None:
+        fetch([KERAS_URL], _keras_load_data, lambda: print(f"keras: downloading Fashion-MNIST into {cache} ..."))
+
+    data, _ = resolve_data(
+        mode, name="Fashion-MNIST", where=f"keras's cache {cache}", needs=", ".join(KERAS_FILES),
+        present=lambda: all((cache / name).exists() for name in KERAS_FILES), download=download,
+        read=lambda: _read_keras(cache), stand_in=lambda: image_stand_in("fashion_mnist", seed, smoke), smoke=smoke,
+        hint="put the files there, or use --loader common --data-root <folder with FashionMNIST/raw>")
+    return data
+
+
+def _read_keras(cache: Path) -> tuple[ImageDataset, str]:
     (x_train, y_train), (x_test, y_test) = _keras_load_data()
     if x_train.ndim != 3 or len(x_train) != len(y_train) or len(x_test) != len(y_test):
         raise UserError(f"keras's Fashion-MNIST files in {cache} do not fit together "
                         f"({x_train.shape} images, {y_train.shape} labels); delete them and fetch them again")
     if max(y_train.max(initial=0), y_test.max(initial=0)) >= len(FASHION_NAMES):
         raise UserError(f"label out of range in {cache}; delete the files and fetch them again")
+    source = (f"real: Fashion-MNIST via keras.datasets ({len(y_train):,} train / {len(y_test):,} test) "
+              f"from {cache}")
     return ImageDataset(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), FASHION_NAMES,
-                        f"real: Fashion-MNIST via keras.datasets ({len(y_train):,} train / {len(y_test):,} test) "
-                        f"from {cache}")
+                        source), source
 
 
 def _keras_load_data():

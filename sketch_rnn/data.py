@@ -6,12 +6,7 @@ quickdraw/sketchrnn/<class>.npz; the first present per class is read."""
 from __future__ import annotations
 
 import json
-import os
-import pickle
-import tempfile
 import urllib.parse
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,9 +14,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from common.download import DownloadUnavailable, fetch
+from common.data_source import resolve_data
+from common.download import download_file, fetch
 from common.errors import UserError
-from common.progress import progress
+from common.formats import read_npz as read_npz_arrays
 from sketch_rnn.shapes import SHAPES, generated_lines
 from sketch_rnn.strokes import normalise_raw, stroke3_to_stroke5, strokes_to_stroke3
 
@@ -35,16 +31,20 @@ def parse_ndjson_line(line: str, where: str) -> np.ndarray:
     """One ndjson drawing -> stroke-3 in pixel units. RAW strokes ([x], [y], [t]) get Quick, Draw!'s
     simplification (align, scale to 0-255, RDP 2.0); simplified strokes ([x], [y]) are used as they are."""
     try:
-        drawing = json.loads(line)["drawing"]
+        drawing = json.loads(line)["drawing"]  # json reads NaN / Infinity as floats: checked below
         strokes = [np.column_stack([np.asarray(s[0], float), np.asarray(s[1], float)]) for s in drawing]
         raw = any(len(s) == 3 for s in drawing)
-    except (ValueError, KeyError, TypeError, IndexError) as err:
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError) as err:
         raise UserError(f"{where}: not a Quick, Draw! ndjson drawing ({type(err).__name__}: {err}); "
                         f"delete the file and fetch it again") from None
     strokes = [s for s in strokes if len(s)]
     if not strokes or sum(map(len, strokes)) < 2:
         raise UserError(f"{where}: a drawing with fewer than two points; delete the file and fetch it again")
-    return strokes_to_stroke3(normalise_raw(strokes) if raw else strokes)
+    points = _check_finite(np.concatenate(strokes), where)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge coordinates overflow: caught here
+        _check_finite(points.max(axis=0) - points.min(axis=0), where)
+        stroke3 = strokes_to_stroke3(normalise_raw(strokes) if raw else strokes)
+    return _check_finite(stroke3, where)
 
 
 def parse_ndjson(lines, limit: int, name: str) -> list[np.ndarray]:
@@ -58,23 +58,41 @@ def parse_ndjson(lines, limit: int, name: str) -> list[np.ndarray]:
 
 
 def read_ndjson(path: Path, limit: int) -> list[np.ndarray]:
-    with open(path) as handle:
-        return parse_ndjson(handle, limit, str(path))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse_ndjson(handle, limit, str(path))
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror or err}); delete it and fetch it again") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (not a Quick, Draw! ndjson file); delete it and fetch it "
+                        f"again") from None
 
 
 def read_npz(path: Path, limit: int) -> list[np.ndarray]:
     """sketch-rnn's .npz: keys train / valid / test, each an object array of (L, 3) int16 stroke-3.
-    The three splits are pooled (and re-split like every other source). Object arrays need pickle:
-    read only files you trust, as with sketch-rnn itself."""
+    The three splits are pooled (and re-split like every other source). The object arrays are pickles:
+    they are read without running code (common.formats.read_npz), and anything but arrays is refused."""
+    archive = read_npz_arrays(path, "sketch-rnn .npz")
+    parts = [archive[key] for key in ("train", "valid", "test") if key in archive]
     try:
-        with np.load(path, allow_pickle=True, encoding="latin1") as archive:
-            parts = [archive[key] for key in ("train", "valid", "test") if key in archive.files]
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise UserError(f"{path}: not a readable .npz ({err}); delete it and fetch it again") from None
-    drawings = [np.asarray(d, dtype=np.float32) for part in parts for d in part][:limit]
+        with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: caught below
+            drawings = [np.asarray(d, dtype=np.float32) for part in parts for d in part][:limit]
+    except (ValueError, TypeError, OverflowError) as err:
+        raise UserError(f"{path}: a drawing is not a numeric stroke-3 array ({err}); delete it and fetch it "
+                        f"again") from None
     if not drawings or any(d.ndim != 2 or d.shape[1] != 3 for d in drawings):
         raise UserError(f"{path}: expected keys train/valid/test holding (L, 3) stroke-3 arrays")
+    for number, drawing in enumerate(drawings):
+        _check_finite(drawing, f"{path} drawing {number}")
     return drawings
+
+
+def _check_finite(points: np.ndarray, where: str) -> np.ndarray:
+    """Non-finite data stops at load time (not later as a NaN loss)."""
+    if not np.isfinite(points).all():
+        raise UserError(f"{where}: a coordinate is NaN or infinite (or too large to use); delete the file and "
+                        f"fetch it again")
+    return points
 
 
 READERS: dict[str, Callable[[Path, int], list[np.ndarray]]] = {
@@ -97,15 +115,8 @@ def download_simplified(root: Path, names: list[str], limit: int, announce: Call
     urls = [SIMPLIFIED_URL.format(urllib.parse.quote(name)) for name in names]
 
     def run() -> None:
-        folder.mkdir(parents=True, exist_ok=True)
         for name, url in zip(names, urls):
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
-            with urllib.request.urlopen(url) as response, os.fdopen(fd, "wb") as out:
-                for count, line in enumerate(progress(response, desc=f"quickdraw {name}", total=limit), 1):
-                    out.write(line)
-                    if count >= limit:
-                        break
-            os.replace(tmp, folder / f"{name}.ndjson")
+            download_file(url, folder / f"{name}.ndjson", max_lines=limit, desc=f"quickdraw {name}")
 
     fetch(urls[:1], run, lambda: announce(f"downloading Quick, Draw! ({', '.join(names)}, first {limit:,} "
                                           f"drawings each) into {folder} ..."))
@@ -149,18 +160,18 @@ def split_per_class(per_class: list[list[np.ndarray]], seed: int) -> tuple[dict,
     return drawings, {k: np.asarray(v, dtype=np.int64) for k, v in labels.items()}
 
 
-def _generated(count: int, seed: int) -> tuple[list[str], list[list[np.ndarray]], str]:
+def _generated(count: int, seed: int) -> tuple[tuple[list[str], list[list[np.ndarray]]], str]:
     names = list(SHAPES)
     per_class = [parse_ndjson(generated_lines(name, count, seed), count, f"generated {name}") for name in names]
-    return names, per_class, (f"generated: {len(names)} stroke classes ({', '.join(names)}), {count:,} "
-                              f"each, RAW ndjson format (seed {seed})")
+    return (names, per_class), (f"generated: {len(names)} stroke classes ({', '.join(names)}), {count:,} "
+                                f"each, RAW ndjson format (seed {seed})")
 
 
-def _real(root: Path, names: list[str], limit: int) -> tuple[list[str], list[list[np.ndarray]], str]:
+def _real(root: Path, names: list[str], limit: int) -> tuple[tuple[list[str], list[list[np.ndarray]]], str]:
     paths = [find_class_file(root, name) for name in names]
     per_class = [READERS[_pattern(path)](path, limit) for path in paths]
     counts = ", ".join(f"{n} {len(d)}" for n, d in zip(names, per_class))
-    return names, per_class, f"real: Quick, Draw! ({counts}) from {paths[0].parent}"
+    return (names, per_class), f"real: Quick, Draw! ({counts}) from {paths[0].parent}"
 
 
 def _pattern(path: Path) -> str:
@@ -171,23 +182,15 @@ def load_sketches(mode: str, root: Path, classes: list[str], max_per_class: int,
                   smoke: bool = False, announce: Callable[[str], None] = print) -> SketchData:
     """Resolve --data for Quick, Draw!; the generated stand-in has its own five classes."""
     root = Path(root)
-    if mode == "generated" or smoke:
-        names, per_class, source = _generated(SMOKE_PER_CLASS if smoke else max_per_class, seed)
-    else:
-        missing = [name for name in classes if find_class_file(root, name) is None]
-        if missing:
-            try:
-                download_simplified(root, missing, max_per_class, announce)
-            except DownloadUnavailable as why:
-                if mode == "real":
-                    raise UserError(f"Quick, Draw! {', '.join(missing)} not found under {root / 'quickdraw'} "
-                                    f"(raw/<class>.ndjson, simplified/<class>.ndjson or sketchrnn/<class>.npz) "
-                                    f"and cannot be downloaded ({why}); put the files there or point "
-                                    f"--data-root at them") from None
-                names, per_class, source = _generated(max_per_class, seed)
-                announce(f"note: Quick, Draw! is unavailable ({why}); using the embedded stand-in: {source}")
-                return _finish(names, per_class, source, seed)
-        names, per_class, source = _real(root, classes, max_per_class)
+    missing = [name for name in classes if find_class_file(root, name) is None]
+    (names, per_class), source = resolve_data(
+        mode, name="Quick, Draw!", where=root / "quickdraw",
+        needs=f"{', '.join(missing)} as raw/<class>.ndjson, simplified/<class>.ndjson or sketchrnn/<class>.npz",
+        present=lambda: all(find_class_file(root, name) for name in classes),
+        download=lambda: download_simplified(root, missing, max_per_class, announce),
+        read=lambda: _real(root, classes, max_per_class),
+        stand_in=lambda: _generated(SMOKE_PER_CLASS if smoke else max_per_class, seed),
+        smoke=smoke, announce=announce)
     return _finish(names, per_class, source, seed)
 
 

@@ -63,11 +63,13 @@ def test_auto_falls_back_offline_with_one_notice(tmp_path, offline):
     data = load_image_dataset("mnist", "auto", tmp_path / "nothing", announce=notices.append)
     assert len(notices) == 1 and "unavailable" in notices[0] and "stand-in" in notices[0]
     assert data.source.startswith("embedded: scikit-learn digits")
+    assert not (tmp_path / "nothing").exists()                        # no download started, nothing created
 
 
 def test_real_without_files_is_a_clear_error(tmp_path, offline):
-    with pytest.raises(UserError, match="MNIST not found under .*put the files there"):
+    with pytest.raises(UserError, match="MNIST not found under .*MNIST/raw .*put the files there"):
         load_image_dataset("mnist", "real", tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_generated_never_touches_the_network(tmp_path, monkeypatch):
@@ -80,7 +82,8 @@ def test_generated_never_touches_the_network(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name,shape,classes", [("mnist", (28, 28), 10), ("fashion_mnist", (28, 28), 10),
-                                                 ("cifar10", (32, 32, 3), 10), ("cifar100", (32, 32, 3), 100)])
+                                                 pytest.param("cifar10", (32, 32, 3), 10, marks=pytest.mark.slow),
+                                                 pytest.param("cifar100", (32, 32, 3), 100, marks=pytest.mark.slow)])
 def test_stand_ins_have_real_shapes_and_are_deterministic(name, shape, classes):
     a = REAL_SETS[name].stand_in(3)
     b = REAL_SETS[name].stand_in(3)

@@ -10,7 +10,8 @@ from text2math.data import extract_numbers, generated_rows, load_mathqa, read_gl
 from text2math.program import execute_tokens, matches
 
 ROWS = [
-    {"Problem": "what is 20 % of 1,200 ?", "Rationale": "...", "options": "a ) 24 , b ) 240 , c ) 120 , d ) 2 , e ) none",
+    {"Problem": "what is 20 % of 1,200 ?", "Rationale": "...",
+     "options": "a ) 24 , b ) 240 , c ) 120 , d ) 2 , e ) none",
      "correct": "b", "annotated_formula": "multiply(20, divide(1200, 100))",
      "linear_formula": "divide(n1,const_100)|multiply(n0,#0)|", "category": "gain"},
     {"Problem": "a train covers 0.5 km in 30 seconds . speed ?", "Rationale": "...",
@@ -94,6 +95,7 @@ def test_glove_reader(tmp_path):
         read_glove(path)
 
 
+@pytest.mark.slow
 def test_real_data_missing_from_the_command_line_is_one_line(tmp_path):
     done = run_script(str(REPO / "text2math/train.py"), "--data", "real", "--data-root", str(tmp_path),
                       "--out", str(tmp_path / "run"))
@@ -101,6 +103,7 @@ def test_real_data_missing_from_the_command_line_is_one_line(tmp_path):
     assert done.stderr.strip().count("\n") == 0 and "MathQA not found under" in done.stderr
 
 
+@pytest.mark.slow
 def test_gold_check_counts_and_classifies(tmp_path):
     rows = [ROWS[0], {**ROWS[0], "correct": "a"}, {**ROWS[0], "correct": "e"},
             {**ROWS[0], "linear_formula": "divide(n0,n5)"}, {**ROWS[0], "linear_formula": "add(n0,n1)"}]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common.download import DownloadUnavailable, fetch
+from common.data_source import resolve_data, with_source
+from common.download import download_file, fetch
 from common.errors import UserError
 from text2math.program import ExecutionError, correct_values, tokenize
 
@@ -49,28 +49,56 @@ def extract_numbers(text: str) -> tuple[str, list[float]]:
     return NUMBER.sub(replace, text), numbers
 
 
-def problem_from_row(row: dict, where: str) -> Problem:
+def check_row(row: object, where: str) -> dict:
+    """A MathQA row with the fields the loaders read, of the types MathQA writes (Problem, correct and
+    linear_formula strings; options a string or a list of strings); else a one-line UserError."""
+    if not isinstance(row, dict):
+        raise UserError(f"{where} is a {type(row).__name__}, not a problem object; is this a MathQA json file?")
     missing = [f for f in FIELDS if f not in row]
     if missing:
         raise UserError(f"{where}: missing field(s) {', '.join(missing)}; is this a MathQA json file?")
-    text, numbers = extract_numbers(str(row["Problem"]).strip().lower())
+    wrong = [f for f in ("Problem", "correct", "linear_formula") if not isinstance(row[f], str)]
+    options = row["options"]
+    if not (isinstance(options, str) or (isinstance(options, list) and all(isinstance(o, str) for o in options))):
+        wrong.append("options")
+    if wrong:
+        found = ", ".join(f"{f} is {_kind(row[f])}" for f in wrong)
+        raise UserError(f"{where}: {found}, not text; is this a MathQA json file? (fix or delete the row)")
+    return row
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def problem_from_row(row: dict, where: str) -> Problem:
+    row = check_row(row, where)
+    text, numbers = extract_numbers(row["Problem"].strip().lower())
     try:
         program = tokenize(row["linear_formula"])
     except ExecutionError as err:
-        raise UserError(f"{where}: unreadable linear_formula '{row['linear_formula']}' ({err})") from None
-    return Problem(text, numbers, program, correct_values(row["options"], str(row["correct"])),
+        raise UserError(f"{where}: unreadable linear_formula '{row['linear_formula'][:80]}' ({err})") from None
+    return Problem(text, numbers, program, correct_values(row["options"], row["correct"]),
                    str(row.get("category", "")), row["linear_formula"])
+
+
+def read_mathqa_rows(path: Path) -> list[dict]:
+    """One MathQA json file's rows (a list of objects with Problem, options, correct, linear_formula,
+    ...), each checked; anything else is a one-line UserError naming the file (and the row)."""
+    try:
+        rows = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        why = (str(err).splitlines() or [type(err).__name__])[0]
+        raise UserError(f"cannot read {path} ({why}); fetch MathQA again") from None
+    if not isinstance(rows, list) or not rows:
+        found = "an empty list" if isinstance(rows, list) else _kind(rows)
+        raise UserError(f"{path} holds no list of problems (it holds {found}); is it a MathQA json file?")
+    return [check_row(row, f"{path} row {i}") for i, row in enumerate(rows)]
 
 
 def read_mathqa_json(path: Path) -> list[Problem]:
     """One MathQA json file (a list of rows with Problem, options, correct, linear_formula, ...)."""
-    try:
-        rows = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path} ({str(err).splitlines()[0]}); fetch MathQA again") from None
-    if not isinstance(rows, list) or not rows:
-        raise UserError(f"{path} holds no list of problems; is it a MathQA json file?")
-    return [problem_from_row(row, f"{path} row {i}") for i, row in enumerate(rows)]
+    return [problem_from_row(row, f"{path} row {i}") for i, row in enumerate(read_mathqa_rows(path))]
 
 
 def split(problems: Sequence[Problem], test_fraction: float, seed: int) -> tuple[list, list]:
@@ -167,33 +195,29 @@ def generated_rows(n: int, seed: int) -> list[dict]:
 # --- resolving --data --------------------------------------------------------------------------
 def _download(folder: Path, announce: Callable[[str], None]) -> None:
     def run() -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        archive = folder / "MathQA.zip"
-        urllib.request.urlretrieve(MATHQA_URL, archive)
+        archive = download_file(MATHQA_URL, folder / "MathQA.zip")
         with zipfile.ZipFile(archive) as zipped:
             zipped.extractall(folder)
 
     fetch([MATHQA_URL], run, lambda: announce(f"downloading MathQA into {folder} ..."))
 
 
-def load_mathqa(mode: str, root: Path, *, seed: int, smoke: bool = False, n_generated: int = 3000,
+def load_mathqa(mode: str, root: Path | None, *, seed: int, smoke: bool = False, n_generated: int = 3000,
                 test_fraction: float = 0.1, announce: Callable[[str], None] = print) -> MathQASplits:
     """train.json (+ test.json or dev.json) when present; else a seeded 90/10 split of dev.json;
-    else (auto) the generated template problems, announced."""
-    if mode == "generated" or smoke:
-        return _generated(64 if smoke else n_generated, seed, test_fraction)
-    folder = Path(root) / "MathQA"
-    if not ((folder / "train.json").exists() or (folder / "dev.json").exists()):
-        try:
-            _download(folder, announce)
-        except DownloadUnavailable as why:
-            if mode == "real":
-                raise UserError(f"MathQA not found under {folder} (needs dev.json or train.json) and it cannot "
-                                f"be downloaded ({why}); put MathQA's json files there (from {MATHQA_URL}) "
-                                f"or point --data-root at them") from None
-            data = _generated(n_generated, seed, test_fraction)
-            announce(f"note: MathQA is unavailable ({why}); using the embedded stand-in: {data.source}")
-            return data
+    else (auto) the generated template problems, announced. `root` may be None for generated data."""
+    folder = Path(root) / "MathQA" if root is not None else None
+    data, _ = resolve_data(
+        mode, name="MathQA", where=folder, needs="dev.json or train.json",
+        present=lambda: (folder / "train.json").exists() or (folder / "dev.json").exists(),
+        download=lambda: _download(folder, announce), read=lambda: with_source(_read_real(folder, seed, test_fraction)),
+        stand_in=lambda: with_source(_generated(64 if smoke else n_generated, seed, test_fraction)),
+        hint=f"put MathQA's json files there (from {MATHQA_URL}) or point --data-root at them",
+        smoke=smoke, announce=announce)
+    return data
+
+
+def _read_real(folder: Path, seed: int, test_fraction: float) -> MathQASplits:
     if (folder / "train.json").exists():
         evaluation = next((folder / n for n in ("test.json", "dev.json") if (folder / n).exists()), None)
         if evaluation is None:
@@ -239,4 +263,6 @@ def read_glove(path: Path, words: Sequence[str] | None = None) -> dict[str, np.n
     except OSError as err:
         raise UserError(f"cannot read GloVe file {path} ({err.strerror}); pass --glove PATH to "
                         f"glove.6B.*d.txt") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; is it a GloVe text file (glove.6B.*d.txt)?") from None
     return vectors

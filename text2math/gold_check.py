@@ -15,7 +15,7 @@ if __package__ in (None, ""):
 from common import REPO_ROOT
 from common.cli import OneLineParser, positive_float
 from common.errors import UserError, run_cli
-from text2math.data import generated_rows, problem_from_row
+from text2math.data import generated_rows, problem_from_row, read_mathqa_rows
 from text2math.program import ExecutionError, execute_tokens, matches, option_values, split_options
 
 OUTCOMES = {
@@ -27,8 +27,8 @@ OUTCOMES = {
 }
 
 
-def classify(row: dict, tolerance: float) -> tuple[str, str]:
-    problem = problem_from_row(row, "row")
+def classify(row: dict, tolerance: float, where: str = "row") -> tuple[str, str]:
+    problem = problem_from_row(row, where)
     if not problem.answers:
         return "unparseable_option", ""
     try:
@@ -45,8 +45,10 @@ def classify(row: dict, tolerance: float) -> tuple[str, str]:
 
 def main(argv=None) -> dict:
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=REPO_ROOT / "data", help="holds MathQA/ (default: %(default)s)")
-    parser.add_argument("--file", type=Path, default=None, help="a MathQA json file (default: <data-root>/MathQA/dev.json)")
+    parser.add_argument("--data-root", type=Path, default=REPO_ROOT / "data",
+                        help="holds MathQA/ (default: %(default)s)")
+    parser.add_argument("--file", type=Path, default=None,
+                        help="a MathQA json file (default: <data-root>/MathQA/dev.json)")
     parser.add_argument("--tolerance", type=positive_float, nargs="+", default=[0.01, 0.02, 0.05],
                         help="relative tolerances to report (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None, help="also write the counts as json here")
@@ -56,11 +58,11 @@ def main(argv=None) -> dict:
         rows, name = generated_rows(200, 0), "200 generated problems"
     else:
         path = args.file or args.data_root / "MathQA" / "dev.json"
-        try:
-            rows = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise UserError(f"cannot read {path} ({str(err).splitlines()[0]}); pass --data-root or --file") from None
-        name = str(path)
+        if not Path(path).is_file():
+            raise UserError(f"no MathQA json file at {path}; pass --data-root (holding MathQA/dev.json) or --file")
+        rows, name = read_mathqa_rows(path), str(path)
+        for i, row in enumerate(rows):  # every row readable before any is counted
+            problem_from_row(row, f"{path} row {i}")
     result = {"file": name, "problems": len(rows), "tolerances": {}}
     for tolerance in args.tolerance:
         counts = Counter(classify(row, tolerance)[0] for row in rows)

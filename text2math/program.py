@@ -205,20 +205,31 @@ def detokenize(tokens: Sequence[str]) -> str:
 
 
 # --- executor ----------------------------------------------------------------------------------
+def _index(digits: str) -> int:
+    """The index of `#12` or `n3`; -1 unless plain ASCII digits. Indices of over 9 digits (far beyond
+    any program or problem, and past Python's int-digit limit at thousands) read as out of range."""
+    if not (digits.isascii() and digits.isdigit()):
+        return -1
+    return int(digits) if len(digits) <= 9 else 10 ** 9
+
+
+def _short(token: str, keep: int = 24) -> str:
+    return token if len(token) <= keep else f"{token[:keep]}... ({len(token):,} characters)"
+
+
 def _argument(token: str, numbers: Sequence[float], results: list[float]) -> float:
     if token.startswith("#"):
-        index = int(token[1:]) if token[1:].isdigit() else -1
+        index = _index(token[1:])
         if not 0 <= index < len(results):
-            raise ExecutionError(f"{token} refers to a step not computed yet")
+            raise ExecutionError(f"{_short(token)} refers to a step not computed yet")
         return results[index]
-    if token.startswith("n") and token[1:].isdigit():
-        index = int(token[1:])
-        if index >= len(numbers):
-            raise ExecutionError(f"{token} but the problem has {len(numbers)} numbers")
-        return numbers[index]
+    if token.startswith("n") and _index(token[1:]) >= 0:
+        if _index(token[1:]) >= len(numbers):
+            raise ExecutionError(f"{_short(token)} but the problem has {len(numbers)} numbers")
+        return numbers[_index(token[1:])]
     if token.startswith("const_"):
         return constant_value(token)
-    raise ExecutionError(f"unknown argument {token}")
+    raise ExecutionError(f"unknown argument {_short(token)}")
 
 
 def execute_tokens(tokens: Sequence[str], numbers: Sequence[float]) -> float:
@@ -280,30 +291,63 @@ def _to_float(text: str) -> float:
     return float(text.replace(",", ""))
 
 
+# An option is read as a sequence of tokens (numbers and the symbols below), made by one regex scan,
+# and its value is the first of these token patterns found (earlier patterns first, then leftmost).
+# Matching tokens rather than searching the text with one regex per pattern keeps it linear in the
+# option's length: a regex search restarted at every digit of a long number is quadratic.
+_OPTION_TOKEN = re.compile(rf"(\s*)(?:(?P<num>{_NUMBER})|(?P<sym>[/:π√%])|\S)")
+_OPTION_PATTERNS: list[tuple[tuple[str, ...], Callable[..., list[float]]]] = [
+    (("num", "spaced num", "/", "num"), lambda w, a, b: [_to_float(w) + _to_float(a) / _to_float(b)]),  # 2 1 / 2
+    (("num", "/", "num"), lambda a, b: [_to_float(a) / _to_float(b)]),
+    (("num", ":", "num"), lambda a, b: [_to_float(a) / _to_float(b)]),
+    (("num", "π"), lambda a: [_to_float(a) * PI]),
+    (("num", "√", "num"), lambda a, b: [_to_float(a) * math.sqrt(_to_float(b))]),
+    (("√", "num"), lambda a: [math.sqrt(_to_float(a))]),
+    (("num", "%"), lambda a: [_to_float(a), _to_float(a) / 100]),
+    (("num",), lambda a: [_to_float(a)]),
+]
+
+
+def _option_tokens(text: str) -> tuple[list[str], list[str]]:
+    """(kinds, texts): kind 'num' (or 'spaced num' after whitespace), a symbol of _OPTION_TOKEN, or ''."""
+    kinds, texts = [], []
+    for match in _OPTION_TOKEN.finditer(text):
+        if match.group("num") is not None:
+            kinds.append("spaced num" if match.group(1) else "num")
+            texts.append(match.group("num"))
+        else:
+            kinds.append(match.group("sym") or "")
+            texts.append("")
+    return kinds, texts
+
+
 def option_values(text: str) -> list[float]:
     """The values an option can mean: '1 / 2' -> [0.5]; '2 1 / 2' -> [2.5]; '25 %' -> [25, 0.25];
-    '3 : 7' -> [3/7]; '625 √ 3' -> [625*sqrt 3]; 'rs . 1,200' -> [1200]. [] when nothing numeric."""
-    text = text.replace("−", "-").lower()
-    text = re.sub(r"\b(rs|s|inr|mph|kmph|km|cm|sq|m|hrs|hours|sec)\s*\.", " ", text)
-    num = rf"({_NUMBER})"
-    patterns: list[tuple[str, Callable[..., list[float]]]] = [
-        (rf"{num}\s+{num}\s*/\s*{num}", lambda w, a, b: [_to_float(w) + _to_float(a) / _to_float(b)]),
-        (rf"{num}\s*/\s*{num}", lambda a, b: [_to_float(a) / _to_float(b)]),
-        (rf"{num}\s*:\s*{num}", lambda a, b: [_to_float(a) / _to_float(b)]),
-        (rf"{num}\s*π", lambda a: [_to_float(a) * PI]),
-        (rf"{num}\s*√\s*{num}", lambda a, b: [_to_float(a) * math.sqrt(_to_float(b))]),
-        (rf"√\s*{num}", lambda a: [math.sqrt(_to_float(a))]),
-        (rf"{num}\s*%", lambda a: [_to_float(a), _to_float(a) / 100]),
-        (num, lambda a: [_to_float(a)]),
-    ]
-    for pattern, read in patterns:
-        match = re.search(pattern, text)
-        if match:
-            try:
-                return read(*match.groups())
-            except (ValueError, ZeroDivisionError):
-                return []
+    '3 : 7' -> [3/7]; '625 √ 3' -> [625*sqrt 3]; 'rs . 1,200' -> [1200]. [] when nothing numeric (or
+    not finite). Linear in the length of `text`."""
+    text = re.sub(r"\s+", " ", text.replace("−", "-").lower())
+    text = re.sub(r"\b(rs|s|inr|mph|kmph|km|cm|sq|m|hrs|hours|sec) ?\.", " ", text)
+    kinds, texts = _option_tokens(text)
+    for pattern, read in _OPTION_PATTERNS:
+        start = _find_run(kinds, pattern)
+        if start is None:
+            continue
+        numbers = [texts[start + k] for k, kind in enumerate(pattern) if kind.endswith("num")]
+        try:
+            values = read(*numbers)
+        except (ValueError, ZeroDivisionError, OverflowError):
+            return []
+        return values if all(math.isfinite(v) for v in values) else []
     return []
+
+
+def _find_run(kinds: list[str], pattern: tuple[str, ...]) -> int | None:
+    """The first index where `pattern` occurs in `kinds` ('num' matches a 'spaced num' too)."""
+    for i in range(len(kinds) - len(pattern) + 1):
+        if all(kinds[i + k] == kind or (kind == "num" and kinds[i + k] == "spaced num")
+               for k, kind in enumerate(pattern)):
+            return i
+    return None
 
 
 def correct_values(options: str | list, correct: str) -> list[float]:
