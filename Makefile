@@ -1,10 +1,11 @@
-# Quick start: `make demo` (set up + the main job on the embedded data), `make test` (set up + tests).
+# Quick start: `make demo` (set up + the main job on the embedded data), `make test` (set up + lint + all tests).
+# While editing: `make check` (lint + the tests not marked slow, under 2 minutes).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench reproduce clean
+.PHONY: demo lint check test bench reproduce clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +15,13 @@ $(STAMP): requirements.txt
 demo: $(STAMP)  ## reproduce mnist_scratch's report on the embedded data (offline, a few minutes)
 	$(PY) reproduce.py mnist_scratch --quick
 
-test: $(STAMP)  ## the whole test suite (no network, no GPU)
+lint: $(STAMP)  ## ruff, configured in pyproject.toml
+	$(PY) -m ruff check .
+
+check: lint  ## the quick loop: lint + every test not marked slow (pytest.ini)
+	$(PY) -m pytest -q -m "not slow"
+
+test: lint  ## what CI runs: lint + the whole test suite (no network, no GPU)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)  ## side-by-side speed ratios

@@ -23,6 +23,7 @@ from common.cli import DATA_MODES, OneLineParser
 from common.errors import UserError, run_cli
 from common.progress import progress
 from common.reporting import RunResult, RunSpec, load_result
+from common.rundir import make_dir
 from common.runtime import git_commit
 
 SPEC_FILE = "reproduce_spec.json"
@@ -129,15 +130,16 @@ def main(argv=None) -> None:
     unknown = [a for a in chosen if a not in assignments()]
     if unknown:
         raise UserError(f"unknown assignment {', '.join(unknown)}; choose from {', '.join(assignments())}")
-    args.reports_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(args.reports_dir, "--reports-dir")
     failures = []
     for assignment in chosen:
         try:
             print(f"wrote {reproduce(assignment, args)}")
         except UserError as err:
-            failures.append(f"{assignment}: {err}")
+            print(f"error: {assignment}: {err}", file=sys.stderr, flush=True)
+            failures.append(assignment)
     if failures:
-        raise UserError(f"{len(failures)} of {len(chosen)} failed: " + " | ".join(failures))
+        raise UserError(f"{len(failures)} of {len(chosen)} failed ({', '.join(failures)}): their errors are above")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from common.cli import DEVICES, OneLineParser, positive_int
 from common.errors import run_cli
 from common.runtime import choose_device
 from common.torch_fit import FitSettings, train_one_epoch, tensor_batches
-from common.classify import count_parameters
+from common.models import count_parameters
 from kd_cifar10.model import build_model
 
 

@@ -62,7 +62,8 @@ def main() -> None:
             theirs += [time_torch(xt, wt, bt, stride, pad) for _ in range(args.repeats)]
         numpy_s, torch_s = statistics.median(ours), statistics.median(theirs)
         total_numpy, total_torch = total_numpy + numpy_s, total_torch + torch_s
-        print(f"{name:<20} numpy {1e3 * numpy_s:7.2f} ms   torch {1e3 * torch_s:7.2f} ms   ratio {numpy_s / torch_s:.2f}")
+        print(f"{name:<20} numpy {1e3 * numpy_s:7.2f} ms   torch {1e3 * torch_s:7.2f} ms   "
+              f"ratio {numpy_s / torch_s:.2f}")
     print(f"ratio numpy/pytorch (both layers, forward+backward) = {total_numpy / total_torch:.2f}")
 
 

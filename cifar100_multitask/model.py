@@ -19,7 +19,7 @@ exactly 1 and the loss is plain cross-entropy. The training loss is the sum of t
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from common.errors import UserError
+from common.models import ModelConfig
 from common.hierarchy_data import ancestors
 
 LEVELS = ("fine", "super", "group")
@@ -70,7 +71,7 @@ def severity_cross_entropy(logits: torch.Tensor, target: torch.Tensor, severity:
 
 
 @dataclass(frozen=True)
-class MultiTaskConfig:
+class MultiTaskConfig(ModelConfig):
     heads: tuple[str, ...] = LEVELS
     classes: tuple[int, ...] = (100, 20, 9)      # per head
     depth: int = 3                               # stages
@@ -86,12 +87,6 @@ class MultiTaskConfig:
         return (f"CNN {self.depth}x[{self.convs_per_stage}x(Conv-BN-ReLU)-MaxPool-Dropout {self.dropout:g}] "
                 f"channels {channels}, heads {'+'.join(self.heads)}")
 
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "MultiTaskConfig":
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
 
 
 def conv_stage(c_in: int, c_out: int, convs: int, dropout: float) -> nn.Sequential:
@@ -156,7 +151,3 @@ def level_probabilities(logits: dict[str, torch.Tensor], fine_to: dict[str, torc
             count = int(mapping.max()) + 1
             out[level] = fine_p.new_zeros(len(fine_p), count).index_add_(1, mapping, fine_p)
     return out
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from common.data_source import short_source
 from common.plots import plot_overlays, save_figure
 from common.reporting import RunResult, RunSpec, copy_figure, markdown_table, pct
 from cifar100_multitask.data import SPLITS
@@ -106,7 +107,7 @@ def _seed_section(results: dict[str, RunResult], report_dir: Path) -> list[str]:
                         "consistency (all 3)", "mistake distance", "cross-group mistakes"], rows), "",
         f"The seed (real CIFAR-100, 90:10): fine {pct(SEED['fine'])}, super {pct(SEED['super'])}, group "
         f"{pct(SEED['group'])}, group {pct(SEED['group_severity'])} with the severity loss. The figures above "
-        f"are on {s['data_source'].split(' (')[0]} — not comparable in level with the seed's.", "",
+        f"are on {short_source(s['data_source'])} — not comparable in level with the seed's.", "",
         f"![accuracy by split and loss]({report_dir.name}/split_accuracy.png)", "",
         f"![test loss curves]({report_dir.name}/split_test_loss.png)", "",
         "Curves of the 90:10 severity run (loss, per-head accuracy, hierarchy consistency):", "",

@@ -4,6 +4,7 @@
     python cifar100_multitask/train.py --split 90:10 --severity linear      # severity-weighted loss
     python cifar100_multitask/train.py --heads fine                         # single head; super/group derived
     python cifar100_multitask/train.py --imbalance 20 --sampler class_weighted
+    torchrun --nproc_per_node=4 cifar100_multitask/train.py --sync-bn  # DDP; --batch-size is the global batch
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
+from common import distributed
 from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
 from common.errors import run_cli
-from common.rundir import RunDir
-from common.runtime import choose_device, seed_everything
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from common.images import channel_stats, to_nchw
+from common.runtime import seed_everything
+from common.torch_fit import FitSettings, batch_count, fit, order_batches, tensor_batches
 from cifar100_multitask.artefacts import write_artefacts
 from cifar100_multitask.data import HIERARCHY, SPLITS, class_weighted_order, load_pooled, long_tail, \
     split_indices
@@ -35,7 +37,10 @@ SMOKE_PER_CLASS = 6
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=128, lr=1e-3)
+    parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=128, lr=1e-3,
+                         batch_size_help="GLOBAL mini-batch size, split over torchrun's processes "
+                                         "(default: %(default)s)")
+    distributed.add_sync_bn_flag(parser)
     add = parser.add_argument
     add("--split", choices=list(SPLITS), default="90:10",
         help="train:test share of the pooled images (default: %(default)s)")
@@ -74,10 +79,8 @@ def uniform_batches(tensors, batch_size: int, seed: int, epoch: int) -> Iterable
 
 
 def class_weighted_batches(tensors, batch_size: int, seed: int, epoch: int) -> Iterable:
-    order = class_weighted_order(tensors[1], HIERARCHY.sizes["fine"], seed=seed, epoch=epoch).to(tensors[0].device)
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
-        yield tuple(t[index] for t in tensors)
+    order = class_weighted_order(tensors[1], HIERARCHY.sizes["fine"], seed=seed, epoch=epoch)
+    return order_batches(tensors, order, batch_size)
 
 
 SAMPLERS = {"uniform": uniform_batches, "class_weighted": class_weighted_batches}
@@ -88,7 +91,12 @@ def main(argv=None) -> dict:
     if args.smoke:
         args.epochs, args.per_class, args.depth, args.width, args.convs_per_stage = min(args.epochs, 2), \
             SMOKE_PER_CLASS, 1, 4, 1
-    device = choose_device(args.device)
+    with distributed.launch(args) as info:
+        return train(args, info)
+
+
+def train(args, info: distributed.DistInfo) -> dict:
+    device = info.device
     seed_everything(args.seed)
     pooled = load_pooled(args.data, args.data_root, seed=args.seed, smoke=args.smoke, per_class=args.per_class)
     train_idx, test_idx = split_indices(len(pooled.fine), SPLITS[args.split], args.seed)
@@ -100,26 +108,25 @@ def main(argv=None) -> dict:
         return (images.to(device), *(torch.from_numpy(labels[h]).to(device) for h in LEVELS))
 
     train, test = tensors(train_idx), tensors(test_idx)
-    scaled = train[0].float().div(255)                                                  # (N, 3, 32, 32)
+    mean, std = channel_stats(to_nchw(pooled.images[train_idx]))
     heads = HEAD_SETS[args.heads]
     config = MultiTaskConfig(heads=heads, classes=tuple(HIERARCHY.sizes[h] for h in heads), depth=args.depth,
                              width=args.width, convs_per_stage=args.convs_per_stage, dropout=args.dropout,
-                             mean=tuple(scaled.mean(dim=(0, 2, 3)).tolist()),
-                             std=tuple(scaled.std(dim=(0, 2, 3)).tolist()))
-    del scaled
+                             mean=mean, std=std)
     model = MultiTaskNet(config).to(device)
+    net = distributed.wrap_model(model, device, sync_batchnorm=args.sync_bn)
     loss_fn = MultiTaskLoss(HIERARCHY.parents, heads, args.severity).to(device)
     fine_to = {h: torch.from_numpy(HIERARCHY.fine_to(h)).to(device) for h in LEVELS}
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    run = RunDir(args, data_source=pooled.source, device=device)
+    run = distributed.run_dir(args, data_source=pooled.source, device=device)
     print(f"{ASSIGNMENT}: {config.describe()}, severity {args.severity}, sampler {args.sampler}, split {args.split}, "
           f"{len(train_idx):,} train / {len(test_idx):,} test, device {device}, data: {pooled.source}")
 
     def train_step(batch):
         images, *labels = batch
         targets = dict(zip(LEVELS, labels))
-        logits = model(images)
+        logits = net(images)
         loss = loss_fn(logits, targets)
         probs = level_probabilities({h: v.detach() for h, v in logits.items()}, fine_to)
         n = torch.tensor(len(images), device=images.device)
@@ -127,11 +134,17 @@ def main(argv=None) -> dict:
         stats.update({f"{h}_acc": (probs[h].argmax(1) == targets[h]).sum() for h in LEVELS})
         return loss, stats
 
-    settings = FitSettings(epochs=args.epochs, quiet=args.smoke,
-                           steps_per_epoch=batch_count(len(train_idx), args.batch_size))
-    fit(model, optimizer, run, lambda epoch: SAMPLERS[args.sampler](train, args.batch_size, args.seed, epoch),
-        train_step, lambda epoch: evaluate_split(model, test, fine_to, HIERARCHY).record,
-        settings, config.to_dict(), scheduler=scheduler, device=device)
+    def evaluate(epoch: int) -> dict:   # each rank a strided share, with rank 0's BatchNorm statistics
+        distributed.broadcast_buffers(model)
+        share = tuple(distributed.shard(t) for t in test)
+        return distributed.reduce_means(evaluate_split(model, share, fine_to, HIERARCHY).record, len(share[0]))
+
+    batch = distributed.per_rank_batch(args.batch_size)
+    settings = FitSettings(epochs=args.epochs, quiet=args.smoke, steps_per_epoch=batch_count(len(train_idx), batch))
+    fit(net, optimizer, run, lambda epoch: SAMPLERS[args.sampler](train, batch, args.seed, epoch),
+        train_step, evaluate, settings, config.to_dict(), scheduler=scheduler, device=device)
+    if not info.is_main:
+        return {}
     final = evaluate_split(model, test, fine_to, HIERARCHY)
     train_counts = np.bincount(pooled.fine[train_idx], minlength=HIERARCHY.sizes["fine"])
     return write_artefacts(run, model, config, final, args, pooled, train_idx, train_counts)

@@ -57,6 +57,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
         raise
 
 
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 def load_checkpoint(path: Path, *, as_numpy: bool = False, map_location: str = "cpu") -> dict:
     """Read a checkpoint with weights_only=True; a damaged file is a UserError, not a traceback."""
     import torch
@@ -66,7 +71,14 @@ def load_checkpoint(path: Path, *, as_numpy: bool = False, map_location: str = "
         raise UserError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"corrupt checkpoint {path} ({first}); delete it or start over with --overwrite") from None
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():   # not PyTorch's advice to load it unsafely: we never do
+            raise UserError(f"refused checkpoint {path}: it holds objects other than tensors and plain "
+                            f"containers, which this project never writes; delete it or start over with "
+                            f"--overwrite") from None
+        raise UserError(f"corrupt checkpoint {path} ({_first_line(err)}); delete it or start over with "
+                        f"--overwrite") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as err:
+        raise UserError(f"corrupt checkpoint {path} ({_first_line(err)}); delete it or start over with "
+                        f"--overwrite") from None
     return _to_numpy(state) if as_numpy else state

@@ -1,5 +1,5 @@
 """Evaluation of image classifiers: test loss, accuracy and per-class accuracy in one host sync, correct
-under torch.distributed (each rank a strided share); batched logits; parameter counts."""
+under torch.distributed (each rank a strided share); batched logits."""
 from __future__ import annotations
 
 import torch
@@ -45,8 +45,3 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, device) -> torch.Ten
     with torch.no_grad(), autocast_for(device):
         return torch.cat([model(x[i:i + EVAL_BATCH].to(device)).float().to(x.device)
                           for i in range(0, len(x), EVAL_BATCH)])
-
-
-def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
-    """All parameters, or only those that require gradients."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from common import REPO_ROOT
+from common.runtime import set_cpu_threads
+from common.tracking import resolve_wandb_mode
 
 DATA_MODES = ("auto", "real", "generated")
 WANDB_MODES = ("off", "offline", "online")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+NUMPY_DEVICES = ("auto", "cpu")   # the NumPy engine computes on the CPU: --device cuda is refused, not ignored
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -25,6 +28,18 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def thread_count(text: str) -> str | int:
+    """'auto' or a positive number of CPU threads."""
+    return text if text == "auto" else positive_int(text)
 
 
 def positive_float(text: str) -> float:
@@ -51,7 +66,7 @@ def open_fraction(text: str) -> float:
 
 def make_parser(description: str, *, epochs: int, batch_size: int | None, lr: float | None,
                 seed: int = 0, batch_size_help: str | None = None, lr_help: str | None = None,
-                epochs_help: str | None = None
+                epochs_help: str | None = None, devices: Sequence[str] = DEVICES
                 ) -> OneLineParser:
     """A parser holding the shared flags with this script's defaults."""
     parser = OneLineParser(description=description)
@@ -60,8 +75,13 @@ def make_parser(description: str, *, epochs: int, batch_size: int | None, lr: fl
     add("--batch-size", type=positive_int, default=batch_size,
         help=batch_size_help or "mini-batch size (default: %(default)s)")
     add("--lr", type=positive_float, default=lr, help=lr_help or "learning rate (default: %(default)s)")
-    add("--seed", type=int, default=seed, help="random seed for data split, init and order (default: %(default)s)")
-    add("--device", choices=DEVICES, default="auto", help="where to compute (default: %(default)s)")
+    add("--seed", type=non_negative_int, default=seed,
+        help="random seed for data split, init and order (default: %(default)s)")
+    add("--device", choices=devices, default="auto", help="where to compute (default: %(default)s)")
+    add("--threads", type=thread_count, default="auto",
+        help="CPU threads for PyTorch and the NumPy engine's BLAS; auto: the cores not already busy "
+             "(cores minus the load average, at least 1; 1 under --smoke), shared among torchrun's local "
+             "processes (default: %(default)s)")
     add("--data-root", type=Path, default=REPO_ROOT / "data",
         help="folder holding (or receiving) the real data sets (default: <repo>/data)")
     add("--data", choices=DATA_MODES, default="auto",
@@ -70,7 +90,8 @@ def make_parser(description: str, *, epochs: int, batch_size: int | None, lr: fl
     add("--out", type=Path, default=None,
         help="run directory (default: runs/<assignment>/<run name from the flags>)")
     add("--wandb", choices=WANDB_MODES, default=None,
-        help="Weights & Biases logging (default: online when logged in to wandb, else off; off under --smoke)")
+        help="Weights & Biases logging (default: online when logged in to wandb and its server answers, "
+             "else off; off under --smoke)")
     add("--resume", action="store_true", help="continue from the last checkpoint in --out")
     add("--overwrite", action="store_true", help="start over in an --out that already holds a run")
     add("--smoke", action="store_true",
@@ -86,8 +107,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, a
     if args.smoke:
         args.device = "cpu"
         args.overwrite = True  # smoke runs are scratch: re-running one replaces it
-    if args.wandb is None:
-        args.wandb = "off" if args.smoke else ("online" if wandb_logged_in() else "off")
+    args.wandb = resolve_wandb_mode(args.wandb, smoke=args.smoke, logged_in=wandb_logged_in)
+    args.threads = set_cpu_threads(1 if args.smoke and args.threads == "auto" else args.threads)
     args.data_root = args.data_root.expanduser().resolve()
     if args.out is None:
         base = REPO_ROOT / "runs" / ("smoke" if args.smoke else "") / assignment

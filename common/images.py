@@ -2,7 +2,8 @@
 
 The files are read (or downloaded, or replaced by the embedded stand-in under --data auto/generated)
 by common.datasets.load_image_dataset; here they become (N, C, H, W) float32 tensors normalised with
-the training split's per-channel mean and std (`load_tensors`), or any uint8 arrays do (`tensors_from_arrays`). Augmentations take a batch already on its device and a
+the training split's per-channel mean and std (`load_tensors`), or any uint8 arrays do
+(`tensors_from_arrays`). Augmentations take a batch already on its device and a
 torch.Generator, so a run is deterministic given its seed and no DataLoader worker is needed.
 """
 from __future__ import annotations

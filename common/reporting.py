@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from common.rundir import read_metrics
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -32,10 +34,8 @@ class RunResult:
 
 def load_result(name: str, path: Path) -> RunResult:
     path = Path(path)
-    metrics = path / "metrics.jsonl"
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     return RunResult(name, path, json.loads((path / "config.json").read_text()),
-                     json.loads((path / "summary.json").read_text()), records)
+                     json.loads((path / "summary.json").read_text()), read_metrics(path))
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -10,17 +10,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 from common import REPO_ROOT
 from common.checkpoint import load_checkpoint, save_checkpoint
+from common.data_source import short_source
 from common.errors import UserError
+from common.metrics import loss_trend
 from common.runtime import git_commit, hardware_info
 from common.tracking import make_tracker
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 # flags that may change between a run and its resumption
-RESUMABLE_DIFFERENCES = {"resume", "overwrite", "wandb", "device", "epochs", "out", "data_root"}
+RESUMABLE_DIFFERENCES = {"resume", "overwrite", "wandb", "device", "threads", "epochs", "out", "data_root"}
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -40,17 +43,43 @@ def read_metrics(run_path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def check_writable_dir(path: Path, flag: str = "--out") -> None:
+    """`path` can be a folder this user creates and writes (checked without creating anything)."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder; pick another {flag}")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {existing} is not writable; pick another {flag}")
+
+
+def make_dir(path: Path, flag: str = "--out") -> Path:
+    """Create the folder `path` (with its parents); one UserError when it cannot be."""
+    check_writable_dir(path, flag)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {flag} {path} ({err.strerror or err}); pick another {flag}") from None
+    return path
+
+
 def jsonable_args(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())}
 
 
 class RunDir:
-    """One run of one configuration. Create it after the data are resolved."""
+    """One run of one configuration. Create it after the data are resolved.
+
+    Nothing on disk changes until the run first writes (a metrics record, a checkpoint, a plot, the summary):
+    a run that fails before that (bad data, a model that does not fit the checkpoint, a bad flag) leaves an
+    earlier run in --out exactly as it was, even under --overwrite. Under --resume, metrics.jsonl is cut back
+    to the checkpoint's epoch (to nothing when there is no checkpoint) at that first write, so it never holds
+    an epoch the checkpoint does not."""
 
     def __init__(self, args: argparse.Namespace, *, data_source: str, device: str = "cpu"):
         self.path = Path(args.out)
         self.args = args
-        self._prepare(args)
+        check_writable_dir(self.path)
+        self._check_previous_run(args)
         self.config = {
             "assignment": args.assignment,
             "args": jsonable_args(args),
@@ -60,35 +89,60 @@ class RunDir:
             "hardware": hardware_info(device),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        write_json(self.path / "config.json", self.config)
-        self.tracker = make_tracker(args.wandb, f"dl-assignments-{args.assignment}", self.path.name,
-                                    self.config, self.path)
+        self._started = False
+        self._resume_epoch = 0
+        self._tracker = None
 
-    def _prepare(self, args: argparse.Namespace) -> None:
+    def _check_previous_run(self, args: argparse.Namespace) -> None:
         config_file = self.path / "config.json"
         if config_file.exists() and args.resume:
-            self._check_resumable(json.loads(config_file.read_text()))
-        elif config_file.exists() and args.overwrite:
-            for name in (METRICS, "summary.json", CHECKPOINT):
-                (self.path / name).unlink(missing_ok=True)
-        elif config_file.exists():
+            try:
+                previous = json.loads(config_file.read_text())
+            except (OSError, ValueError):
+                previous = {}
+            self._check_resumable(previous if isinstance(previous, dict) else {})
+        elif config_file.exists() and not args.overwrite:
             raise UserError(f"{_short(self.path)} already holds a run: add --resume to continue it, "
                             f"--overwrite to start over, or pick another --out")
-        elif args.resume:
+        elif args.resume and not config_file.exists():
             print(f"note: no run in {_short(self.path)} to resume; starting from scratch")
-        self.path.mkdir(parents=True, exist_ok=True)
 
     def _check_resumable(self, previous: dict) -> None:
         old, new = previous.get("args", {}), jsonable_args(self.args)
+        old = old if isinstance(old, dict) else {}
         changed = [k for k in new if k not in RESUMABLE_DIFFERENCES and k in old and old[k] != new[k]]
         if changed:
             diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]} (now {new[k]})" for k in changed)
             raise UserError(f"cannot resume {_short(self.path)}: it was started with {diffs}; use the "
                             f"same flags, or --overwrite")
 
+    def start(self) -> None:
+        """The run's first write: create the folder, clear an overwritten run, cut metrics back to the resumed
+        checkpoint, remove temp files a killed checkpoint write left, write config.json, open the tracker."""
+        if self._started:
+            return
+        make_dir(self.path)
+        for stale in self.path.glob(f".{CHECKPOINT}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        if self.args.resume:
+            self._keep_records_until(self._resume_epoch)
+        elif self.args.overwrite:
+            for name in (METRICS, "summary.json", CHECKPOINT):
+                (self.path / name).unlink(missing_ok=True)
+        write_json(self.path / "config.json", self.config)
+        self._tracker = make_tracker(self.args.wandb, f"dl-assignments-{self.args.assignment}", self.path.name,
+                                     self.config, self.path)
+        self._started = True
+
+    @property
+    def tracker(self):
+        self.start()
+        return self._tracker
+
     # metrics ---------------------------------------------------------------------------------
     @property
     def metrics_file(self) -> Path:
+        self.start()
         return self.path / METRICS
 
     def log(self, record: dict) -> None:
@@ -98,39 +152,68 @@ class RunDir:
         self.tracker.log(record, step=record.get("epoch"))
 
     def metrics(self) -> list[dict]:
-        return read_metrics(self.path)
+        if not self._started and self.args.resume:
+            return [r for r in read_metrics(self.path) if r.get("epoch", 0) <= self._resume_epoch]
+        return read_metrics(self.path) if self._started or not self.args.overwrite else []
 
     def keep_metrics_until(self, epoch: int) -> None:
-        """On resume: drop records written after the checkpoint being resumed from."""
-        kept = [r for r in self.metrics() if r.get("epoch", 0) <= epoch]
+        """Drop the records written after `epoch`."""
+        self.start()
+        self._keep_records_until(epoch)
+
+    def _keep_records_until(self, epoch: int) -> None:
+        if not (self.path / METRICS).exists():
+            return
+        kept = [r for r in read_metrics(self.path) if r.get("epoch", 0) <= epoch]
         fd, tmp = tempfile.mkstemp(dir=self.path)
         with os.fdopen(fd, "w") as handle:
             handle.writelines(json.dumps(r) + "\n" for r in kept)
-        os.replace(tmp, self.metrics_file)
+        os.replace(tmp, self.path / METRICS)
 
     # checkpoints -----------------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
+        self.start()
         return self.path / CHECKPOINT
 
     def save_checkpoint(self, state: dict) -> None:
         save_checkpoint(self.checkpoint_path, state)
 
-    def resume_state(self, *, as_numpy: bool = False) -> dict | None:
-        """The checkpoint to continue from when --resume was given and one exists."""
-        if not (self.args.resume and self.checkpoint_path.exists()):
+    def resume_state(self, *, as_numpy: bool = False, required: Sequence[str] = ("epoch", "model")) -> dict | None:
+        """The checkpoint to continue from when --resume was given and one exists, checked for the `required`
+        entries; nothing on disk changes here (a checkpoint that does not fit fails before any write)."""
+        path = self.path / CHECKPOINT
+        if not (self.args.resume and path.exists()):
             return None
-        state = load_checkpoint(self.checkpoint_path, as_numpy=as_numpy)
-        self.keep_metrics_until(int(state.get("epoch", 0)))
+        state = load_checkpoint(path, as_numpy=as_numpy)
+        missing = [key for key in required if not isinstance(state, dict) or key not in state]
+        if missing:
+            raise UserError(f"{path} is not a checkpoint of this script (no {', '.join(missing)}); "
+                            f"start over with --overwrite, or pick another --out")
+        try:
+            self._resume_epoch = int(state["epoch"])
+        except (TypeError, ValueError):
+            raise UserError(f"{path} holds no valid epoch number; start over with --overwrite") from None
         return state
 
     # the end ---------------------------------------------------------------------------------
     def file(self, name: str) -> Path:
+        self.start()
         return self.path / name
 
-    def finish(self, summary: dict) -> dict:
-        summary = {"data_source": self.config["data_source"], **summary}
-        write_json(self.path / "summary.json", summary)
+    def finish(self, summary: dict, records: Sequence[dict] | None = None) -> dict:
+        """Write summary.json (and wandb's run summary). Every summary starts with the data source and its
+        short label; given the run's metrics `records`, also with what every training summary holds: the
+        epochs, train_seconds and the train_loss curve's trend. Entries of `summary` take precedence."""
+        source = self.config["data_source"]
+        shared: dict = {"data_source": source, "data_label": short_source(source)}
+        if records:
+            last = records[-1]
+            shared.update(epochs=last.get("epoch"), train_seconds=last.get("train_seconds"))
+            if "train_loss" in last:
+                shared["loss_trend"] = loss_trend([r["train_loss"] for r in records])
+        summary = {**shared, **summary}
+        write_json(self.file("summary.json"), summary)
         self.tracker.summary(summary)
         self.tracker.finish()
         return summary

@@ -3,15 +3,16 @@ shared NumPy engine. The config is stored in every checkpoint, so evaluation reb
 without the CLI (`build_model(FFNConfig.from_dict(d), seed)`)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from common.models import ModelConfig
 from common.scratch.network import Sequential, mlp
 
 
 @dataclass(frozen=True)
-class FFNConfig:
+class FFNConfig(ModelConfig):
     inputs: int = 784
     hidden: tuple[int, ...] = (256, 128)
     classes: int = 10
@@ -25,13 +26,6 @@ class FFNConfig:
 
     def describe(self) -> str:
         return "→".join(map(str, self.sizes)) + f" {self.activation} FFN ({self.init} init)"
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "FFNConfig":
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
 
 
 def hidden_sizes(num_layers: int, hidden_size: int, explicit: list[int] | None) -> tuple[int, ...]:

@@ -67,8 +67,10 @@ def _followup_section(followup: RunResult) -> list[str]:
         f"`python fashion_mnist_ffn/sweep.py --config {FOLLOWUP} --count {a['count']}"
         + (f" --epochs {a['epochs']}" if a.get("epochs") else "") + "`: the seed sweep's best region "
         "(ReLU, He init, Adam at lr 1e-3) with wider layers, more L2 choices and a longer cosine schedule; "
-        f"here its winner is {s['best_trial']} ({', '.join(f'{k} {format_value(v)}' for k, v in s['best_params'].items())}). "
-        "`train.py`'s default configuration is this grid's winner on real Fashion-MNIST (fashion_mnist_ffn/README.md).", "",
+        f"here its winner is {s['best_trial']} "
+        f"({', '.join(f'{k} {format_value(v)}' for k, v in s['best_params'].items())}). "
+        "`train.py`'s default configuration is this grid's winner on real Fashion-MNIST "
+        "(fashion_mnist_ffn/README.md).", "",
         runs_table(trials, s["params"], s["metric"]), "",
     ]
 
@@ -93,7 +95,8 @@ def _loss_section(results: dict[str, RunResult], report_dir: Path) -> list[str]:
         "Squared error on a softmax has a gradient scaled by the softmax's own slope, which vanishes for "
         "confidently wrong outputs; cross-entropy's gradient (p − y) does not. Validation accuracy after "
         "epoch 1: " + ", ".join(f"{loss} {pct(results[n].records[0]['val_acc'])}" for loss, n in LOSS_RUNS.items())
-        + "; after the last: " + ", ".join(f"{loss} {pct(results[n].summary['val_acc'])}" for loss, n in LOSS_RUNS.items())
+        + "; after the last: "
+        + ", ".join(f"{loss} {pct(results[n].summary['val_acc'])}" for loss, n in LOSS_RUNS.items())
         + f". With {results['best'].summary['n_val']:,} validation and {results['best'].summary['n_test']:,} "
         "test images, a difference of one point is about one standard error of either figure.", "",
     ]
@@ -109,8 +112,10 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
     curves = _figure(best, "curves.png", report_dir, "best")
     s = sweep.summary
     sweep_best = RunResult(s["best_trial"], Path(s["best_run"]), {}, {}, [])
-    sweep_confusion = copy_figure(sweep_best, "confusion_normalised.png", report_dir, "sweep_best_confusion_normalised.png")
-    flags = " ".join(f"--{k.replace('_', '-')} {format_value(v).replace('-', ' ') if k == 'hidden' else format_value(v)}"
+    sweep_confusion = copy_figure(sweep_best, "confusion_normalised.png", report_dir,
+                                  "sweep_best_confusion_normalised.png")
+    flags = " ".join(f"--{k.replace('_', '-')} "
+                     f"{format_value(v).replace('-', ' ') if k == 'hidden' else format_value(v)}"
                      for k, v in s["best_params"].items())
     return "\n".join([
         "## 1. One image per class", "", f"![samples]({samples})", "",

@@ -16,12 +16,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.cli import make_parser, parse_args, positive_int
+from common.cli import NUMPY_DEVICES, make_parser, parse_args, positive_int
 from common.errors import UserError, run_cli
 from common.rundir import RunDir, write_json
-from common.sweep import ALL_METHODS, best_trial, load_sweep_config, metric_of, run_local_sweep, run_wandb_sweep
-from common.sweep_analysis import (analyse, describe_findings, plot_importance, plot_metric_by_param,
-                                   plot_parallel_coordinates, runs_table, swept_params)
+from common.sweep import best_trial, run_local_sweep, run_wandb_sweep
+from common.sweep_config import ALL_METHODS, load_sweep_config, metric_of
+from common.sweep_analysis import analyse, describe_findings, runs_table, swept_params
+from common.sweep_plots import plot_importance, plot_metric_by_param, plot_parallel_coordinates
 from fashion_mnist_ffn import train
 from fashion_mnist_ffn.data import LOADERS, load_fashion
 
@@ -32,7 +33,7 @@ OVERRIDABLE = ("epochs", "batch_size", "lr")  # shared flags that, when given, f
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=None, batch_size=None, lr=None,
+    parser = make_parser(__doc__.splitlines()[0], epochs=None, batch_size=None, lr=None, devices=NUMPY_DEVICES,
                          batch_size_help="fix the batch size of every trial (default: from the sweep config)",
                          lr_help="fix the learning rate of every trial (default: from the sweep config)",
                          epochs_help="fix the epochs of every trial (default: from the sweep config)")

@@ -14,14 +14,15 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.cli import (make_parser, non_negative_float, open_fraction, parse_args, positive_float,
+from common.cli import (NUMPY_DEVICES, make_parser, non_negative_float, open_fraction, parse_args, positive_float,
                         positive_int)
+from common.data_source import short_source
 from common.errors import run_cli
-from common.metrics import accuracy, confusion, loss_trend, macro_f1
+from common.metrics import accuracy, confusion, macro_f1
 from common.plots import plot_confusion, plot_curves, plot_image_grid
 from common.rundir import RunDir
 from common.runtime import seed_everything
-from common.scratch.fit import FitSettings, blas_threads_for, fit
+from common.scratch.fit import ScratchFitSettings, blas_threads_for, fit
 from common.scratch.init import INITS
 from common.scratch.layers import ACTIVATIONS
 from common.scratch.losses import LOSSES
@@ -35,7 +36,7 @@ ASSIGNMENT = "fashion_mnist_ffn"
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=64, lr=1e-3)
+    parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=64, lr=1e-3, devices=NUMPY_DEVICES)
     add = parser.add_argument
     add("--loader", choices=list(LOADERS), default="common",
         help="common: the project's loader (torchvision layout under --data-root); keras: "
@@ -49,19 +50,23 @@ def build_parser():
     add("--optimizer", choices=list(OPTIMIZERS), default="adam", help="update rule (default: %(default)s)")
     add("--momentum", type=non_negative_float, default=0.9, help="momentum / nesterov (default: %(default)s)")
     add("--beta1", type=non_negative_float, default=0.9, help="adam / nadam first-moment decay (default: %(default)s)")
-    add("--beta2", type=non_negative_float, default=0.999, help="adam / nadam second-moment decay (default: %(default)s)")
+    add("--beta2", type=non_negative_float, default=0.999,
+        help="adam / nadam second-moment decay (default: %(default)s)")
     add("--alpha", type=non_negative_float, default=0.99, help="rmsprop smoothing (default: %(default)s)")
     add("--eps", type=positive_float, default=1e-8, help="adam / nadam / rmsprop epsilon (default: %(default)s)")
     add("--l2", type=non_negative_float, default=5e-4, help="L2 regularisation (weight decay) (default: %(default)s)")
-    add("--loss", choices=list(LOSSES), default="cross_entropy", help="training loss on the softmax (default: %(default)s)")
+    add("--loss", choices=list(LOSSES), default="cross_entropy",
+        help="training loss on the softmax (default: %(default)s)")
     add("--lr-schedule", choices=list(SCHEDULES), default="cosine", help="per-epoch lr schedule (default: %(default)s)")
-    add("--val-fraction", type=open_fraction, default=0.1, help="share of train held out for validation (default: %(default)s)")
+    add("--val-fraction", type=open_fraction, default=0.1,
+        help="share of train held out for validation (default: %(default)s)")
     return parser
 
 
 def run_name(args) -> str:
     hidden = "-".join(map(str, hidden_sizes(args.num_layers, args.hidden_size, args.hidden)))
-    return f"{hidden}_{args.activation}_{args.init}_{args.optimizer}_lr{args.lr:g}_b{args.batch_size}_{args.loss}_seed{args.seed}"
+    return (f"{hidden}_{args.activation}_{args.init}_{args.optimizer}_lr{args.lr:g}_b{args.batch_size}_{args.loss}"
+            f"_seed{args.seed}")
 
 
 def main(argv=None) -> dict:
@@ -81,7 +86,7 @@ def main(argv=None) -> dict:
     print(f"{ASSIGNMENT}: {config.describe()}, {args.optimizer} lr {args.lr:g}, batch {args.batch_size}, "
           f"{args.loss}, {len(data.y_train):,} train / {len(data.y_val):,} val / {len(data.y_test):,} test, "
           f"data: {data.source}")
-    settings = FitSettings(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule,
+    settings = ScratchFitSettings(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule,
                            batch_size=args.batch_size, l2=args.l2, seed=args.seed, loss_fn=LOSSES[args.loss],
                            eval_batch=config.eval_batch, quiet=args.smoke,
                            blas_threads=blas_threads_for(args.batch_size))
@@ -95,7 +100,7 @@ def write_artefacts(run: RunDir, net, data, args, config: FFNConfig) -> dict:
     records = run.metrics()
     loss_fn = LOSSES[args.loss]
     test = evaluate(net, data.x_test, data.y_test, loss_fn, args.l2, config.eval_batch)
-    title = f"{config.describe()}, {args.optimizer}, {args.loss} ({data.source.split(' (')[0]})"
+    title = f"{config.describe()}, {args.optimizer}, {args.loss} ({short_source(data.source)})"
     plot_curves(records, {f"loss ({args.loss})": ["train_loss", "val_loss"], "accuracy": ["train_acc", "val_acc"]},
                 run.file("curves.png"), title=title)
     samples, found = one_per_class(data.train_images, data.y_train, len(data.classes))
@@ -113,13 +118,11 @@ def write_artefacts(run: RunDir, net, data, args, config: FFNConfig) -> dict:
         "train_acc": last["train_acc"], "test_acc": test_acc, "test_loss": test.loss,
         "test_macro_f1": macro_f1(data.y_test, test.predictions),
         "train_loss": last["train_loss"], "val_loss": last["val_loss"],
-        "loss_trend": loss_trend([r["train_loss"] for r in records]),
-        "epochs": last["epoch"], "train_seconds": last["train_seconds"],
         "parameters": parameter_count(config), "model_config": config.to_dict(), "model": config.describe(),
         "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size, "loss": args.loss,
         "l2": args.l2, "confusion": matrix.tolist(), "classes": data.classes,
         "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test),
-    })
+    }, records)
     print(f"done: val {summary['val_acc']:.2%}, test {test_acc:.2%} (train {summary['train_acc']:.2%}) after "
           f"{summary['epochs']} epochs; run directory {run.path}")
     return summary

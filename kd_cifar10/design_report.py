@@ -49,7 +49,8 @@ def _pretrained(quick: bool) -> str:
 def runs(quick: bool) -> list[RunSpec]:
     """The configurations: quick ones take about two minutes on a 2-core CPU; the full ones are for a GPU."""
     if quick:
-        mlp, cnn_small = ("--width", "128", "--epochs", "5"), ("--layers", "1", "1", "1", "1", "--width", "8", "--epochs", "3")
+        mlp = ("--width", "128", "--epochs", "5")
+        cnn_small = ("--layers", "1", "1", "1", "1", "--width", "8", "--epochs", "3")
         resnet = ("--width", "8", "--epochs", "4", "--train-size", "1000")
         deep = ("--depth", "30", "--width", "128", "--epochs", "5")
         transfer = ("--input-size", "32", "--epochs", "2", "--train-size", "500")

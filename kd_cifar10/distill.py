@@ -32,15 +32,16 @@ import torch.nn.functional as F
 from common import distributed
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.models import count_parameters
 from common.errors import UserError, run_cli
 from common.reporting import markdown_table, pct
 from common.rundir import RunDir
-from common.runtime import choose_device, seed_everything
+from common.runtime import seed_everything
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
 from common.images import AUGMENTATIONS, ImageTensors
 from kd_cifar10.data import load_dataset
 from kd_cifar10.distill_plots import plot_comparison, plot_per_class
-from common.classify import count_parameters, evaluate_classifier as evaluate, predict_logits, to_memory_format
+from common.classify import evaluate_classifier as evaluate, predict_logits, to_memory_format
 from kd_cifar10.losses import LOSSES, build_loss
 from kd_cifar10.model import (BLOCKS, NORMS, build_model, model_config,
                               model_from_checkpoint)
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=128, lr=0.05,
                          batch_size_help="GLOBAL mini-batch size, split over torchrun's processes "
                                          "(default: %(default)s)")
+    distributed.add_sync_bn_flag(parser)
     add = parser.add_argument
     add("--t-layers", type=positive_int, nargs=4, default=[2, 2, 2, 2], metavar="N",
         help="teacher's blocks per stage (default: %(default)s, ResNet-18)")
@@ -88,10 +90,6 @@ def run_name(args) -> str:
             f"_a{args.alpha:g}_{args.augment}_e{args.epochs}_seed{args.seed}")
 
 
-# evaluation (sharded over ranks, sums reduced) ------------------------------------------------------
-
-# one phase: one model trained with common.torch_fit.fit ------------------------------------------
-
 class Phase:
     """Trains one model (teacher, student baseline or distilled student) in its own run directory."""
 
@@ -101,12 +99,7 @@ class Phase:
     def run_dir(self, name: str, seed: int, epochs: int):
         sub = copy.copy(self.args)
         sub.out, sub.seed, sub.epochs = self.args.out / name, seed, epochs
-        if distributed.is_main_process():
-            run = RunDir(sub, data_source=self.data.source, device=self.device)
-        else:
-            run = distributed.FollowerRun(sub.out, sub.resume)
-        distributed.barrier()
-        return run
+        return distributed.run_dir(sub, data_source=self.data.source, device=self.device)
 
     def build(self, layers, width: int, seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)   # the same initial weights for the same seed, on every rank
@@ -123,7 +116,7 @@ class Phase:
         a, d = self.args, self.data
         run = self.run_dir(name, seed, epochs)
         seed_everything(seed)
-        net = distributed.wrap_model(model, self.device)
+        net = distributed.wrap_model(model, self.device, sync_batchnorm=a.sync_bn)
         batch = distributed.per_rank_batch(a.batch_size)
         optimizer = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=a.momentum, nesterov=a.momentum > 0,
                                     weight_decay=a.weight_decay)
@@ -191,14 +184,12 @@ def to_device(model: torch.nn.Module, device: str) -> torch.nn.Module:
 
 def load_teacher(path: Path, data: ImageTensors, device: str) -> torch.nn.Module:
     state = load_checkpoint(path.expanduser().resolve())
-    if "model_config" not in state or "model" not in state:
-        raise UserError(f"{path} is not a model checkpoint (no model_config/model); pass a teacher/checkpoint.pt "
-                        f"written by distill.py or train.py")
-    config = state["model_config"]
-    if config.get("in_channels", data.shape[0]) != data.shape[0] or config.get("num_classes") != len(data.classes):
-        raise UserError(f"--teacher {path} takes {config.get('in_channels')}-channel images and "
-                        f"{config.get('num_classes')} classes; the data have {data.shape[0]} and {len(data.classes)}")
-    return to_device(model_from_checkpoint(state), device)
+    model = model_from_checkpoint(state, str(path))
+    config = model.config
+    if getattr(config, "in_channels", data.shape[0]) != data.shape[0] or config.num_classes != len(data.classes):
+        raise UserError(f"--teacher {path} takes {getattr(config, 'in_channels', '?')}-channel images and "
+                        f"{config.num_classes} classes; the data have {data.shape[0]} and {len(data.classes)}")
+    return to_device(model, device)
 
 
 def place_data(data: ImageTensors, device: str) -> ImageTensors:
@@ -213,8 +204,6 @@ def place_data(data: ImageTensors, device: str) -> ImageTensors:
     return data
 
 
-# the command ------------------------------------------------------------------------------------------
-
 def main(argv=None) -> dict:
     args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
     if not 0.0 <= args.alpha <= 1.0:
@@ -226,12 +215,8 @@ def main(argv=None) -> dict:
     if args.smoke:
         args.epochs, args.teacher_epochs = min(args.epochs, 2), min(args.teacher_epochs, 2)
         args.t_layers, args.s_layers, (args.t_width, args.s_width) = [1, 1, 1, 1], [1, 1, 1, 1], SMOKE_WIDTHS
-    info = distributed.init_from_env(choose_device(args.device))
-    try:
-        distributed.per_rank_batch(args.batch_size)   # fail before any work when the global batch does not split
+    with distributed.launch(args) as info:
         return distill(args, info)
-    finally:
-        distributed.cleanup()
 
 
 def distill(args, info: distributed.DistInfo) -> dict:
@@ -275,8 +260,13 @@ def write_comparison(top: RunDir, args, data: ImageTensors, teacher: dict, stude
                                           "phase": distilled[-1]["phase"]})
     plot_comparison(teacher, students, distilled, top.file("curves.png"))
     plot_per_class(teacher, students, distilled, data.classes, top.file("per_class_accuracy.png"))
-    strip = lambda s: {k: v for k, v in s.items() if k != "records"}  # noqa: E731
-    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+
+    def strip(phase: dict) -> dict:
+        return {k: v for k, v in phase.items() if k != "records"}
+
+    def mean(rows: list, key: str) -> float:
+        return sum(r[key] for r in rows) / len(rows)
+
     summary = top.finish({
         "teacher": strip(teacher), "students": [strip(s) for s in students],
         "distilled": [strip(s) for s in distilled], "classes": data.classes,

@@ -7,13 +7,14 @@ the 1x1 projection shortcuts (which only exist to make the addition fit) are bot
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
 from common.errors import UserError
+from common.models import ModelConfig, rebuild_model
 
 # norm name -> (2-D factory for conv features, 1-D factory for MLP features); each takes a channel count
 NORMS: dict[str, tuple[Callable[[int], nn.Module], Callable[[int], nn.Module]]] = {
@@ -84,8 +85,8 @@ def _shortcut(c_in: int, c_out: int, stride: int, norm: str) -> nn.Module:
 BLOCKS: dict[str, type[ResidualBlock]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-@dataclass
-class CNNConfig:
+@dataclass(frozen=True)
+class CNNConfig(ModelConfig):
     layers: tuple[int, ...] = (2, 2, 2, 2)   # blocks per stage; (2,2,2,2) basic = ResNet-18
     block: str = "basic"
     use_skip: bool = True
@@ -96,7 +97,7 @@ class CNNConfig:
     image_size: int = 32
 
     def __post_init__(self):
-        self.layers = tuple(int(n) for n in self.layers)
+        object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
         _check_choice("block", self.block, BLOCKS)
         _check_choice("norm", self.norm, NORMS)
         if len(self.layers) != 4 or min(self.layers) < 1:
@@ -142,8 +143,8 @@ class FlexibleCNN(nn.Module):
         return groups + [("head", list(self.head.parameters()))]
 
 
-@dataclass
-class MLPConfig:
+@dataclass(frozen=True)
+class MLPConfig(ModelConfig):
     depth: int = 4                # hidden layers (or residual blocks when use_skip)
     width: int = 256
     use_skip: bool = False
@@ -231,28 +232,30 @@ def build_model(kind: str, **config) -> nn.Module:
 def model_config(model: nn.Module) -> dict:
     """What a checkpoint stores to rebuild `model`: {"kind": ..., **config fields}."""
     kind = getattr(model, "kind", None) or next(k for k, (_, cls) in MODELS.items() if isinstance(model, cls))
-    fields = asdict(model.config)
-    return {"kind": kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}}
+    return {"kind": kind, **model.config.to_dict()}
 
 
-def _build_transfer(**config) -> nn.Module:
+def _build_transfer(config: dict) -> nn.Module:
     from kd_cifar10.transfer import TransferConfig, TransferResNet18  # torchvision only when needed
 
-    return TransferResNet18(TransferConfig(**config))
+    return TransferResNet18(TransferConfig.from_dict(config))
 
 
 # every kind a checkpoint may hold: MODELS plus the torchvision ResNet-18 used for transfer learning
-CHECKPOINT_KINDS: dict[str, Callable[..., nn.Module]] = {
-    **{kind: (lambda kind=kind, **config: build_model(kind, **config)) for kind in MODELS},
+CHECKPOINT_KINDS: dict[str, Callable[[dict], nn.Module]] = {
+    **{kind: (lambda config, kind=kind: MODELS[kind][1](MODELS[kind][0].from_dict(config))) for kind in MODELS},
     "tv_resnet18": _build_transfer,
 }
 
 
-def model_from_checkpoint(state: dict) -> nn.Module:
-    """Rebuild the model of a checkpoint written by train.py (its "model_config" and "model" entries)."""
-    config = dict(state["model_config"])
-    kind = config.pop("kind")
+def build_from_config(config: dict) -> nn.Module:
+    """A model from model_config(model)'s dict: {"kind": ..., **config fields}."""
+    config = dict(config)
+    kind = config.pop("kind", None)
     _check_choice("model kind in the checkpoint", kind, CHECKPOINT_KINDS)
-    model = CHECKPOINT_KINDS[kind](**config)
-    model.load_state_dict(state["model"])
-    return model
+    return CHECKPOINT_KINDS[kind](config)
+
+
+def model_from_checkpoint(state: dict, source: str = "the checkpoint") -> nn.Module:
+    """Rebuild the model of a checkpoint written by train.py or distill.py ("model_config" and "model")."""
+    return rebuild_model(state, build_from_config, source, "kd_cifar10")

@@ -7,6 +7,7 @@
     python kd_cifar10/train.py --augment crop_flip_cutout
     python kd_cifar10/train.py --pretrained imagenet --finetune frozen   # transfer learning
     python kd_cifar10/train.py --pretrained resnet18.pth --finetune full  # a torchvision resnet18 state_dict
+    torchrun --nproc_per_node=4 kd_cifar10/train.py --sync-bn         # DDP; --batch-size is the global batch
 """
 from __future__ import annotations
 
@@ -21,13 +22,16 @@ if __package__ in (None, ""):
 import torch
 from torch import nn
 
-from common.classify import count_parameters, evaluate_classifier
+from common import distributed
+from common.classify import evaluate_classifier
 from common.cli import make_parser, non_negative_float, parse_args, positive_int
+from common.data_source import short_source
+from common.models import count_parameters
 from common.errors import UserError, run_cli
 from common.images import AUGMENTATIONS, ImageTensors
 from common.plots import plot_curves, plot_image_grid
 from common.rundir import RunDir
-from common.runtime import choose_device, seed_everything
+from common.runtime import seed_everything
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
 from kd_cifar10.data import DATASETS, load_dataset
 from kd_cifar10.gradients import GradientMonitor, plot_gradient_norms
@@ -49,7 +53,10 @@ SCHEDULES = {
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=128, lr=0.05)
+    parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=128, lr=0.05,
+                         batch_size_help="GLOBAL mini-batch size, split over torchrun's processes "
+                                         "(default: %(default)s)")
+    distributed.add_sync_bn_flag(parser)
     add = parser.add_argument
     add("--dataset", choices=DATASETS, default="cifar10", help="image set (default: %(default)s)")
     add("--model", choices=list(MODELS), default="cnn", help="network family (default: %(default)s)")
@@ -65,7 +72,8 @@ def build_parser():
     add("--depth", type=positive_int, default=4, help="mlp: hidden layers (default: %(default)s)")
     add("--augment", choices=list(AUGMENTATIONS), default="crop_flip",
         help="training-batch augmentation, on the device (default: %(default)s)")
-    add("--schedule", choices=list(SCHEDULES), default="cosine", help="learning-rate schedule, per step (default: %(default)s)")
+    add("--schedule", choices=list(SCHEDULES), default="cosine",
+        help="learning-rate schedule, per step (default: %(default)s)")
     add("--optimizer", choices=list(OPTIMIZERS), default="sgd",
         help="sgd (Nesterov momentum 0.9) or adamw (default: %(default)s)")
     add("--weight-decay", type=non_negative_float, default=5e-4, help="weight decay (default: %(default)s)")
@@ -119,7 +127,12 @@ def main(argv=None) -> dict:
     args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
     if args.smoke:
         apply_smoke(args)
-    device = torch.device(choose_device(args.device))
+    with distributed.launch(args) as info:
+        return train(args, info)
+
+
+def train(args, info: distributed.DistInfo) -> dict:
+    device = torch.device(info.device)
     seed_everything(args.seed)
     data = load_dataset(args.dataset, args.data, args.data_root, seed=args.seed, smoke=args.smoke)
     if args.train_size is not None:
@@ -127,14 +140,16 @@ def main(argv=None) -> dict:
     model, init = make_model(args, data)
     cuda = device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
+    net = distributed.wrap_model(model, info.device, sync_batchnorm=args.sync_bn)
     data = data.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = OPTIMIZERS[args.optimizer](trainable, args.lr, args.weight_decay)
-    steps = batch_count(len(data.y_train), args.batch_size)
+    batch = distributed.per_rank_batch(args.batch_size)
+    steps = batch_count(len(data.y_train), batch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[args.schedule](steps * args.epochs))
     monitor = GradientMonitor(model.layer_groups()) if args.log_grad_norms else None
     augment, generator = AUGMENTATIONS[args.augment], torch.Generator(device=device)
-    run = RunDir(args, data_source=data.source, device=str(device))
+    run = distributed.run_dir(args, data_source=data.source, device=str(device))
     describe = model.config.describe()
     print(f"{ASSIGNMENT}: {describe}, {count_parameters(model):,} parameters "
           f"({count_parameters(model, trainable_only=True):,} trained), init {init}, {args.optimizer} lr {args.lr:g} "
@@ -142,8 +157,8 @@ def main(argv=None) -> dict:
           f"data: {data.source}")
 
     def batches(epoch: int):
-        generator.manual_seed(args.seed * 1_000_003 + epoch)  # the same augmentations after --resume
-        return tensor_batches((data.x_train, data.y_train), args.batch_size, seed=args.seed, epoch=epoch)
+        generator.manual_seed(distributed.rank_seed(args.seed * 1_000_003 + epoch))  # the same after --resume
+        return tensor_batches((data.x_train, data.y_train), batch, seed=args.seed, epoch=epoch)
 
     def train_step(batch):
         if monitor is not None:
@@ -152,7 +167,7 @@ def main(argv=None) -> dict:
         x = augment(x, generator)
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits = model(x)                                                      # (B, classes)
+        logits = net(x)                                                        # (B, classes)
         loss = nn.functional.cross_entropy(logits, y)
         n = torch.tensor(float(len(y)), device=y.device)
         return loss, {"loss": loss.detach() * n, "acc": (logits.argmax(1) == y).sum().float(), "n": n}
@@ -165,9 +180,9 @@ def main(argv=None) -> dict:
         return record
 
     settings = FitSettings(epochs=args.epochs, quiet=args.smoke, steps_per_epoch=steps)
-    records = fit(model, optimizer, run, batches, train_step, evaluate, settings, model_config(model),
+    records = fit(net, optimizer, run, batches, train_step, evaluate, settings, model_config(model),
                   scheduler=scheduler, step_scheduler_per_batch=True, device=device)
-    return write_artefacts(run, model, data, args, records, init, generator)
+    return distributed.on_rank0(write_artefacts, run, model, data, args, records, init, generator)
 
 
 def write_artefacts(run: RunDir, model, data: ImageTensors, args, records: list[dict], init: str,
@@ -175,7 +190,7 @@ def write_artefacts(run: RunDir, model, data: ImageTensors, args, records: list[
     if not records:
         raise UserError(f"{run.path} has no epochs to summarise; raise --epochs above the resumed run's")
     describe = model.config.describe()
-    title = f"{describe}, augment {args.augment} ({data.source.split(' (')[0]})"
+    title = f"{describe}, augment {args.augment} ({short_source(data.source)})"
     plot_curves(records, {"loss": ["train_loss", "test_loss"], "accuracy": ["train_acc", "test_acc"]},
                 run.file("curves.png"), title=title)
     names = [name for name, _ in model.layer_groups()]
@@ -194,13 +209,12 @@ def write_artefacts(run: RunDir, model, data: ImageTensors, args, records: list[
     summary = run.finish({
         "test_acc": last["test_acc"], "test_loss": last["test_loss"], "train_acc": last["train_acc"],
         "train_loss": last["train_loss"], "best_test_acc": max(r["test_acc"] for r in records),
-        "epochs": last["epoch"], "train_seconds": last["train_seconds"],
         "parameters": count_parameters(model), "trainable_parameters": count_parameters(model, trainable_only=True),
         "model": describe, "model_config": model_config(model), "init": init, "augment": args.augment,
         "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule, "batch_size": args.batch_size,
         "weight_decay": args.weight_decay, "dataset": args.dataset, "grad_layers": names,
         "n_train": len(data.y_train), "n_test": len(data.y_test),
-    })
+    }, records)
     print(f"done: test {summary['test_acc']:.2%} (train {summary['train_acc']:.2%}) after {summary['epochs']} "
           f"epochs, {summary['train_seconds']:.0f} s; run directory {run.path}")
     return summary

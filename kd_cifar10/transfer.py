@@ -18,6 +18,7 @@ from torch import nn
 from common.checkpoint import load_checkpoint
 from common.download import DownloadUnavailable, fetch, reachable
 from common.errors import UserError
+from common.models import ModelConfig
 
 
 def _train_everything(model: "TransferResNet18") -> None:
@@ -34,8 +35,8 @@ def _train_head_only(model: "TransferResNet18") -> None:
 FINETUNE: dict[str, Callable[["TransferResNet18"], None]] = {"full": _train_everything, "frozen": _train_head_only}
 
 
-@dataclass
-class TransferConfig:
+@dataclass(frozen=True)
+class TransferConfig(ModelConfig):
     num_classes: int = 10
     input_size: int = 224
     finetune: str = "full"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from threadpoolctl import threadpool_limits
 
-from common.cli import OneLineParser, make_parser
+from common.cli import NUMPY_DEVICES, OneLineParser, make_parser
 from common.rundir import RunDir
 from common.scratch.fit import blas_threads_for
 
@@ -21,7 +21,8 @@ RESUME_HELP = "accepted for reproduce.py; this short experiment keeps no checkpo
 def experiment_parser(doc: str, *, epochs: int = 1, batch_size: int | None = None, lr: float | None = None,
                       unused: tuple[str, ...] = ()) -> OneLineParser:
     """make_parser with this script's defaults; the flags named in `unused` (dest names) say so in --help."""
-    parser = make_parser(doc.strip().splitlines()[0], epochs=epochs, batch_size=batch_size, lr=lr)
+    parser = make_parser(doc.strip().splitlines()[0], epochs=epochs, batch_size=batch_size, lr=lr,
+                         devices=NUMPY_DEVICES)
     for action in parser._actions:
         if action.dest in unused:
             action.help = "not used by this script (shared flag)"

@@ -34,8 +34,12 @@ def check_affine(rng) -> list[Result]:
     out, cache = affine_forward(x, w, b)
     dout = rng.standard_normal(out.shape)
     grads = dict(zip("xwb", affine_backward(dout, cache)))
-    forward = lambda: affine_forward(x, w, b)[0]  # noqa: E731
-    return [(name, grads[name], numerical_gradient_array(forward, value, dout)) for name, value in zip("xwb", (x, w, b))]
+
+    def forward():
+        return affine_forward(x, w, b)[0]
+
+    return [(name, grads[name], numerical_gradient_array(forward, value, dout))
+            for name, value in zip("xwb", (x, w, b))]
 
 
 def check_activation(name: str) -> Callable:
@@ -69,8 +73,12 @@ def check_conv(rng) -> list[Result]:
     out, cache = conv.conv2d_forward(x, w, b, 2, 1)
     dout = rng.standard_normal(out.shape)
     grads = dict(zip("xwb", conv.conv2d_backward(dout, cache)))
-    forward = lambda: conv.conv2d_forward(x, w, b, 2, 1)[0]  # noqa: E731
-    return [(name, grads[name], numerical_gradient_array(forward, value, dout)) for name, value in zip("xwb", (x, w, b))]
+
+    def forward():
+        return conv.conv2d_forward(x, w, b, 2, 1)[0]
+
+    return [(name, grads[name], numerical_gradient_array(forward, value, dout))
+            for name, value in zip("xwb", (x, w, b))]
 
 
 def check_pool(forward: Callable, backward: Callable) -> Callable:

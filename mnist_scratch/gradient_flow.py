@@ -22,6 +22,7 @@ if __package__ in (None, ""):
 import numpy as np
 
 from common.cli import non_negative_float, parse_args, positive_int
+from common.data_source import short_source
 from common.errors import TrainingDiverged, run_cli
 from common.metrics import accuracy
 from common.scratch.init import INITS
@@ -133,7 +134,7 @@ def main(argv=None) -> dict:
               f"{r['first_train_loss']:.3f} -> {r['last_train_loss']:.3f}; test accuracy {r['test_acc']:.2%}",
               flush=True)
     title = (f"{shape} MLP, {args.optimizer} lr {args.lr}, batch {args.batch_size}, "
-             f"{args.epochs} epochs, seed {args.seed} ({data.source.split(' (')[0]})")
+             f"{args.epochs} epochs, seed {args.seed} ({short_source(data.source)})")
     plot_gradient_flow(norms, curves, run.file("gradient_flow.png"), title=title)
     summary = run.finish({"activations": results, "sizes": list(sizes), "epochs": args.epochs,
                           "probe_batches": len(probes), "batch_size": args.batch_size, "lr": args.lr,

@@ -3,10 +3,12 @@ shared NumPy engine. The config is stored in every checkpoint, so evaluation reb
 without the CLI (`build_model(config_from_dict(d), seed)`)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from common.errors import UserError
+from common.models import ModelConfig
 from common.scratch.network import (Activation, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Reshape,
                                     Sequential, mlp)
 
@@ -14,7 +16,7 @@ POOLS = {"max": MaxPool2D, "avg": AvgPool2D}
 
 
 @dataclass(frozen=True)
-class MLPConfig:
+class MLPConfig(ModelConfig):
     inputs: int = 784
     hidden: tuple[int, ...] = (128, 64)
     classes: int = 10
@@ -30,12 +32,9 @@ class MLPConfig:
     def describe(self) -> str:
         return "→".join(map(str, self.sizes)) + f" {self.activation} MLP"
 
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
 
 @dataclass(frozen=True)
-class CNNConfig:
+class CNNConfig(ModelConfig):
     """[Conv KxK (same padding) -> activation -> 2x2 pool] per entry of `channels`, then an MLP head."""
     image: tuple[int, int, int] = (1, 28, 28)   # (C, H, W)
     channels: tuple[int, ...] = (32, 64)
@@ -64,14 +63,13 @@ class CNNConfig:
             rows.append((f"pool{i}", field, jump))
         return rows
 
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
 
 def config_from_dict(values: dict):
     """Rebuild a config saved by to_dict (lists back to tuples)."""
-    cls = MODELS[values.get("kind", "mlp")]
-    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
+    kind = values.get("kind", "mlp")
+    if kind not in MODELS:
+        raise UserError(f"unknown model kind '{kind}' in the checkpoint; expected one of {', '.join(MODELS)}")
+    return MODELS[kind].from_dict(values)
 
 
 def _build_mlp(config: MLPConfig, rng: np.random.Generator, dtype) -> Sequential:

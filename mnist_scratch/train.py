@@ -15,9 +15,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from common.cli import make_parser, non_negative_float, parse_args, positive_int
+from common.cli import NUMPY_DEVICES, make_parser, non_negative_float, parse_args, positive_int
+from common.data_source import short_source
 from common.errors import UserError, run_cli
-from common.metrics import confusion, loss_trend, macro_f1
+from common.metrics import confusion, macro_f1
 from common.plots import plot_confusion, plot_curves, plot_image_grid
 from common.scratch.network import Conv2D
 from common.rundir import RunDir
@@ -26,7 +27,7 @@ from common.scratch.init import INITS
 from common.scratch.layers import ACTIVATIONS
 from common.scratch.losses import LOSSES
 from common.scratch.optim import OPTIMIZERS, build_optimizer
-from common.scratch.fit import FitSettings, blas_threads_for, fit
+from common.scratch.fit import ScratchFitSettings, blas_threads_for, fit
 from common.scratch.schedules import SCHEDULES
 from common.scratch.trainer import evaluate, init_states
 from mnist_scratch.data import SPLITS, load_mnist_split
@@ -52,14 +53,15 @@ GD_TYPES = {
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=25, batch_size=None, lr=None,
+    parser = make_parser(__doc__.splitlines()[0], epochs=25, batch_size=None, lr=None, devices=NUMPY_DEVICES,
                          batch_size_help="examples per step, --gd minibatch only (default: 64)",
                          lr_help="base learning rate (default: set by --gd and --model: "
                                  + "; ".join(f"{k} " + ", ".join(f"{m} {lr}" for m, lr in v.lr.items())
                                              for k, v in GD_TYPES.items()) + ")")
     add = parser.add_argument
     add("--gd", choices=list(GD_TYPES), default="minibatch", help="gradient-descent variant (default: %(default)s)")
-    add("--split", choices=list(SPLITS), default="90:10", help="train:test split of the pooled set (default: %(default)s)")
+    add("--split", choices=list(SPLITS), default="90:10",
+        help="train:test split of the pooled set (default: %(default)s)")
     add("--model", choices=list(MODELS), default="mlp", help="network family (default: %(default)s)")
     add("--hidden", type=positive_int, nargs="+", default=None,
         help="fully connected hidden sizes (default: 128 64 for the MLP, 128 for the CNN's head)")
@@ -69,7 +71,8 @@ def build_parser():
     add("--activation", choices=list(ACTIVATIONS), default="relu", help="hidden activation (default: %(default)s)")
     add("--init", choices=list(INITS), default="he", help="weight initialisation (default: %(default)s)")
     add("--optimizer", choices=list(OPTIMIZERS), default="momentum", help="update rule (default: %(default)s)")
-    add("--momentum", type=non_negative_float, default=0.9, help="momentum for momentum/nesterov (default: %(default)s)")
+    add("--momentum", type=non_negative_float, default=0.9,
+        help="momentum for momentum/nesterov (default: %(default)s)")
     add("--l2", type=non_negative_float, default=1e-4, help="L2 regularisation strength (default: %(default)s)")
     add("--lr-schedule", choices=list(SCHEDULES), default="cosine", help="per-epoch lr schedule (default: %(default)s)")
     return parser
@@ -119,7 +122,7 @@ def main(argv=None) -> dict:
     run = RunDir(args, data_source=data.source)
     print(f"{ASSIGNMENT}: {args.gd} GD, batch {batch_size}, lr {args.lr}, {config.describe()}, "
           f"{len(data.y_train):,} train / {len(data.y_test):,} test, data: {data.source}")
-    settings = FitSettings(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule, batch_size=batch_size,
+    settings = ScratchFitSettings(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule, batch_size=batch_size,
                            l2=args.l2, seed=args.seed, loss_fn=loss_fn, eval_batch=config.eval_batch,
                            quiet=args.smoke, blas_threads=blas_threads_for(batch_size, has_conv=args.model == "cnn"))
     fit(net, optimizer, states, run, (data.x_train, data.y_train), {"test": (data.x_test, data.y_test)},
@@ -146,7 +149,7 @@ def write_artefacts(run: RunDir, net, data, loss_fn, args, config) -> dict:
     records = run.metrics()
     test_eval = evaluate(net, data.x_test, data.y_test, loss_fn, args.l2, config.eval_batch)
     matrix = confusion(data.y_test, test_eval.predictions, len(data.classes))
-    title = f"{args.model}, {args.gd} GD, {args.split}, {args.init} init ({data.source.split(' (')[0]})"
+    title = f"{args.model}, {args.gd} GD, {args.split}, {args.init} init ({short_source(data.source)})"
     plot_curves(records, {"loss": ["train_loss", "test_loss"], "accuracy": ["train_acc", "test_acc"]},
                 run.file("curves.png"), title=title)
     plot_confusion(matrix, data.classes, run.file("confusion.png"), title=f"test confusion, {title}")
@@ -164,12 +167,11 @@ def write_artefacts(run: RunDir, net, data, loss_fn, args, config) -> dict:
         "train_loss": last["train_loss"], "test_loss": last["test_loss"],
         "best_test_acc": max(r["test_acc"] for r in records),
         "test_macro_f1": macro_f1(data.y_test, test_eval.predictions),
-        "loss_trend": loss_trend([r["train_loss"] for r in records]),
-        "epochs": last["epoch"], "train_seconds": last["train_seconds"],
         "parameters": int(sum(w.size for w in net.params().values())),
-        "model_config": config.to_dict(), "model": config.describe(), **extra, "gd": args.gd, "split": args.split, "init": args.init,
+        "model_config": config.to_dict(), "model": config.describe(), **extra,
+        "gd": args.gd, "split": args.split, "init": args.init,
         "batch_size": len(data.y_train) if args.gd == "batch" else args.batch_size, "lr": args.lr,
-    })
+    }, records)
     print(f"done: test accuracy {summary['test_acc']:.2%} (train {summary['train_acc']:.2%}) after "
           f"{summary['epochs']} epochs; run directory {run.path}")
     return summary

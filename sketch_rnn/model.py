@@ -10,19 +10,20 @@ Generation therefore needs a class label and nothing else.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.models import ModelConfig
 from sketch_rnn.heads import HEADS
 from sketch_rnn.strokes import END_TOKEN, PEN_END, START_TOKEN
 
 
-@dataclass
-class SketchConfig:
+@dataclass(frozen=True)
+class SketchConfig(ModelConfig):
     classes: list[str] = field(default_factory=list)
     head: str = "seed"
     embed_dim: int = 64
@@ -35,9 +36,6 @@ class SketchConfig:
     dropout: float = 0.0
     max_len: int = 300           # longest sketch the model writes (stroke-5 rows after the start token)
     scale: float = 1.0           # the offsets' std in pixels: model units x scale = pixels
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def describe(self) -> str:
         head = f"gmm (M={self.mixtures})" if self.head == "gmm" else self.head
@@ -151,7 +149,3 @@ def sketch_loss(model: SketchGenerator, params: dict, stroke5: torch.Tensor, len
     correct = ((params["pen"].argmax(-1) == pen_class).float() * pen_mask).sum()
     return {"loss": offset_loss + pen_loss, "offset_loss": offset_loss, "pen_loss": pen_loss,
             "pen_acc": correct / pen_mask.sum().clamp(min=1), "pen_steps": pen_mask.sum()}
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

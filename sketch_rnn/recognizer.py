@@ -4,7 +4,7 @@ the class the generator was asked for (chance: 1 / classes). Trained once per ru
 the generator (through the shared epoch loop) and cached in the run directory as recognizer.pt."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +13,23 @@ from torch import nn
 from torch.nn import functional as F
 
 from common.checkpoint import load_checkpoint, save_checkpoint
+from common.models import ModelConfig, rebuild_model
 from common.torch_fit import FitSettings, fit, tensor_batches
 from sketch_rnn.strokes import rasterise, stroke3_to_strokes, stroke5_to_stroke3
 
 RECOGNIZER_FILE = "recognizer.pt"
 
 
-@dataclass
-class RecognizerConfig:
+@dataclass(frozen=True)
+class RecognizerConfig(ModelConfig):
     classes: list[str] = field(default_factory=list)
     size: int = 28
     channels: tuple[int, int] = (16, 32)
     hidden: int = 64
+
+    def describe(self) -> str:
+        channels = "-".join(map(str, self.channels))
+        return f"CNN {channels} on {self.size}x{self.size} rasters, {len(self.classes)} classes"
 
 
 class Recognizer(nn.Module):
@@ -80,16 +85,13 @@ def predict(model: Recognizer, drawings: list[np.ndarray]) -> np.ndarray:
 
 
 def save_recognizer(path: Path, model: Recognizer, test_acc: float, source: str) -> None:
-    save_checkpoint(path, {"config": {**asdict(model.config), "channels": list(model.config.channels)},
-                           "model": model.state_dict(), "test_acc": test_acc, "data_source": source})
+    save_checkpoint(path, {"model_config": model.config.to_dict(), "model": model.state_dict(), "test_acc": test_acc,
+                           "data_source": source})
 
 
 def load_recognizer(path: Path) -> tuple[Recognizer, dict]:
     state = load_checkpoint(path)
-    config = state["config"]
-    model = Recognizer(RecognizerConfig(config["classes"], config["size"], tuple(config["channels"]),
-                                        config["hidden"]))
-    model.load_state_dict(state["model"])
+    model = rebuild_model(state, lambda config: Recognizer(RecognizerConfig.from_dict(config)), path, "recognizer")
     return model.eval(), state
 
 

@@ -20,6 +20,8 @@ import torch
 from common.checkpoint import load_checkpoint
 from common.cli import DEVICES, OneLineParser, positive_float, positive_int
 from common.errors import UserError, run_cli
+from common.models import rebuild_model
+from common.rundir import make_dir
 from common.runtime import choose_device
 from sketch_rnn.model import SketchConfig, SketchGenerator
 from sketch_rnn.recognizer import RECOGNIZER_FILE, load_recognizer, recognisability, rows_to_stroke3
@@ -45,13 +47,8 @@ def build_parser() -> OneLineParser:
 
 def load_generator(path: Path, device: torch.device) -> SketchGenerator:
     state = load_checkpoint(path, map_location=str(device))
-    if "model_config" not in state or "model" not in state:
-        raise UserError(f"{path} is not a sketch_rnn/train.py checkpoint (no model_config); pick a run's checkpoint.pt")
-    model = SketchGenerator(SketchConfig(**state["model_config"]))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise UserError(f"{path} does not fit its own model config ({str(err).splitlines()[0]})") from None
+    model = rebuild_model(state, lambda config: SketchGenerator(SketchConfig.from_dict(config)), path,
+                          "sketch_rnn/train.py")
     return model.to(device).eval()
 
 
@@ -71,7 +68,7 @@ def main(argv=None) -> Path:
                                              decoder_hidden=16, attention_dim=8, max_len=20)).eval()
         run_dir = Path.cwd()
         print("smoke: a tiny untrained generator (no --checkpoint): the files show scribbles")
-    out = (args.out or run_dir / f"samples_T{args.temperature:g}").expanduser().resolve()
+    out = make_dir((args.out or run_dir / f"samples_T{args.temperature:g}").expanduser().resolve())
     names = model.config.classes
     labels = torch.arange(len(names), device=device).repeat_interleave(args.per_class)
     generator = torch.Generator(device=device).manual_seed(args.seed)

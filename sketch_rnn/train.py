@@ -4,6 +4,7 @@
     python sketch_rnn/train.py --head gmm                       # Sketch-RNN's mixture-of-Gaussians head
     python sketch_rnn/train.py --data real --data-root ../shared/data --max-per-class 2000
     python sketch_rnn/sample.py --checkpoint runs/sketch_rnn/<run>/checkpoint.pt --per-class 5
+    torchrun --nproc_per_node=4 sketch_rnn/train.py --epochs 10  # DDP; --batch-size is the global batch
 
 Per epoch: loss (offset and pen terms apart, padding masked out) and pen-state accuracy on train and
 val. At the end: test metrics, a recognizer trained on the rasterised train split (recognizer.pt),
@@ -20,16 +21,18 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
+from common import distributed
 from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.data_source import short_source
 from common.errors import run_cli
-from common.metrics import loss_trend
 from common.plots import plot_curves
 from common.rundir import RunDir
-from common.runtime import choose_device, seed_everything
+from common.runtime import seed_everything
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
 from sketch_rnn.data import REAL_CLASSES, load_sketches
 from sketch_rnn.heads import HEADS
-from sketch_rnn.model import SketchConfig, SketchGenerator, parameter_count, sketch_loss
+from common.models import count_parameters
+from sketch_rnn.model import SketchConfig, SketchGenerator, sketch_loss
 from sketch_rnn.recognizer import (RECOGNIZER_FILE, load_recognizer, recognisability, rows_to_stroke3,
                                    save_recognizer, train_recognizer)
 from sketch_rnn.render import plot_sketch_grid, write_gif
@@ -41,7 +44,9 @@ SMOKE_MODEL = dict(embed_dim=8, prompt_len=2, encoder_hidden=8, decoder_hidden=1
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=10, batch_size=32, lr=2e-3)
+    parser = make_parser(__doc__.splitlines()[0], epochs=10, batch_size=32, lr=2e-3,
+                         batch_size_help="GLOBAL mini-batch size, split over torchrun's processes "
+                                         "(default: %(default)s)")
     add = parser.add_argument
     add("--head", choices=list(HEADS), default="gmm",
         help="gmm: Sketch-RNN's bivariate Gaussian mixture; seed: the seed's MSE offsets + pen logits, whose "
@@ -81,8 +86,13 @@ def main(argv=None) -> dict:
         args.epochs, args.eval_per_class, args.grid_per_class = min(args.epochs, 2), 2, 2
         args.max_len = min(args.max_len, 40)
         vars(args).update(SMOKE_MODEL)
+    with distributed.launch(args) as info:
+        return train(args, info)
+
+
+def train(args, info: distributed.DistInfo) -> dict:
     seed_everything(args.seed)
-    device = torch.device(choose_device(args.device))
+    device = torch.device(info.device)
     data = load_sketches(args.data, args.data_root, args.classes, args.max_per_class, args.seed, args.smoke)
     config = SketchConfig(classes=data.classes, head=args.head, embed_dim=args.embed_dim, prompt_len=args.prompt_len,
                           encoder_hidden=args.encoder_hidden, decoder_hidden=args.decoder_hidden, layers=args.layers,
@@ -90,8 +100,9 @@ def main(argv=None) -> dict:
                           max_len=min(args.max_len, data.longest() + 1), scale=data.scale)
     tensors = {split: tuple(t.to(device) for t in data.tensors(split, config.max_len)) for split in data.drawings}
     model = SketchGenerator(config).to(device)
-    run = RunDir(args, data_source=data.source, device=str(device))
-    print(f"{ASSIGNMENT}: {config.describe()}, {parameter_count(model):,} parameters; "
+    net = distributed.wrap_model(model, info.device)
+    run = distributed.run_dir(args, data_source=data.source, device=str(device))
+    print(f"{ASSIGNMENT}: {config.describe()}, {count_parameters(model):,} parameters; "
           f"{', '.join(f'{len(t[2]):,} {k}' for k, t in tensors.items())}, max length {config.max_len}; "
           f"data: {data.source}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -99,20 +110,22 @@ def main(argv=None) -> dict:
 
     def train_step(batch):
         stroke5, lengths, labels = trim(*batch)
-        out = sketch_loss(model, model(stroke5, labels), stroke5, lengths)
+        out = sketch_loss(model, net(stroke5, labels), stroke5, lengths)
         n = torch.tensor(len(labels), device=device)
         return out["loss"], {**{k: out[k].detach() * n for k in METRICS}, "n": n}
 
-    def evaluate(epoch: int) -> dict:
-        means, residuals = evaluate_split(model, tensors["val"])
-        model.head.calibrate(residuals)  # the seed head samples with the validation residuals' spread
-        return {f"val_{k}": v for k, v in means.items()}
+    def evaluate(epoch: int) -> dict:   # each rank a strided share of the validation set
+        share = tuple(distributed.shard(t) for t in tensors["val"])
+        means, residuals = evaluate_split(model, share)
+        model.head.calibrate(distributed.gather(residuals))  # the seed head samples with their spread
+        return {f"val_{k}": v for k, v in distributed.reduce_means(means, len(share[2])).items()}
 
+    batch = distributed.per_rank_batch(args.batch_size)
     settings = FitSettings(epochs=args.epochs, grad_clip=args.grad_clip, quiet=args.smoke,
-                           steps_per_epoch=batch_count(len(tensors["train"][2]), args.batch_size))
-    fit(model, optimizer, run, lambda e: tensor_batches(tensors["train"], args.batch_size, seed=args.seed, epoch=e),
+                           steps_per_epoch=batch_count(len(tensors["train"][2]), batch))
+    fit(net, optimizer, run, lambda e: tensor_batches(tensors["train"], batch, seed=args.seed, epoch=e),
         train_step, evaluate, settings, config.to_dict(), scheduler=scheduler, device=device)
-    return write_artefacts(run, model, data, tensors, args)
+    return distributed.on_rank0(write_artefacts, run, model, data, tensors, args)
 
 
 def trim(stroke5: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor):
@@ -186,25 +199,24 @@ def write_artefacts(run: RunDir, model: SketchGenerator, data, tensors: dict, ar
                                for k in range(len(names))])
     plot_sketch_grid([data.drawings["train"][i] for i in examples], [names[data.labels["train"][i]] for i in examples],
                      run.file("training_examples.png"), ncols=args.grid_per_class,
-                     title=f"training sketches ({data.source.split(':')[0]})")
+                     title=f"training sketches ({short_source(data.source)})")
     plot_curves(records, {"offset loss": ["train_offset_loss", "val_offset_loss"],
                           "pen loss": ["train_pen_loss", "val_pen_loss"],
                           "pen-state accuracy": ["train_pen_acc", "val_pen_acc"]},
-                run.file("curves.png"), title=f"{model.config.describe()} ({data.source.split(':')[0]})")
+                run.file("curves.png"), title=f"{model.config.describe()} ({short_source(data.source)})")
     last = records[-1]
     summary = run.finish({
         **{f"test_{k}": v for k, v in test.items()},
         **{k: last[k] for k in last if k.startswith(("train_", "val_"))},
-        "loss_trend": loss_trend([r["train_loss"] for r in records]),
         "recognisability": recognised, "recognisability_per_class": dict(zip(names, per_class.tolist())),
         "recognisability_by_temperature": by_temperature, "recognizer_test_acc": recognizer_acc,
         "chance": 1 / len(names), "temperature": args.temperature,
         "samples_judged": len(sketches), "mean_sample_rows": float(np.mean([len(s) for s in sketches])),
         "mean_data_rows": float(np.mean([len(d) for d in data.drawings["test"]])),
-        "head": args.head, "epochs": last["epoch"], "parameters": parameter_count(model),
+        "head": args.head, "parameters": count_parameters(model),
         "model_config": model.config.to_dict(), "model": model.config.describe(), "classes": names,
         "n_train": len(data.labels["train"]), "n_val": len(data.labels["val"]), "n_test": len(data.labels["test"]),
-    })
+    }, records)
     print(f"done: test pen accuracy {test['pen_acc']:.2%}, offset loss {test['offset_loss']:.4f}; samples at "
           f"T={args.temperature:g} recognised as their class {recognised:.2%} (chance {1 / len(names):.0%}; the "
           f"recognizer scores {recognizer_acc:.2%} on held-out test sketches of the data) after "

@@ -1,6 +1,7 @@
 """Checkpoints (atomic, weights_only) and the run directory's rules."""
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import UserError
-from common.rundir import RunDir
+from common.rundir import RunDir, read_metrics
 
 
 def test_numpy_state_round_trips_exactly(tmp_path):
@@ -36,8 +37,9 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_load_uses_weights_only(tmp_path):
     torch.save({"model": argparse.Namespace(a=1)}, tmp_path / "unsafe.pt")  # an arbitrary object
-    with pytest.raises(UserError, match="corrupt checkpoint"):
+    with pytest.raises(UserError, match="refused checkpoint .* objects other than tensors") as info:
         load_checkpoint(tmp_path / "unsafe.pt")
+    assert "weights_only=False" not in str(info.value) and "trust" not in str(info.value)
 
 
 def test_truncated_checkpoint_is_a_user_error(tmp_path):
@@ -56,17 +58,18 @@ def _args(out, **overrides):
 
 def test_rundir_writes_config_and_refuses_to_clobber(tmp_path):
     run = RunDir(_args(tmp_path / "r"), data_source="generated: x")
+    assert not (tmp_path / "r").exists()                      # nothing written before the run's first write
+    run.log({"epoch": 1, "loss": 2.0})
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["data_source"] == "generated: x" and config["args"]["lr"] == 0.1
     assert {"git_commit", "hardware", "command"} <= set(config)
-    run.log({"epoch": 1, "loss": 2.0})
     with pytest.raises(UserError, match="already holds a run: add --resume"):
         RunDir(_args(tmp_path / "r"), data_source="generated: x")
     assert run.metrics() == [{"epoch": 1, "loss": 2.0}]  # nothing lost
 
 
 def test_resume_with_other_flags_is_refused(tmp_path):
-    RunDir(_args(tmp_path / "r"), data_source="g")
+    RunDir(_args(tmp_path / "r"), data_source="g").log({"epoch": 1})
     with pytest.raises(UserError, match=r"--lr 0.1 \(now 0.5\)"):
         RunDir(_args(tmp_path / "r", lr=0.5, resume=True), data_source="g")
 
@@ -75,7 +78,76 @@ def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path):
     run = RunDir(_args(tmp_path / "r"), data_source="g")
     for epoch in (1, 2, 3):
         run.log({"epoch": epoch})
-    run.save_checkpoint({"epoch": 2})
+    run.save_checkpoint({"epoch": 2, "model": {}})
     resumed = RunDir(_args(tmp_path / "r", resume=True), data_source="g")
     assert resumed.resume_state()["epoch"] == 2
     assert [r["epoch"] for r in resumed.metrics()] == [1, 2]
+    resumed.log({"epoch": 3})
+    assert [r["epoch"] for r in read_metrics(tmp_path / "r")] == [1, 2, 3]
+
+
+def test_resume_without_a_checkpoint_clears_the_metrics_it_would_repeat(tmp_path):
+    """Killed after the first metrics line and before the first checkpoint: --resume restarts at epoch 1
+    and metrics.jsonl must not hold epochs 1, 1, 2 (issue 17, defect 2)."""
+    RunDir(_args(tmp_path / "r"), data_source="g").log({"epoch": 1})
+    resumed = RunDir(_args(tmp_path / "r", resume=True), data_source="g")
+    assert resumed.resume_state() is None and resumed.metrics() == []
+    resumed.log({"epoch": 1})
+    assert read_metrics(tmp_path / "r") == [{"epoch": 1}]
+
+
+def test_a_foreign_checkpoint_fails_before_anything_changes(tmp_path):
+    """torch.save({'foo': 1}) in --out: one line, and metrics.jsonl and config.json untouched (defect 3)."""
+    run = RunDir(_args(tmp_path / "r"), data_source="g")
+    run.log({"epoch": 1})
+    run.save_checkpoint({"foo": 1})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    resumed = RunDir(_args(tmp_path / "r", resume=True, epochs=5), data_source="other")
+    with pytest.raises(UserError, match="not a checkpoint of this script.*no epoch, model"):
+        resumed.resume_state()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+
+
+def test_overwrite_clears_the_old_run_only_at_the_new_runs_first_write(tmp_path):
+    """--overwrite whose data or model fail to load leaves the previous run whole (defect 9)."""
+    old = RunDir(_args(tmp_path / "r"), data_source="g")
+    old.log({"epoch": 1})
+    old.save_checkpoint({"epoch": 1, "model": {}})
+    RunDir(_args(tmp_path / "r", overwrite=True), data_source="g")       # ... and the new run fails here
+    assert read_metrics(tmp_path / "r") == [{"epoch": 1}] and (tmp_path / "r" / "checkpoint.pt").exists()
+    new = RunDir(_args(tmp_path / "r", overwrite=True), data_source="g")
+    new.log({"epoch": 1, "new": True})
+    assert read_metrics(tmp_path / "r") == [{"epoch": 1, "new": True}]
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_start_removes_temp_files_of_a_killed_checkpoint_write(tmp_path):
+    run = RunDir(_args(tmp_path / "r"), data_source="g")
+    run.save_checkpoint({"epoch": 1, "model": {}})
+    (tmp_path / "r" / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    resumed = RunDir(_args(tmp_path / "r", resume=True), data_source="g")
+    resumed.resume_state()
+    resumed.log({"epoch": 2})
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
+
+
+@pytest.mark.parametrize("make_out", [lambda tmp: (tmp / "afile").write_text("x") and tmp / "afile",
+                                      lambda tmp: (tmp / "afile").write_text("x") and tmp / "afile" / "run",
+                                      lambda tmp: Path("/proc/x/run")])
+def test_an_out_that_cannot_be_a_folder_is_one_line(tmp_path, make_out):
+    with pytest.raises(UserError, match="--out"):
+        RunDir(_args(make_out(tmp_path)), data_source="g").log({"epoch": 1})
+
+
+def test_finish_fills_the_fields_every_training_summary_shares(tmp_path):
+    run = RunDir(_args(tmp_path / "r"), data_source="real: MNIST (60,000 train / 10,000 test) from /x/MNIST/raw")
+    records = [{"epoch": 1, "train_loss": 2.0, "train_seconds": 1.5},
+               {"epoch": 2, "train_loss": 1.0, "train_seconds": 3.0}]
+    summary = run.finish({"test_acc": 0.9, "epochs": 7}, records)
+    saved = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert saved == summary
+    assert summary["data_label"] == "real: MNIST" and summary["data_source"].startswith("real: MNIST (60,000")
+    assert summary["train_seconds"] == 3.0 and summary["loss_trend"].startswith("2→1 ↓")
+    assert summary["epochs"] == 7 and summary["test_acc"] == 0.9   # the caller's entries win
+    bare = RunDir(_args(tmp_path / "s"), data_source="generated: x").finish({"a": 1})
+    assert bare == {"data_source": "generated: x", "data_label": "generated: x", "a": 1}

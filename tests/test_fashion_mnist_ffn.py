@@ -35,6 +35,7 @@ def test_hold_out_is_disjoint_seeded_and_complete():
     assert not np.array_equal(hold_out(1000, 0.1, seed=4)[1], val_idx)
 
 
+@pytest.mark.slow
 def test_real_mode_without_files_names_the_folder(tmp_path):
     done = run_script(str(REPO / "fashion_mnist_ffn/train.py"), "--data", "real", "--data-root",
                       str(tmp_path / "empty"), "--out", str(tmp_path / "run"))
@@ -42,6 +43,7 @@ def test_real_mode_without_files_names_the_folder(tmp_path):
     assert "FashionMNIST not found under" in done.stderr and "FashionMNIST/raw" in done.stderr
 
 
+@pytest.mark.slow
 def test_keras_loader_reads_keras_cache_of_gz_files(tmp_path):
     """keras.datasets.fashion_mnist.load_data() on its cache ($KERAS_HOME/datasets/fashion-mnist)."""
     keras_home = tmp_path / "keras_home"
@@ -66,7 +68,7 @@ def test_keras_loader_real_mode_offline_without_cache_is_a_clear_error(tmp_path,
     monkeypatch.setattr(download, "reachable", lambda url, timeout=5.0: False)
     from common.errors import UserError
 
-    with pytest.raises(UserError, match="not in keras's cache"):
+    with pytest.raises(UserError, match="Fashion-MNIST not found under keras's cache"):
         load_fashion(loader="keras", mode="real", root=tmp_path, seed=0, smoke=False)
     data = load_fashion(loader="keras", mode="auto", root=tmp_path, seed=0, smoke=False)
     assert data.source.startswith("generated")
@@ -90,6 +92,7 @@ def test_one_image_per_class_in_class_order():
     assert found == [0, 1, 2, 3] and [int(g[0, 0]) for g in grid] == [3, 1, 4, 0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "nadam"])
 def test_every_optimizer_learns_the_embedded_set(optimizer, tmp_path):
     lr = {"sgd": 0.05, "momentum": 0.01, "nesterov": 0.01}.get(optimizer, 1e-3)
@@ -109,6 +112,7 @@ def test_squared_error_run_and_artefacts(tmp_path):
     assert abs(np.trace(matrix) / matrix.sum() - summary["test_acc"]) < 1e-12
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     from common.scratch import fit as fit_module
 
@@ -131,6 +135,7 @@ def test_interrupted_then_resumed_matches_an_uninterrupted_run(tmp_path, monkeyp
     assert [r["epoch"] for r in records] == [1, 2, 3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags,message", [(["--val-fraction", "1.5"], "strictly between 0 and 1"),
                                            (["--optimizer", "adagrad"], "invalid choice: 'adagrad'"),
                                            (["--num-layers", "0"], "expected a positive integer")])

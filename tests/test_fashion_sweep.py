@@ -2,6 +2,8 @@
 fashion report reproduced from smoke runs."""
 import json
 
+import pytest
+
 from common.sweep import load_trials
 from fashion_mnist_ffn import sweep
 from tests.conftest import REPO, run_script
@@ -17,6 +19,7 @@ parameters:
 """
 
 
+@pytest.mark.slow
 def test_tiny_grid_sweep_end_to_end_then_resume(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
@@ -44,6 +47,7 @@ def test_tiny_grid_sweep_end_to_end_then_resume(tmp_path):
     assert (out / "trials" / "trial-000" / "summary.json").stat().st_mtime_ns == stamp, "finished trials are kept"
 
 
+@pytest.mark.slow
 def test_smoke_sweep_script_from_another_directory(tmp_path):
     out = tmp_path / "run"
     done = run_script(str(REPO / "fashion_mnist_ffn/sweep.py"), "--smoke", "--out", str(out), cwd=tmp_path)
@@ -53,6 +57,7 @@ def test_smoke_sweep_script_from_another_directory(tmp_path):
     assert (out / "config.json").exists() and (out / "metrics.jsonl").read_text().count("\n") == sweep.SMOKE_TRIALS
 
 
+@pytest.mark.slow
 def test_a_parameter_that_is_not_a_train_flag_is_named(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text(TINY.replace("optimizer:", "optimiser:"))
@@ -62,6 +67,7 @@ def test_a_parameter_that_is_not_a_train_flag_is_named(tmp_path):
     assert "sweep parameter optimiser is not a train.py flag" in done.stderr
 
 
+@pytest.mark.slow
 def test_offline_bayes_is_refused_with_the_way_out(tmp_path):
     done = run_script(str(REPO / "fashion_mnist_ffn/sweep.py"), "--method", "bayes", "--smoke",
                       "--out", str(tmp_path / "r"))
@@ -73,6 +79,7 @@ def test_trial_argv_maps_params_to_flags():
     assert argv == ["--num-layers", "3", "--hidden", "64", "32", "--lr", "0.001", "--smoke"]
 
 
+@pytest.mark.slow
 def test_smoke_reproduction_writes_the_fashion_report(tmp_path):
     runs, reports = tmp_path / "runs", tmp_path / "reports"
     done = run_script(str(REPO / "reproduce.py"), "fashion_mnist_ffn", "--smoke", "--runs-dir", str(runs),

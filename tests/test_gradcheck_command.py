@@ -7,6 +7,7 @@ from mnist_scratch import gradcheck
 from tests.conftest import REPO, run_script
 
 
+@pytest.mark.slow
 def test_gradcheck_command_passes_and_covers_every_component():
     done = run_script(str(REPO / "mnist_scratch" / "gradcheck.py"))
     assert done.returncode == 0, done.stderr

@@ -10,11 +10,12 @@ import torchvision
 
 from common import download
 from common.datasets import CIFAR10_NAMES
+from common.models import count_parameters
 from common.errors import UserError, run_cli
 from common.formats import write_cifar_batch
 from common.torch_fit import tensor_batches
 from kd_cifar10 import train
-from common.classify import count_parameters, evaluate_classifier
+from common.classify import evaluate_classifier
 from common.images import AUGMENTATIONS, cutout, load_tensors, random_flip, shift_crop
 from kd_cifar10.gradients import GradientMonitor
 from kd_cifar10.model import (BLOCKS, NORMS, CNNConfig, FlexibleCNN, build_model, model_config,
@@ -215,6 +216,7 @@ def test_transfer_model_rebuilds_from_its_checkpoint_config():
     torch.testing.assert_close(rebuilt(x), model(x))
 
 
+@pytest.mark.slow
 def test_imagenet_weights_missing_offline_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_hub"))
     monkeypatch.setattr(download, "reachable", lambda url, timeout=0: False)
@@ -242,6 +244,7 @@ def test_smoke_mlp_on_mnist_in_process(tmp_path):
         assert (out / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_smoke_pretrained_path_from_another_directory(tmp_path, resnet18_file):
     out = tmp_path / "transfer"
     done = run_script(str(REPO / "kd_cifar10/train.py"), "--smoke", "--pretrained", str(resnet18_file),
@@ -256,6 +259,7 @@ def test_smoke_pretrained_path_from_another_directory(tmp_path, resnet18_file):
     assert isinstance(rebuilt, TransferResNet18) and rebuilt.config.finetune == "frozen"
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, monkeypatch):
     flags = ["--smoke", "--augment", "crop_flip_cutout", "--schedule", "cosine", "--epochs", "2"]
     train.main([*flags, "--out", str(tmp_path / "whole")])

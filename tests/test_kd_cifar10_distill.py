@@ -107,6 +107,7 @@ def smoke_run(tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_every_artefact_and_the_table(smoke_run):
     out, summary = smoke_run
     for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "curves.png",
@@ -125,6 +126,7 @@ def test_smoke_run_writes_every_artefact_and_the_table(smoke_run):
     assert table.count("student distilled") == 2 and f"{teacher['parameters']:,}" in table
 
 
+@pytest.mark.slow
 def test_top_checkpoint_rebuilds_the_distilled_student_without_the_cli(smoke_run):
     out, summary = smoke_run
     from common.checkpoint import load_checkpoint
@@ -137,6 +139,7 @@ def test_top_checkpoint_rebuilds_the_distilled_student_without_the_cli(smoke_run
     assert result["test_acc"] == pytest.approx(summary["distilled"][-1]["test_acc"])
 
 
+@pytest.mark.slow
 def test_loaded_teacher_is_not_retrained_and_scores_the_same(smoke_run, tmp_path):
     out, summary = smoke_run
     again = distill.main(["--smoke", "--out", str(tmp_path / "reuse"), "--teacher",
@@ -145,6 +148,7 @@ def test_loaded_teacher_is_not_retrained_and_scores_the_same(smoke_run, tmp_path
     assert again["teacher"]["seed"] is None and not (tmp_path / "reuse" / "teacher").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_mid_phase_gives_the_same_metrics(smoke_run, tmp_path, monkeypatch):
     whole, summary = smoke_run
     real_evaluate, calls = distill.evaluate, {"n": 0}
@@ -171,7 +175,8 @@ def test_resume_after_an_interruption_mid_phase_gives_the_same_metrics(smoke_run
 
 @pytest.mark.parametrize("flags, message", [
     (["--alpha", "1.5"], "--alpha must lie in [0, 1]"),
-    (["--teacher", "/nonexistent/checkpoint.pt"], "no checkpoint at"),
+    pytest.param(["--teacher", "/nonexistent/checkpoint.pt"], "no checkpoint at",  # makes the data set first
+                 marks=pytest.mark.slow),
     (["--loss", "nope"], "invalid choice: 'nope'"),
     (["--s-layers", "1", "1"], "--s-layers: expected 4 arguments"),
 ])
@@ -182,11 +187,13 @@ def test_bad_inputs_are_one_line(flags, message, tmp_path, capsys):
     assert exit_.value.code == 2 and message in err and err.strip().count("\n") == 0
 
 
+@pytest.mark.slow
 def test_the_script_reports_a_user_error_in_one_line(tmp_path):
     done = run_script(str(REPO / "kd_cifar10" / "distill.py"), "--smoke", "--alpha", "-1", "--out", str(tmp_path))
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path):
     """torchrun --nproc_per_node=2 with the global batch 32 (16 per rank) = 1 process with batch 32.
     GroupNorm (per-example statistics) makes the two exactly the same computation up to float sums."""
@@ -205,6 +212,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_report_builds_from_the_smoke_run(smoke_run, tmp_path):
     out, _ = smoke_run
     specs = distill_report.runs(quick=True)

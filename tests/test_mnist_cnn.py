@@ -17,6 +17,7 @@ def test_cnn_smoke_writes_filters_and_receptive_fields(tmp_path):
     assert summary["receptive_fields"][-1] == {"layer": "pool1", "field": 4, "jump": 2}
 
 
+@pytest.mark.slow
 def test_cnn_learns_on_the_embedded_digits(tmp_path):
     summary = train.main(["--data", "generated", "--model", "cnn", "--channels", "8", "--hidden", "32",
                           "--epochs", "3", "--out", str(tmp_path / "r")])

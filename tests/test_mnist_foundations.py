@@ -17,6 +17,7 @@ SHARED_FLAGS = ("--epochs", "--batch-size", "--lr", "--seed", "--device", "--dat
                 "--wandb", "--resume", "--overwrite", "--smoke")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SCRIPTS))
 def test_smoke_run_from_another_directory_writes_every_artefact(name, tmp_path):
     out = tmp_path / "run"
@@ -30,6 +31,7 @@ def test_smoke_run_from_another_directory_writes_every_artefact(name, tmp_path):
     assert config["args"]["smoke"] is True and summary["data_source"] == config["data_source"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SCRIPTS))
 def test_bad_flag_is_one_line_and_help_lists_the_shared_flags(name):
     done = run_script(str(REPO / "mnist_scratch" / f"{name}.py"), "--no-such-flag")
@@ -48,6 +50,7 @@ def test_activation_derivatives_match_centred_differences():
     assert activations.check("sigmoid", x)[2]["max_derivative"] == pytest.approx(0.25)
 
 
+@pytest.mark.slow
 def test_activations_command_fails_in_one_line_when_the_tolerance_is_unreachable(tmp_path):
     done = run_script(str(REPO / "mnist_scratch" / "activations.py"), "--tolerance", "1e-30",
                       "--out", str(tmp_path / "r"), cwd=tmp_path)

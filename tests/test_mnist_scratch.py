@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -74,6 +75,7 @@ def test_divergence_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, mo
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_diverging_run_prints_one_line(tmp_path):
     done = run_script(SCRIPT, "--data", "generated", "--epochs", "2", "--hidden", "8", "--out", str(tmp_path / "r"),
                       "--lr", "1e30", "--optimizer", "sgd")
@@ -81,6 +83,7 @@ def test_diverging_run_prints_one_line(tmp_path):
     assert done.returncode == 3
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     flags = ["--data", "generated", "--gd", "sgd", "--hidden", "16", "--epochs", "6", "--seed", "3"]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
@@ -115,12 +118,14 @@ def assert_one_line_error(done, *fragments):
         assert fragment in lines[0]
 
 
+@pytest.mark.slow
 def test_data_real_without_files_is_one_line(tmp_path):
     done = run_script(SCRIPT, "--data", "real", "--data-root", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
     assert_one_line_error(done, "MNIST not found under", "put the files there")
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_idx_is_one_line_and_loses_nothing(mnist_root, tmp_path):
     out = tmp_path / "r"
     assert run_script(SCRIPT, "--data", "real", "--data-root", str(mnist_root), "--epochs", "1", "--hidden", "8",
@@ -134,15 +139,61 @@ def test_corrupt_idx_is_one_line_and_loses_nothing(mnist_root, tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten_silently(tmp_path):
     out = tmp_path / "r"
-    assert run_script(SCRIPT, "--data", "generated", "--epochs", "1", "--hidden", "8", "--out", str(out)).returncode == 0
+    flags = ("--data", "generated", "--epochs", "1", "--hidden", "8", "--out", str(out))
+    assert run_script(SCRIPT, *flags).returncode == 0
     before = (out / "summary.json").read_bytes()
     done = run_script(SCRIPT, "--data", "generated", "--epochs", "1", "--hidden", "8", "--out", str(out))
     assert_one_line_error(done, "already holds a run", "--resume", "--overwrite")
     assert (out / "summary.json").read_bytes() == before
 
 
-def test_wandb_offline_writes_its_run_under_the_run_directory(tmp_path):
-    train.main(["--smoke", "--wandb", "offline", "--out", str(tmp_path / "r")])
-    assert list((tmp_path / "r" / "wandb").glob("offline-run-*"))
+def wandb_offline_records(path):
+    """The protobuf records of an offline run's run-<id>.wandb file (wandb's LevelDB-style log:
+    a 7-byte header, then 32 KiB blocks of records, each with a 7-byte checksum/length/type header)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, payload = path.read_bytes(), 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:            # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0:
+            break
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        payload = chunk if kind in (1, 2) else payload + chunk  # FULL, FIRST / MIDDLE, LAST
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            yield record
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_the_config_and_every_logged_metric(tmp_path):
+    out = tmp_path / "r"
+    summary = train.main(["--smoke", "--wandb", "offline", "--out", str(out)])
+    (run_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
+    history, config, final = [], {}, {}
+    for record in wandb_offline_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history.append({_key(item): json.loads(item.value_json) for item in record.history.item})
+        elif kind in ("run", "config"):
+            items = record.run.config.update if kind == "run" else record.config.update
+            config.update({_key(item): json.loads(item.value_json) for item in items})
+        elif kind == "summary":
+            final.update({_key(item): json.loads(item.value_json) for item in record.summary.update})
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == len(logged) == 2
+    for row, line in zip(history, logged):
+        assert {k: row[k] for k in line} == line
+    assert config["args"] == json.loads((out / "config.json").read_text())["args"]
+    assert final["test_acc"] == summary["test_acc"] and final["parameters"] == summary["parameters"]

@@ -3,6 +3,7 @@ import importlib
 
 import pytest
 
+from common.errors import UserError
 from reproduce import assignments
 from tests.conftest import REPO, run_script
 
@@ -15,6 +16,7 @@ def test_every_assignment_declares_runs_and_a_builder():
         assert callable(module.build)
 
 
+@pytest.mark.slow
 def test_smoke_reproduction_then_report_only(tmp_path):
     runs, reports = tmp_path / "runs", tmp_path / "reports"
     common = ["--smoke", "--runs-dir", str(runs), "--reports-dir", str(reports)]
@@ -41,6 +43,7 @@ def test_smoke_reproduction_then_report_only(tmp_path):
     assert summary.stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_report_only_without_runs_is_a_clear_error(tmp_path):
     done = run_script(str(REPO / "reproduce.py"), "mnist_scratch", "--smoke", "--report-only",
                       "--runs-dir", str(tmp_path / "none"), "--reports-dir", str(tmp_path / "rep"))
@@ -48,8 +51,29 @@ def test_report_only_without_runs_is_a_clear_error(tmp_path):
     assert "--report-only: run" in done.stderr and "missing or unfinished" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,message", [([], "name an assignment or pass --all"),
                                           (["nope"], "unknown assignment nope")])
 def test_bad_assignment_names(argv, message):
     done = run_script(str(REPO / "reproduce.py"), *argv)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_report_only_for_all_prints_one_short_line_per_failure(tmp_path, capsys):
+    """Issue 17, defect 12: `--all --report-only` without runs gave one ~1 KB line."""
+    import reproduce
+
+    with pytest.raises(UserError, match=r"of \d+ failed \(.*\): their errors are above") as info:
+        reproduce.main(["--all", "--report-only", "--runs-dir", str(tmp_path / "none"),
+                        "--reports-dir", str(tmp_path / "rep")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == len(reproduce.assignments()) and all(len(line) < 300 for line in lines)
+    assert len(str(info.value)) < 300
+
+
+def test_an_unwritable_reports_dir_is_one_line(tmp_path):
+    import reproduce
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="--reports-dir .* is a file, not a folder"):
+        reproduce.main(["mnist_scratch", "--report-only", "--reports-dir", str(tmp_path / "file" / "rep")])

@@ -43,6 +43,7 @@ def test_defaults_resolve_out_dir_and_wandb(monkeypatch):
     assert args.out == REPO_ROOT / "runs" / "demo" / "lr0.1"
     assert args.wandb == "off" and args.data == "auto" and args.epochs == 3
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setattr("common.tracking.reachable", lambda url, timeout=None: True)  # wandb's server answers
     assert _parse([]).wandb == "online"
     assert _parse(["--smoke"]).wandb == "off"  # smoke never logs unless asked
 
@@ -61,3 +62,55 @@ def test_bad_values_exit_2_with_one_line(argv, message, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.fixture
+def restore_threads():
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+    threadpool_limits(limits=before, user_api="blas")
+
+
+@pytest.mark.parametrize("cores, load, local_world, expected", [
+    (2, 0.1, "1", 2),      # idle: every core
+    (2, 1.2, "1", 1),      # one competing process: the free core
+    (2, 5.0, "1", 1),      # overloaded: never fewer than one
+    (16, 3.4, "4", 3),     # torchrun's four local processes share the 13 free cores
+])
+def test_auto_threads_take_the_free_cores(monkeypatch, restore_threads, cores, load, local_world, expected):
+    import os
+
+    from common import runtime
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(runtime, "busy_cores", lambda: load)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
+    assert runtime.set_cpu_threads("auto") == expected
+    assert torch.get_num_threads() == expected
+
+
+def test_threads_flag_is_applied_and_recorded(restore_threads):
+    import os
+
+    from threadpoolctl import threadpool_info
+
+    from common import runtime
+
+    assert 0 <= runtime.busy_cores(0.05) <= (os.cpu_count() or 1) + 0.01
+    args = _parse(["--threads", "1"])
+    assert args.threads == 1 and torch.get_num_threads() == 1
+    assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
+    assert _parse(["--smoke"]).threads == 1          # smoke runs: one thread, whatever the load
+
+
+@pytest.mark.parametrize("argv, message", [(["--threads", "0"], "positive integer"),
+                                           (["--threads", "many"], "invalid"),
+                                           (["--seed", "-1"], "integer >= 0")])
+def test_bad_threads_or_seed_is_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1

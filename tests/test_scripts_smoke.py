@@ -13,6 +13,7 @@ def test_there_are_scripts_to_check():
     assert "mnist_scratch/train.py" in TRAIN_SCRIPTS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", TRAIN_SCRIPTS)
 def test_smoke_run_writes_every_artefact_from_another_directory(script, tmp_path):
     out = tmp_path / "run"
@@ -26,6 +27,7 @@ def test_smoke_run_writes_every_artefact_from_another_directory(script, tmp_path
     assert json.loads((out / "summary.json").read_text())["data_source"] == config["data_source"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", TRAIN_SCRIPTS)
 def test_unknown_flag_is_one_line(script):
     done = run_script(script, "--no-such-flag")
@@ -34,6 +36,7 @@ def test_unknown_flag_is_one_line(script):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", TRAIN_SCRIPTS)
 def test_help_lists_the_shared_flags(script):
     done = run_script(script, "--help")

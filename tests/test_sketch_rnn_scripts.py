@@ -4,10 +4,13 @@ import json
 import os
 
 import pytest
+import torch
 from PIL import Image
 
 from common.rundir import RunDir
 from sketch_rnn import train
+from sketch_rnn.recognizer import load_recognizer, predict
+from sketch_rnn.sample import load_generator
 from sketch_rnn.shapes import generated_lines
 from tests.conftest import REPO, run_script
 
@@ -30,9 +33,20 @@ def test_smoke_run_writes_samples_gif_and_recognizer(smoke_run):
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     for key in ("train_offset_loss", "train_pen_loss", "train_pen_acc", "val_offset_loss", "val_pen_acc"):
         assert key in record
-    assert 0 <= summary["recognisability"] <= 1 and summary["chance"] == pytest.approx(0.2)
+    assert summary["chance"] == pytest.approx(0.2)
+    # recognisability recomputed from the saved generator and recognizer: same seed, same sketches
+    seed = json.loads((out / "config.json").read_text())["args"]["seed"]
+    generator = load_generator(out / "checkpoint.pt", torch.device("cpu"))
+    recognizer, _ = load_recognizer(out / "recognizer.pt")
+    sketches, requested = train.generate_sketches(generator, 2, summary["temperature"], seed)
+    hits = [len(s) > 0 and p == r for s, p, r in zip(sketches, predict(recognizer, sketches), requested)]
+    assert summary["samples_judged"] == len(hits) == 2 * len(summary["classes"])
+    assert summary["recognisability"] == pytest.approx(sum(hits) / len(hits))
+    per_class = list(summary["recognisability_per_class"].values())
+    assert summary["recognisability"] == pytest.approx(sum(per_class) / len(per_class))
 
 
+@pytest.mark.slow
 def test_sample_script_writes_grid_and_gif_and_says_when_there_is_no_display(smoke_run, tmp_path):
     out, _ = smoke_run
     env_display = os.environ.pop("DISPLAY", None), os.environ.pop("WAYLAND_DISPLAY", None)
@@ -51,6 +65,7 @@ def test_sample_script_writes_grid_and_gif_and_says_when_there_is_no_display(smo
         assert gif.size[0] > 0 and gif.n_frames >= 1  # an untrained model may end its sketches at once
 
 
+@pytest.mark.slow
 def test_sample_script_errors_are_one_line(tmp_path):
     missing = run_script(str(REPO / "sketch_rnn/sample.py"), "--checkpoint", str(tmp_path / "none.pt"))
     assert missing.returncode == 2 and "no checkpoint" in missing.stderr and "Traceback" not in missing.stderr
@@ -70,6 +85,7 @@ def _raw_root(tmp_path, classes, count=12, corrupt=False):
     return tmp_path / "data"
 
 
+@pytest.mark.slow
 def test_real_format_files_train_end_to_end_and_an_interrupted_run_resumes_to_the_same_numbers(
         tmp_path, monkeypatch):
     root = _raw_root(tmp_path, ["circle", "square"])
@@ -91,6 +107,7 @@ def test_real_format_files_train_end_to_end_and_an_interrupted_run_resumes_to_th
         assert resumed[key] == pytest.approx(whole[key], rel=1e-5), key
 
 
+@pytest.mark.slow
 def test_corrupt_ndjson_is_a_one_line_error(tmp_path):
     root = _raw_root(tmp_path, ["star"], corrupt=True)
     done = run_script(str(REPO / "sketch_rnn/train.py"), "--data", "real", "--data-root", str(root), "--classes",

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from common.errors import TrainingDiverged, UserError
-from common.sweep import (METHODS, TrialResult, grid_trials, load_sweep, load_sweep_config, load_trials,
-                          make_trials, random_trials, run_local_sweep, run_wandb_sweep, sample_params)
-from common.sweep_analysis import (analyse, describe_findings, levels, plot_importance, plot_metric_by_param,
-                                   plot_parallel_coordinates, runs_table)
+from common.sweep import TrialResult, load_sweep, load_trials, run_local_sweep, run_wandb_sweep
+from common.sweep_config import METHODS, grid_trials, load_sweep_config, make_trials, random_trials, sample_params
+from common.sweep_analysis import analyse, describe_findings, levels, runs_table
+from common.sweep_plots import plot_importance, plot_metric_by_param, plot_parallel_coordinates
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -4,9 +4,11 @@ import argparse
 import pytest
 import torch
 
-from common.errors import TrainingDiverged
-from common.rundir import RunDir
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.errors import TrainingDiverged, UserError
+from common.rundir import RunDir, read_metrics
+from common import distributed
+from common.torch_fit import FitSettings, all_finite, batch_count, fit, order_batches, tensor_batches
 
 
 def _args(out, resume=False, epochs=4):
@@ -21,10 +23,11 @@ def _problem():
     return x, y
 
 
-def _train(out, epochs, resume=False, lr=0.1):
+def _train(out, epochs, resume=False, lr=0.1, model=None, blow_up_at=None):
     x, y = _problem()
     torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 2))
+    model = model or torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 2))
+    steps = []
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
     run = RunDir(_args(out, resume, epochs), data_source="generated: test")
@@ -33,6 +36,9 @@ def _train(out, epochs, resume=False, lr=0.1):
         xb, yb = batch
         logits = model(xb)
         loss = torch.nn.functional.cross_entropy(logits, yb)
+        steps.append(1)
+        if blow_up_at is not None and len(steps) >= blow_up_at:   # a finite loss that has run away
+            loss = loss * 1e9
         correct = (logits.argmax(1) == yb).sum()
         return loss, {"loss": loss.detach() * len(yb), "acc": correct, "n": torch.tensor(len(yb))}
 
@@ -67,3 +73,82 @@ def test_tensor_batches_cover_every_example_once_in_a_seeded_order():
     assert sorted(first.tolist()) == list(range(10)) and torch.equal(first, again)
     assert not torch.equal(first, other)
     assert batch_count(10, 3) == 4 and len(list(tensor_batches((x,), 3, seed=0, epoch=0, drop_last=True))) == 3
+
+
+def test_order_batches_keep_a_sampler_order_in_one_process():
+    x = torch.arange(10) * 10
+    assert [b.tolist() for (b,) in order_batches((x,), torch.tensor([3, 3, 7, 1, 0]), 2)] == [[30, 30], [70, 10], [0]]
+
+
+def test_one_process_launch_and_helpers_are_plain(tmp_path, capsys):
+    """Without torchrun's variables, launch() joins no group and the helpers pass their input through
+    (tests/test_torchrun_scripts.py runs them in two processes)."""
+    args = _args(tmp_path / "run", epochs=2)
+    args.device, args.batch_size, args.sync_bn = "cpu", 6, True
+    with distributed.launch(args) as info:
+        print("rank 0 prints")
+        assert (info.rank, info.world_size, info.device, info.is_main) == (0, 1, "cpu", True)
+        assert distributed.reduce_means({"acc": 0.25}, 8) == {"acc": 0.25}
+        assert torch.equal(distributed.gather(torch.arange(3)), torch.arange(3))
+        assert distributed.shard([1, 2, 3]) == [1, 2, 3] and distributed.rank_seed(7) == 7
+        assert distributed.on_rank0(lambda a, b=0: a + b, 1, b=2) == 3
+        run = distributed.run_dir(args, data_source="generated: test", device="cpu")
+        assert isinstance(run, RunDir)
+    assert "rank 0 prints" in capsys.readouterr().out and not distributed.is_distributed()
+
+
+def test_follower_reads_rank0s_metrics_and_checkpoint(tmp_path):
+    records = _train(tmp_path / "run", 2)
+    follower = distributed.FollowerRun(tmp_path / "run", resume=True)
+    assert follower.metrics() == records and follower.resume_state()["epoch"] == 2
+    assert distributed.FollowerRun(tmp_path / "run", resume=False).resume_state() is None
+
+
+def test_nan_before_any_checkpoint_claims_none_is_kept(tmp_path):
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written") as info:
+        _train(tmp_path / "nan", 2, lr=float("nan"))
+    assert "kept" not in str(info.value) and not (tmp_path / "nan" / "checkpoint.pt").exists()
+
+
+def test_a_finite_loss_that_explodes_stops_and_keeps_the_finite_checkpoint(tmp_path):
+    """Issue 17, defect 7: loss 3e18 with exit 0 is a divergence; the kept checkpoint is finite everywhere."""
+    with pytest.raises(TrainingDiverged, match=r"exploded to .* in epoch 2; the last good checkpoint \(epoch 1\)"):
+        _train(tmp_path / "boom", 4, blow_up_at=8)          # 6 steps an epoch: step 8 is in epoch 2
+    state = load_checkpoint(tmp_path / "boom" / "checkpoint.pt")
+    assert state["epoch"] == 1 and all_finite(state["model"])
+    assert [r["epoch"] for r in read_metrics(tmp_path / "boom")] == [1]
+
+
+def test_non_finite_buffers_stop_the_run_before_they_reach_a_checkpoint(tmp_path):
+    class InfBuffer(torch.nn.Module):          # a BatchNorm whose running variance overflowed, loss still finite
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(5, 2)
+            self.register_buffer("running_var", torch.ones(2))
+
+        def forward(self, x):
+            if self.training:
+                self.running_var.mul_(1e30)
+            return self.linear(x)
+
+    with pytest.raises(TrainingDiverged, match="parameters or buffers became NaN or infinite in epoch 1; no "
+                                               "checkpoint"):
+        _train(tmp_path / "buf", 2, model=InfBuffer())
+    assert not (tmp_path / "buf" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("foreign", [{"foo": 1}, "model"])
+def test_resume_from_a_foreign_checkpoint_is_one_line_and_touches_nothing(tmp_path, foreign):
+    """Defect 3: a checkpoint without the keys, or of another model, fails before metrics or config change."""
+    _train(tmp_path / "r", 2)
+    if foreign == "model":     # a valid checkpoint of a different network
+        other = torch.nn.Linear(3, 3)
+        state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")
+        save_checkpoint(tmp_path / "r" / "checkpoint.pt", {**state, "model": other.state_dict()})
+    else:
+        save_checkpoint(tmp_path / "r" / "checkpoint.pt", foreign)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    with pytest.raises(UserError, match="not a checkpoint of this script|does not fit this run's model") as info:
+        _train(tmp_path / "r", 4, resume=True)
+    assert "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before

@@ -5,19 +5,21 @@ Every decoder works one step at a time on a state dict whose tensors all have th
 beam search reorders hypotheses with one index_select per tensor."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from common.models import ModelConfig
 
 PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
 SPECIALS = (PAD, SOS, EOS, UNK)
 State = dict[str, torch.Tensor]
 
 
-@dataclass
-class Seq2SeqConfig:
+@dataclass(frozen=True)
+class Seq2SeqConfig(ModelConfig):
     model: str                      # key of MODELS
     tgt_vocab: list[str]            # program tokens, SPECIALS first
     src_vocab: list[str] = field(default_factory=list)   # words (GloVe encoders); empty for BERT
@@ -26,9 +28,6 @@ class Seq2SeqConfig:
     hidden: int = 128
     dropout: float = 0.2
     bert_layers: int | None = None  # keep only the first N layers of the BERT encoder
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def describe(self) -> str:
         encoder = f"BERT ({self.bert.rsplit('/', 2)[-2] if self.bert.count('/') > 1 else self.bert})" \
@@ -194,7 +193,3 @@ def sequence_loss(logits: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor
                            reduction="sum")
     correct = ((logits.argmax(-1) == gold) & real).sum()
     return loss, real.sum(), correct
-
-
-def parameter_count(model: nn.Module, trainable_only: bool = True) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -51,7 +51,8 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
     tf_rows = []
     for value, run in TEACHER_FORCING.items():
         s = results[run].summary
-        tf_rows.append([value, pct(s["exact_match"]), pct(s["exec_acc"]), f"{s['train_loss']:.3f}", f"{s['test_loss']:.3f}"])
+        tf_rows.append([value, pct(s["exact_match"]), pct(s["exec_acc"]),
+                        f"{s['train_loss']:.3f}", f"{s['test_loss']:.3f}"])
     curves = copy_figure(models[best_name], "curves.png", report_dir, f"{best_name}_curves.png")
     any_run = next(iter(models.values()))
     quick_bert = models["bert_finetuned"].config["args"].get("bert_layers")
@@ -59,7 +60,8 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
         "## The four models", "",
         f"Data: {any_run.config['data_source']}. Execution accuracy: the predicted program, run on the problem's "
         f"numbers, lands within {best['tolerance']:.0%} (relative) of the correct option's value; exact match: "
-        f"the program's tokens equal the gold program's. Greedy decoding (beam 1); seed {any_run.config['args']['seed']}.", "",
+        "the program's tokens equal the gold program's. "
+        f"Greedy decoding (beam 1); seed {any_run.config['args']['seed']}.", "",
         markdown_table(["model", "flag", "encoder -> decoder", "epochs", "train time", "exact match", "execution acc",
                         "train loss"], rows), "",
         f"BERT encoder: `{Path(any_run.config['args']['bert'] or models['bert_frozen'].config['args']['bert']).name}`"
@@ -71,7 +73,8 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
         "## Teacher forcing", "",
         "Model 2 (GloVe + Bi-LSTM, attention decoder) with the probability of feeding the gold token at each "
         "training step (`--teacher-forcing`); otherwise the model's own previous prediction is fed:", "",
-        markdown_table(["teacher forcing", "exact match", "execution acc", "final train loss", "test loss"], tf_rows), "",
+        markdown_table(["teacher forcing", "exact match", "execution acc", "final train loss", "test loss"],
+                       tf_rows), "",
         "## Beam size", "",
         f"The best model by execution accuracy ({MODELS[best_name].title}), decoded with length-normalised beam "
         "search (score = sum log p / length); beam 1 is greedy decoding:", "",

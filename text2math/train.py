@@ -4,6 +4,7 @@
     python text2math/train.py --model bert_frozen                      # the packaged MiniLM encoder
     python text2math/train.py --model bert_finetuned --bert bert-base-uncased --bert-lr 2e-5
     python text2math/train.py --teacher-forcing 0.6 --beam-sizes 1 10 20
+    torchrun --nproc_per_node=4 text2math/train.py --model bert_frozen   # DDP; --batch-size is the global batch
 """
 from __future__ import annotations
 
@@ -16,32 +17,38 @@ if __package__ in (None, ""):
 
 import torch
 
+from common import distributed
 from common.cli import make_parser, non_negative_float, open_fraction, parse_args, positive_float, positive_int
+from common.data_source import short_source
 from common.errors import UserError, run_cli
-from common.metrics import loss_trend
 from common.plots import plot_curves
 from common.rundir import RunDir
-from common.runtime import choose_device, seed_everything
+from common.runtime import seed_everything
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
 from text2math.bert import default_bert, load_bert
 from text2math.data import load_mathqa, read_glove
-from text2math.evaluate import decode, score_predictions
-from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig, parameter_count, sequence_loss
+from text2math.evaluation import decode, score_predictions
+from common.models import count_parameters
+from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig, sequence_loss
 from text2math.vocab import encode_sources, encode_targets, glove_matrix, source_vocab, target_vocab
 
 ASSIGNMENT = "text2math"
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=6, batch_size=64, lr=3e-3)
+    parser = make_parser(__doc__.splitlines()[0], epochs=6, batch_size=64, lr=3e-3,
+                         batch_size_help="GLOBAL mini-batch size, split over torchrun's processes "
+                                         "(default: %(default)s)")
     add = parser.add_argument
-    add("--model", choices=list(MODELS), default="glove_attention", help="which of the four models (default: %(default)s)")
+    add("--model", choices=list(MODELS), default="glove_attention",
+        help="which of the four models (default: %(default)s)")
     add("--glove", type=Path, default=None,
         help="GloVe text file (default: <data-root>/glove/glove.6B.50d.txt or glove.6B.50d.5k.txt when present; "
              "else embeddings are learned from scratch)")
     add("--bert", default=None, help="BERT name or folder (default: the packaged all-MiniLM-L6-v2, offline)")
     add("--bert-layers", type=positive_int, default=None, help="keep only the first N BERT layers (default: all)")
-    add("--bert-lr", type=positive_float, default=5e-5, help="learning rate of a fine-tuned BERT (default: %(default)s)")
+    add("--bert-lr", type=positive_float, default=5e-5,
+        help="learning rate of a fine-tuned BERT (default: %(default)s)")
     add("--teacher-forcing", type=non_negative_float, default=0.9,
         help="probability of feeding the gold token (else the model's own) at each step (default: %(default)s)")
     add("--beam-sizes", type=positive_int, nargs="+", default=[1],
@@ -79,12 +86,18 @@ def main(argv=None) -> dict:
     args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
     if args.smoke:
         args.epochs, args.hidden_size, args.emb_dim = min(args.epochs, 2), 16, 16
-    spec = MODELS[args.model]
-    is_bert = spec.encoder == "bert"
+    is_bert = MODELS[args.model].encoder == "bert"
     args.bert = (args.bert or default_bert()) if is_bert else args.bert
     if args.teacher_forcing > 1:
         raise UserError(f"--teacher-forcing is a probability: got {args.teacher_forcing}")
-    device = torch.device(choose_device(args.device))
+    with distributed.launch(args) as info:
+        return train(args, info)
+
+
+def train(args, info: distributed.DistInfo) -> dict:
+    spec = MODELS[args.model]
+    is_bert = spec.encoder == "bert"
+    device = torch.device(info.device)
     seed_everything(args.seed)
     data = load_mathqa(args.data, args.data_root, seed=args.seed, smoke=args.smoke,
                        n_generated=args.n_generated, test_fraction=args.test_fraction)
@@ -117,8 +130,11 @@ def main(argv=None) -> dict:
         model.encoder.cached = True
     train_tensors = tuple(t.to(device) for t in (src_train, mask_train, tgt_train))
     test_tensors = tuple(t.to(device) for t in (src_test, mask_test, tgt_test))
-    run = RunDir(args, data_source=data.source, device=device.type)
-    print(f"{ASSIGNMENT}: {config.describe()}{embedding_note}; {parameter_count(model):,} trainable parameters; "
+    # a fine-tuned trunk's pooler is trained by no loss: DDP must not wait for its gradients
+    net = distributed.wrap_model(model, info.device, find_unused_parameters=is_bert and not spec.freeze_encoder)
+    run = distributed.run_dir(args, data_source=data.source, device=device.type)
+    trained = count_parameters(model, trainable_only=True)
+    print(f"{ASSIGNMENT}: {config.describe()}{embedding_note}; {trained:,} trainable parameters; "
           f"{len(train_problems):,} train ({len(data.train) - len(train_problems)} longer than "
           f"{args.max_program_len} tokens dropped) / {len(data.test):,} test; teacher forcing "
           f"{args.teacher_forcing:g}; data: {data.source}")
@@ -126,21 +142,23 @@ def main(argv=None) -> dict:
 
     def train_step(batch):
         src, mask, tgt = trim(*batch)
-        logits = model(src, mask, tgt, teacher_forcing=args.teacher_forcing)
+        logits = net(src, mask, tgt, teacher_forcing=args.teacher_forcing)
         loss_sum, tokens, correct = sequence_loss(logits, tgt)
         return loss_sum / tokens.clamp(min=1), {"n": tokens, "loss": loss_sum.detach(), "token_acc": correct}
 
-    def evaluate(epoch: int) -> dict:
-        return {**teacher_forced_loss(model, test_tensors),
-                **{f"test_{k}": v for k, v in score_predictions(
-                    decode(model, test_tensors[:2], config, beam=1, max_len=args.max_program_len),
-                    data.test, config, args.tolerance).items() if k in ("exact_match", "exec_acc")}}
+    def evaluate(epoch: int) -> dict:   # each rank a strided share of the test problems
+        share, problems = tuple(distributed.shard(t) for t in test_tensors), distributed.shard(data.test)
+        scores = score_predictions(decode(model, share[:2], config, beam=1, max_len=args.max_program_len),
+                                   problems, config, args.tolerance)
+        return {**teacher_forced_loss(model, share), **distributed.reduce_means(
+            {f"test_{k}": scores[k] for k in ("exact_match", "exec_acc")}, len(problems))}
 
+    batch = distributed.per_rank_batch(args.batch_size)
     settings = FitSettings(epochs=args.epochs, grad_clip=args.grad_clip, quiet=args.smoke,
-                           steps_per_epoch=batch_count(len(train_problems), args.batch_size))
-    fit(model, optimizer, run, lambda epoch: tensor_batches(train_tensors, args.batch_size, seed=args.seed, epoch=epoch),
+                           steps_per_epoch=batch_count(len(train_problems), batch))
+    fit(net, optimizer, run, lambda epoch: tensor_batches(train_tensors, batch, seed=args.seed, epoch=epoch),
         train_step, evaluate, settings, config.to_dict(), device=device)
-    return write_artefacts(run, model, data, config, test_tensors, args)
+    return distributed.on_rank0(write_artefacts, run, model, data, config, test_tensors, args)
 
 
 def trim(src: torch.Tensor, mask: torch.Tensor, tgt: torch.Tensor):
@@ -177,14 +195,14 @@ def teacher_forced_loss(model: Seq2Seq, tensors, batch: int = 128) -> dict:
         part = trim(src[i:i + batch], mask[i:i + batch], tgt[i:i + batch])
         loss_sum, tokens, _ = sequence_loss(model(*part), part[2])
         total, count = total + float(loss_sum), count + int(tokens)
-    return {"test_loss": total / max(count, 1)}
+    return distributed.reduce_means({"test_loss": total / max(count, 1)}, count)   # over every rank's tokens
 
 
 def write_artefacts(run: RunDir, model: Seq2Seq, data, config: Seq2SeqConfig, test_tensors, args) -> dict:
     records = run.metrics()
     plot_curves(records, {"loss (per program token)": ["train_loss", "test_loss"],
                           "accuracy": ["train_token_acc", "test_exact_match", "test_exec_acc"]},
-                run.file("curves.png"), title=f"{config.describe()} ({data.source.split(':')[0]})")
+                run.file("curves.png"), title=f"{config.describe()} ({short_source(data.source)})")
     model.eval()
     beams = {}
     for beam in args.beam_sizes:
@@ -200,13 +218,13 @@ def write_artefacts(run: RunDir, model: Seq2Seq, data, config: Seq2SeqConfig, te
         "model": args.model, "title": MODELS[args.model].title, "description": config.describe(),
         "exact_match": first["exact_match"], "exec_acc": first["exec_acc"], "beams": beams,
         "teacher_forcing": args.teacher_forcing, "train_loss": last["train_loss"], "test_loss": last["test_loss"],
-        "loss_trend": loss_trend([r["train_loss"] for r in records]), "epochs": last["epoch"],
-        "train_seconds": last["train_seconds"], "parameters": parameter_count(model),
+        "parameters": count_parameters(model, trainable_only=True),
         "n_train": len(data.train), "n_test": len(data.test), "tolerance": args.tolerance,
         "model_config": {k: v for k, v in config.to_dict().items() if not k.endswith("vocab")},
-    })
-    print("done: " + ", ".join(f"beam {b}: exact match {s['exact_match']:.2%}, execution accuracy {s['exec_acc']:.2%}"
-                                for b, s in beams.items()) + f" on {len(data.test):,} test problems; run directory {run.path}")
+    }, records)
+    scores = ", ".join(f"beam {b}: exact match {s['exact_match']:.2%}, execution accuracy {s['exec_acc']:.2%}"
+                       for b, s in beams.items())
+    print(f"done: {scores} on {len(data.test):,} test problems; run directory {run.path}")
     return summary
 
 

@@ -15,7 +15,8 @@ from common.errors import UserError
 def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
     out = (size + 2 * pad - kernel) // stride + 1
     if out <= 0:
-        raise UserError(f"a {kernel}-wide window with stride {stride} and padding {pad} does not fit an input of {size}")
+        raise UserError(f"a {kernel}-wide window with stride {stride} and padding {pad} "
+                        f"does not fit an input of {size}")
     return out
 
 

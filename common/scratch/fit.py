@@ -12,9 +12,9 @@ from typing import Callable, Mapping
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from common.errors import TrainingDiverged
+from common.errors import TrainingDiverged, UserError
 from common.metrics import accuracy
-from common.rundir import RunDir
+from common.rundir import CHECKPOINT, RunDir
 from common.scratch.optim import Optimizer
 from common.scratch.schedules import SCHEDULES
 from common.scratch.trainer import evaluate, train_epoch
@@ -23,7 +23,7 @@ Split = tuple[np.ndarray, np.ndarray]  # (x (N, D...), y (N,))
 
 
 @dataclass(frozen=True)
-class FitSettings:
+class ScratchFitSettings:
     epochs: int
     lr: float                 # base learning rate; the schedule scales it per epoch
     lr_schedule: str          # a key of SCHEDULES
@@ -44,30 +44,37 @@ def blas_threads_for(batch_size: int, has_conv: bool = False) -> int | None:
 
 
 def fit(net, optimizer: Optimizer, states: dict, run: RunDir, train: Split, eval_splits: Mapping[str, Split],
-        settings: FitSettings, model_config: dict) -> list[dict]:
+        settings: ScratchFitSettings, model_config: dict) -> list[dict]:
     """Train from the last checkpoint (when --resume found one) to `settings.epochs`; returns all
     records."""
     start_epoch, elapsed = 0, 0.0
-    resumed = run.resume_state(as_numpy=True)
+    resumed = run.resume_state(as_numpy=True, required=("epoch", "elapsed", "model", "optimizer"))
     if resumed is not None:
-        net.load_state_dict(resumed["model"])
+        try:
+            net.load_state_dict(resumed["model"])
+        except (KeyError, ValueError, TypeError, AttributeError) as err:
+            raise UserError(f"{run.path / CHECKPOINT} does not fit this network ({str(err)[:200]}); resume with "
+                            f"the flags it was started with, or start over with --overwrite") from None
         states.clear()
         states.update(resumed["optimizer"])
         start_epoch, elapsed = int(resumed["epoch"]), float(resumed["elapsed"])
         print(f"resuming {run.path.name} after epoch {start_epoch}")
 
     x_train, y_train = train
+    kept, reference = start_epoch, None
     for epoch in range(start_epoch, settings.epochs):
         optimizer.lr = SCHEDULES[settings.lr_schedule](settings.lr, epoch, settings.epochs)
         tic = time.perf_counter()
         try:
             with threadpool_limits(limits=settings.blas_threads, user_api="blas"):
-                train_epoch(net, optimizer, states, x_train, y_train, batch_size=settings.batch_size,
-                            rng=np.random.default_rng([settings.seed, 4, epoch]), loss_fn=settings.loss_fn,
-                            l2=settings.l2, epoch=epoch + 1, quiet=settings.quiet)
+                reference = train_epoch(net, optimizer, states, x_train, y_train, batch_size=settings.batch_size,
+                                        rng=np.random.default_rng([settings.seed, 4, epoch]),
+                                        loss_fn=settings.loss_fn, l2=settings.l2, epoch=epoch + 1,
+                                        quiet=settings.quiet, reference=reference)
         except TrainingDiverged as err:
-            raise TrainingDiverged(f"{err}; the last good checkpoint (epoch {epoch}) is kept in "
-                                   f"{run.path}; lower --lr") from None
+            kept_note = (f"the last good checkpoint (epoch {kept}) is kept in {run.path}" if kept else
+                         "no checkpoint was written (it diverged before the first epoch ended)")
+            raise TrainingDiverged(f"{err}; {kept_note}; lower --lr") from None
         elapsed += time.perf_counter() - tic
         record = {"epoch": epoch + 1, "lr": optimizer.lr}
         for split, (x, y) in {"train": train, **eval_splits}.items():
@@ -77,6 +84,7 @@ def fit(net, optimizer: Optimizer, states: dict, run: RunDir, train: Split, eval
         run.log(record)
         run.save_checkpoint({"epoch": epoch + 1, "elapsed": elapsed, "model_config": model_config,
                              "model": net.state_dict(), "optimizer": states})
+        kept = epoch + 1
         if not settings.quiet:
             print(f"epoch {epoch + 1:>3}/{settings.epochs}  " + "  ".join(
                 f"{split} loss {record[f'{split}_loss']:.4f} acc {record[f'{split}_acc']:.4f}"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.divergence import explosion_limit
 from common.errors import TrainingDiverged
 from common.progress import progress
 from common.scratch.optim import Optimizer
@@ -48,9 +49,10 @@ def init_states(net, optimizer: Optimizer) -> dict[str, dict]:
 
 def train_epoch(net, optimizer: Optimizer, states: dict, x: np.ndarray, y: np.ndarray, *,
                 batch_size: int, rng: np.random.Generator, loss_fn, l2: float = 0.0,
-                epoch: int = 0, quiet: bool = False) -> float:
-    """One pass over (x, y) in shuffled mini-batches; returns the mean batch loss.
-    Raises TrainingDiverged at the first non-finite loss."""
+                epoch: int = 0, quiet: bool = False, reference: float | None = None) -> float:
+    """One pass over (x, y) in shuffled mini-batches; returns the mean batch loss. Raises TrainingDiverged at
+    the first non-finite loss, or one past common.divergence.explosion_limit(reference) (the reference:
+    the previous epoch's mean loss, or this epoch's first step loss when None)."""
     n = len(y)
     order = rng.permutation(n) if batch_size < n else None
     params = net.params()
@@ -61,6 +63,10 @@ def train_epoch(net, optimizer: Optimizer, states: dict, x: np.ndarray, y: np.nd
             loss = _step(net, optimizer, states, params, x, y, order, start, batch_size, loss_fn, l2)
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"the loss became {loss} at epoch {epoch}, step {step}")
+            reference = loss if reference is None else reference
+            if loss > explosion_limit(reference):
+                raise TrainingDiverged(f"the loss exploded to {loss:.3g} (from {reference:.3g}) at epoch {epoch}, "
+                                       f"step {step}")
             total += loss
             batches += 1
     return total / max(batches, 1)

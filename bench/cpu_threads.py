@@ -1,0 +1,89 @@
+"""CPU threads: one training epoch of three default models at 1 thread, at every core and at `--threads auto`,
+each on the idle machine and beside a competing CPU-bound process that this script starts and stops itself.
+
+    python bench/cpu_threads.py                 # three workloads x three settings x idle/busy (about 10 min idle)
+    python bench/cpu_threads.py --workloads sketch_rnn
+
+Each cell runs the assignment's own train.py for one epoch in a fresh process (`--epochs 1 --threads N`, the
+embedded generated data, everything else default) and reads that epoch's training seconds from its
+metrics.jsonl (evaluation and start-up are not counted). It prints the seconds and the ratios that matter:
+busy / idle for each setting (how far a busy machine pushes it off), and each setting against `auto`.
+Run it on an otherwise idle machine: other work running at the same time is a competitor it does not know of.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import REPO_ROOT
+from common.cli import OneLineParser
+from common.errors import UserError, run_cli
+
+# workload -> the train.py command (without --threads/--out) whose one epoch is timed
+WORKLOADS = {
+    "sketch_rnn": ["sketch_rnn/train.py", "--data", "generated", "--eval-per-class", "2", "--grid-per-class", "1"],
+    "text2math": ["text2math/train.py", "--data", "generated"],
+    "kd_cifar10_resnet18_w16": ["kd_cifar10/train.py", "--data", "generated", "--width", "16",
+                                "--train-size", "2000", "--no-log-grad-norms"],
+}
+COMPETITOR = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
+
+
+def epoch_seconds(command: list[str], threads: str, out: Path) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    argv = [sys.executable, str(REPO_ROOT / command[0]), *command[1:], "--epochs", "1", "--threads", threads,
+            "--out", str(out), "--overwrite", "--wandb", "off"]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"{command[0]} failed with --threads {threads}: {tail}")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return float(records[-1]["train_seconds"])
+
+
+def measure(name: str, command: list[str], settings: dict[str, str], scratch: Path) -> dict[tuple[str, str], float]:
+    seconds = {}
+    for condition in ("idle", "busy"):
+        competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR]) if condition == "busy" else None
+        try:
+            for label, threads in settings.items():
+                seconds[condition, label] = epoch_seconds(command, threads, scratch / f"{label}_{condition}")
+                print(f"  {name:<32} {condition:<5} {label:<10} {seconds[condition, label]:7.1f} s", flush=True)
+        finally:
+            if competitor is not None:
+                competitor.kill()
+                competitor.wait()
+    return seconds
+
+
+def main(argv=None) -> None:
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS),
+                        help="which default models to time (default: all)")
+    args = parser.parse_args(argv)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    settings = {"1 thread": "1", f"{cores} threads": str(cores), "auto": "auto"}
+    print(f"one training epoch, seconds ({cores} cores; busy = beside one competing CPU-bound process)")
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.workloads:
+            seconds = measure(name, WORKLOADS[name], settings, Path(scratch) / name.split()[0])
+            rows.append((name, seconds))
+    print(f"\n{'workload':<32} {'setting':<10} {'idle s':>7} {'busy s':>7} {'busy/idle':>9} "
+          f"{'idle/auto':>9} {'busy/auto':>9}")
+    for name, seconds in rows:
+        for label in settings:
+            idle, busy = seconds["idle", label], seconds["busy", label]
+            print(f"{name:<32} {label:<10} {idle:7.1f} {busy:7.1f} {busy / idle:9.2f} "
+                  f"{idle / seconds['idle', 'auto']:9.2f} {busy / seconds['busy', 'auto']:9.2f}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

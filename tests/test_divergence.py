@@ -1,0 +1,38 @@
+"""Issue 17, defect 7: a diverging run stops, in every training script, whether its loss becomes NaN or
+explodes while staying finite; it never claims a checkpoint it did not write, and what it keeps is finite."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from common.checkpoint import load_checkpoint
+from common.divergence import diverged, explosion_limit
+from common.errors import TrainingDiverged
+from common.torch_fit import all_finite
+
+SCRIPTS = ["fashion_mnist_ffn.train", "mnist_scratch.train", "sketch_rnn.train", "text2math.train",
+           "kd_cifar10.train", "cifar100_multitask.train"]
+
+
+def test_the_explosion_limit_scales_with_the_reference_and_handles_negative_losses():
+    assert explosion_limit(2.3) == pytest.approx(2.3 + 230)
+    assert explosion_limit(-5.0) == pytest.approx(-5.0 + 500)     # a mixture NLL can be negative
+    assert explosion_limit(0.001) == pytest.approx(100.001)       # near-zero losses: an absolute floor
+    assert "no checkpoint was written" in diverged("x", 1, 0, None)
+    assert "(epoch 3) is kept in /r" in diverged("x", 4, 3, "/r")
+
+
+@pytest.mark.parametrize("module", SCRIPTS)
+def test_a_huge_learning_rate_stops_the_run_in_one_line(module, tmp_path):
+    script = importlib.import_module(module)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"(exploded to|became) .* in epoch|at epoch") as info:
+        script.main(["--smoke", "--lr", "1e6", "--out", str(out)])
+    message = str(info.value)
+    assert "\n" not in message and "lower --lr" in message
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists():
+        assert "is kept in" in message and all_finite(load_checkpoint(checkpoint)["model"])
+    else:
+        assert "no checkpoint was written" in message

@@ -1,0 +1,89 @@
+"""Issue 17's run-level probes over every train.py (in-process, --smoke): a foreign or mismatched checkpoint,
+a kill between the first metrics line and the first checkpoint, an --out that cannot be a folder, a negative
+seed. Each is one clear error with nothing of the earlier run touched, or a clean continuation."""
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.errors import UserError
+from common.rundir import read_metrics
+from tests.conftest import REPO
+
+SCRIPTS = sorted(p.parent.name for p in REPO.glob("*/train.py"))
+
+
+def _main(folder: str):
+    return importlib.import_module(f"{folder}.train").main
+
+
+def _snapshot(out):
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+def _first_run(folder: str, out) -> None:
+    """A finished two-epoch smoke run to resume from."""
+    _main(folder)(["--smoke", "--epochs", "2", "--out", str(out)])
+    assert (out / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", SCRIPTS)
+def test_a_foreign_checkpoint_is_one_line_and_leaves_the_run_untouched(folder, tmp_path):
+    out = tmp_path / "run"
+    _first_run(folder, out)
+    save_checkpoint(out / "checkpoint.pt", {"foo": 1})
+    before = _snapshot(out)
+    with pytest.raises(UserError, match="not a checkpoint of this script") as info:
+        _main(folder)(["--smoke", "--epochs", "3", "--resume", "--out", str(out)])
+    assert "\n" not in str(info.value)
+    assert _snapshot(out) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", SCRIPTS)
+def test_another_models_checkpoint_is_one_line_and_leaves_the_run_untouched(folder, tmp_path):
+    out = tmp_path / "run"
+    _first_run(folder, out)
+    state = load_checkpoint(out / "checkpoint.pt")
+    weights = {f"other.{i}": value for i, value in enumerate(state["model"].values())}  # same data, other names
+    save_checkpoint(out / "checkpoint.pt", {**state, "model": weights})
+    before = _snapshot(out)
+    with pytest.raises(UserError, match="does not fit") as info:
+        _main(folder)(["--smoke", "--epochs", "3", "--resume", "--out", str(out)])
+    assert "\n" not in str(info.value)
+    assert _snapshot(out) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", SCRIPTS)
+def test_killed_before_the_first_checkpoint_then_resumed_holds_each_epoch_once(folder, tmp_path):
+    """Defect 2: epoch 1 in metrics.jsonl, no checkpoint yet, --resume: epochs 1, 2, not 1, 1, 2."""
+    out = tmp_path / "run"
+    _first_run(folder, out)
+    first = read_metrics(out)[0]
+    (out / "checkpoint.pt").unlink()
+    (out / "summary.json").unlink()
+    (out / "metrics.jsonl").write_text(json.dumps(first) + "\n")
+    _main(folder)(["--smoke", "--epochs", "2", "--resume", "--out", str(out)])
+    assert [r["epoch"] for r in read_metrics(out)] == [1, 2]
+
+
+@pytest.mark.parametrize("folder", SCRIPTS)
+@pytest.mark.parametrize("argv, message", [(["--seed", "-1"], "integer >= 0"), (["--threads", "0"], "positive")])
+def test_bad_shared_flags_are_one_line(folder, argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        _main(folder)(["--smoke", *argv])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("folder", SCRIPTS)
+def test_an_out_that_is_a_file_is_one_line(folder, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        _main(folder)(["--smoke", "--out", str(tmp_path / "taken" / "run")])
+    assert (tmp_path / "taken").read_text() == "not a folder"
