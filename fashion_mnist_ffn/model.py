@@ -7,22 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.models import ModelConfig
-from common.scratch.network import Sequential, mlp
+from common.scratch.network import MLPConfig, Sequential, mlp
 
 
 @dataclass(frozen=True)
-class FFNConfig(ModelConfig):
-    inputs: int = 784
+class FFNConfig(MLPConfig):
+    """The shared NumPy MLP with this assignment's default hidden layers."""
     hidden: tuple[int, ...] = (256, 128)
-    classes: int = 10
-    activation: str = "relu"
-    init: str = "he"
-    eval_batch = 8192  # examples per forward pass when evaluating
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        return (self.inputs, *self.hidden, self.classes)
 
     def describe(self) -> str:
         return "→".join(map(str, self.sizes)) + f" {self.activation} FFN ({self.init} init)"
@@ -31,10 +22,6 @@ class FFNConfig(ModelConfig):
 def hidden_sizes(num_layers: int, hidden_size: int, explicit: list[int] | None) -> tuple[int, ...]:
     """--hidden 256 128 when given, else --num-layers copies of --hidden-size (the seed's flags)."""
     return tuple(explicit) if explicit else (hidden_size,) * num_layers
-
-
-def parameter_count(config: FFNConfig) -> int:
-    return sum(a * b + b for a, b in zip(config.sizes[:-1], config.sizes[1:]))
 
 
 def build_model(config: FFNConfig, seed: int, dtype=np.float32) -> Sequential:

@@ -30,7 +30,7 @@ from common.scratch.optim import OPTIMIZERS, build_optimizer
 from common.scratch.schedules import SCHEDULES
 from common.scratch.trainer import evaluate, init_states
 from fashion_mnist_ffn.data import LOADERS, load_fashion, one_per_class
-from fashion_mnist_ffn.model import FFNConfig, build_model, hidden_sizes, parameter_count
+from fashion_mnist_ffn.model import FFNConfig, build_model, hidden_sizes
 
 ASSIGNMENT = "fashion_mnist_ffn"
 
@@ -118,7 +118,7 @@ def write_artefacts(run: RunDir, net, data, args, config: FFNConfig) -> dict:
         "train_acc": last["train_acc"], "test_acc": test_acc, "test_loss": test.loss,
         "test_macro_f1": macro_f1(data.y_test, test.predictions),
         "train_loss": last["train_loss"], "val_loss": last["val_loss"],
-        "parameters": parameter_count(config), "model_config": config.to_dict(), "model": config.describe(),
+        "parameters": config.parameter_count(), "model_config": config.to_dict(), "model": config.describe(),
         "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size, "loss": args.loss,
         "l2": args.l2, "confusion": matrix.tolist(), "classes": data.classes,
         "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test),

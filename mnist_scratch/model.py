@@ -9,6 +9,7 @@ import numpy as np
 
 from common.errors import UserError
 from common.models import ModelConfig
+from common.scratch.network import MLPConfig as ScratchMLPConfig
 from common.scratch.network import (Activation, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Reshape,
                                     Sequential, mlp)
 
@@ -16,21 +17,9 @@ POOLS = {"max": MaxPool2D, "avg": AvgPool2D}
 
 
 @dataclass(frozen=True)
-class MLPConfig(ModelConfig):
-    inputs: int = 784
-    hidden: tuple[int, ...] = (128, 64)
-    classes: int = 10
-    activation: str = "relu"
-    init: str = "he"
+class MLPConfig(ScratchMLPConfig):
+    """The seed's network (784 -> 128 -> 64 -> 10, ReLU) by default; `kind` tells checkpoints apart."""
     kind: str = "mlp"
-    eval_batch = 8192  # examples per forward pass when evaluating
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        return (self.inputs, *self.hidden, self.classes)
-
-    def describe(self) -> str:
-        return "→".join(map(str, self.sizes)) + f" {self.activation} MLP"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 
 from fashion_mnist_ffn import train
 from fashion_mnist_ffn.data import hold_out, load_fashion, one_per_class
-from fashion_mnist_ffn.model import FFNConfig, build_model, hidden_sizes, parameter_count
+from fashion_mnist_ffn.model import FFNConfig, build_model, hidden_sizes
 from tests.conftest import REPO, run_script, write_mnist_layout
 
 
@@ -81,7 +81,7 @@ def test_hidden_layer_flags_build_the_network():
     net = build_model(config, seed=0)
     shapes = [w.shape for w in net.params().values()]
     assert shapes == [(784, 32), (32,), (32, 16), (16,), (16, 10), (10,)]
-    assert parameter_count(config) == sum(int(np.prod(s)) for s in shapes)
+    assert config.parameter_count() == sum(int(np.prod(s)) for s in shapes)
     assert FFNConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 

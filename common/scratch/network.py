@@ -2,11 +2,13 @@
 '<index>.<name>' (e.g. '0.w', '0.b') for optimizers, L2 and checkpoints."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from common.errors import UserError
+from common.models import ModelConfig
 from common.scratch import conv
 from common.scratch.init import INITS
 from common.scratch.layers import ACTIVATIONS, affine_backward, affine_forward
@@ -153,6 +155,28 @@ class Sequential:
                 raise UserError(f"checkpoint does not fit this network: {name} expects {value.shape}, "
                                 f"found {found}")
             value[...] = state[name]
+
+
+@dataclass(frozen=True)
+class MLPConfig(ModelConfig):
+    """A fully connected classifier on this engine: inputs -> hidden layers -> classes (softmax), the
+    activation after every hidden layer. mnist_scratch's MLP and fashion_mnist_ffn's FFN are this network."""
+    inputs: int = 784
+    hidden: tuple[int, ...] = (128, 64)
+    classes: int = 10
+    activation: str = "relu"
+    init: str = "he"
+    eval_batch = 8192  # examples per forward pass when evaluating
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (self.inputs, *self.hidden, self.classes)
+
+    def parameter_count(self) -> int:
+        return sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+
+    def describe(self) -> str:
+        return "→".join(map(str, self.sizes)) + f" {self.activation} MLP"
 
 
 def mlp(sizes: Sequence[int], activation: str, init: str, rng: np.random.Generator,
