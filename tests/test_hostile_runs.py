@@ -87,3 +87,12 @@ def test_an_out_that_is_a_file_is_one_line(folder, tmp_path):
     with pytest.raises(UserError, match="is a file, not a folder"):
         _main(folder)(["--smoke", "--out", str(tmp_path / "taken" / "run")])
     assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_sample_script_out_that_is_a_file_is_one_line(tmp_path):
+    from sketch_rnn import sample
+
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        sample.main(["--smoke", "--out", str(tmp_path / "taken")])
+    assert (tmp_path / "taken").read_text() == "not a folder"
