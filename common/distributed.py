@@ -105,8 +105,8 @@ def add_sync_bn_flag(parser: argparse.ArgumentParser) -> None:
 
 def run_dir(args: argparse.Namespace, *, data_source: str, device: str) -> "RunDir | FollowerRun":
     """Rank 0's RunDir (it alone writes; config.json records the device type, "cuda" for "cuda:0");
-    on the other ranks a FollowerRun of the same folder, made once rank 0 has prepared it (an
-    --overwrite has deleted the old checkpoint)."""
+    on the other ranks a FollowerRun of the same folder, made once rank 0 has checked it (RunDir writes
+    nothing before its first record, so an --overwrite that fails early leaves the old run whole)."""
     kind = str(device).split(":")[0]
     run = RunDir(args, data_source=data_source, device=kind) if is_main_process() else None
     barrier()
