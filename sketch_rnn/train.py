@@ -24,7 +24,7 @@ import torch
 from common import distributed
 from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
 from common.data_source import short_source
-from common.errors import run_cli
+from common.errors import UserError, run_cli
 from common.plots import plot_curves
 from common.rundir import RunDir
 from common.runtime import seed_everything
@@ -166,8 +166,12 @@ def judge(run_path: Path, data, seed: int, quiet: bool):
     """The recognizer cached in the run directory, trained on this data source's train split if absent."""
     path = run_path / RECOGNIZER_FILE
     if path.exists():
-        recognizer, state = load_recognizer(path)
-        if state["data_source"] == data.source:
+        try:
+            recognizer, state = load_recognizer(path)
+        except UserError as err:    # an older format or a damaged file: it is a cache, so train it again
+            print(f"note: retraining the recognizer ({err})")
+            state = {}
+        if state.get("data_source") == data.source:
             return recognizer, state["test_acc"]
     recognizer, test_acc = train_recognizer((data.drawings["train"], data.labels["train"]),
                                             (data.drawings["test"], data.labels["test"]), data.classes,

@@ -96,3 +96,14 @@ def test_sample_script_out_that_is_a_file_is_one_line(tmp_path):
     with pytest.raises(UserError, match="is a file, not a folder"):
         sample.main(["--smoke", "--out", str(tmp_path / "taken")])
     assert (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_a_stale_or_damaged_recognizer_cache_is_retrained(tmp_path):
+    """sketch_rnn keeps its recognizer in the run folder as a cache: an old-format or damaged file is replaced."""
+    from sketch_rnn import train
+
+    out = tmp_path / "run"
+    train.main(["--smoke", "--out", str(out)])
+    save_checkpoint(out / "recognizer.pt", {"config": {"classes": []}, "model": {}})   # the format before 2026-12
+    train.main(["--smoke", "--epochs", "3", "--resume", "--out", str(out)])
+    assert "model_config" in load_checkpoint(out / "recognizer.pt")
