@@ -1,0 +1,238 @@
+"""Slot Attention (Locatello et al., 2020): a CNN encoder with a 2D positional encoding, iterative slot
+attention, and a Spatial Broadcast Decoder that turns each slot into an RGB image and a mask logit.
+
+The pieces stay apart so a later assignment can reuse them: `SlotEncoder` (image -> slots, the
+encoder + `SlotAttention`) is what slot_diffusion imports with a different decoder;
+`SpatialBroadcastDecoder` (slots -> per-slot RGB and masks) is this assignment's decoder;
+`SlotAutoencoder` joins the two and `reconstruction_loss` is its MSE.
+
+CPU economy: the encoder downsamples by `encoder_stride` (train.py's default 4: a 16x16 feature map at
+64x64), and the decoder broadcasts each slot on a `broadcast` x `broadcast` grid (8; the paper's CLEVR
+decoder also starts at 8x8) and doubles it with nearest upsampling + 3x3 convolutions up to
+`decoder_size` (train.py's default 32), whose 4 output channels are bilinearly upsampled to the image.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    image_size: int = 64
+    channels: int = 3
+    slots: int = 11
+    iterations: int = 3
+    slot_dim: int = 64
+    encoder_channels: int = 64
+    encoder_stride: int = 2        # 1 or 2: the feature map is image_size / encoder_stride square
+    mlp_hidden: int = 128          # slot attention's residual MLP
+    broadcast: int = 8             # the decoder's first grid; doubled until image_size
+    decoder_channels: int = 32
+    decoder_size: int = 0          # the decoder's CNN stops at this size (0: image_size), then bilinear x up
+    implicit_grad: bool = False    # backpropagate through the last iteration only (Chang et al., 2022)
+    epsilon: float = 1e-8
+
+    def __post_init__(self):
+        steps = math.log2(self.image_size / self.broadcast)
+        if self.broadcast > self.image_size or steps != int(steps):
+            raise ValueError(f"image size {self.image_size} must be the broadcast grid {self.broadcast} "
+                             f"times a power of two")
+        if self.encoder_stride not in (1, 2, 4) or self.image_size % self.encoder_stride:
+            raise ValueError(f"encoder stride must be 1, 2 or 4 and divide the image size, got {self.encoder_stride}")
+        out = self.output_size
+        if not (self.broadcast <= out <= self.image_size) or math.log2(out / self.broadcast) % 1 \
+                or self.image_size % out:
+            raise ValueError(f"decoder size {out} must lie between the broadcast grid {self.broadcast} and the image "
+                             f"size {self.image_size}, a power-of-two multiple of the grid")
+
+    @property
+    def output_size(self) -> int:
+        return self.decoder_size or self.image_size
+
+    @property
+    def feature_size(self) -> int:
+        return self.image_size // self.encoder_stride
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SlotConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def describe(self) -> str:
+        upsample = f", bilinear to {self.image_size}" if self.output_size != self.image_size else ""
+        return (f"CNN encoder {self.encoder_channels}ch -> {self.feature_size}x{self.feature_size} features, "
+                f"{self.slots} slots x {self.slot_dim}, {self.iterations} iterations, broadcast decoder "
+                f"{self.broadcast}->{self.output_size}{upsample} ({self.decoder_channels}ch)")
+
+
+def coordinate_grid(size: int, device=None) -> torch.Tensor:
+    """(size, size, 4): x, y, 1-x, 1-y in [0, 1] (the paper's build_grid)."""
+    ramp = torch.linspace(0.0, 1.0, size, device=device)
+    y, x = torch.meshgrid(ramp, ramp, indexing="ij")
+    return torch.stack([x, y, 1 - x, 1 - y], dim=-1)
+
+
+class SoftPositionEmbed(nn.Module):
+    """Adds a learned linear projection of the coordinate grid to a channels-last feature map."""
+
+    def __init__(self, dim: int, size: int):
+        super().__init__()
+        self.project = nn.Linear(4, dim)
+        self.register_buffer("grid", coordinate_grid(size), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:   # (B, H, W, D)
+        return features + self.project(self.grid)
+
+
+class SlotAttention(nn.Module):
+    """Slots compete for the inputs: softmax over slots, weighted mean over inputs, GRU update and a
+    residual MLP, `iterations` times. Equivariant in the slots, invariant to the order of the inputs."""
+
+    def __init__(self, slots: int, dim: int, iterations: int = 3, mlp_hidden: int = 128, epsilon: float = 1e-8,
+                 implicit_grad: bool = False):
+        super().__init__()
+        self.slots, self.dim, self.iterations, self.epsilon = slots, dim, iterations, epsilon
+        self.implicit_grad = implicit_grad
+        self.scale = dim ** -0.5
+        # the paper's initialisation (Xavier-uniform for both): sigma starts near 1, so the K initial
+        # slots differ enough to break their symmetry early (sigma ~ 0.1 leaves them identical for long)
+        self.mu = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, dim)))
+        self.log_sigma = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, dim)))
+        self.norm_inputs, self.norm_slots, self.norm_mlp = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.gru = nn.GRUCell(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_hidden), nn.ReLU(), nn.Linear(mlp_hidden, dim))
+
+    def initial_slots(self, batch: int, generator: torch.Generator | None = None, slots: int | None = None
+                      ) -> torch.Tensor:
+        """(B, K, D) draws from the learned Gaussian N(mu, sigma^2)."""
+        noise = torch.randn(batch, slots or self.slots, self.dim, device=self.mu.device, generator=generator)
+        return self.mu + self.log_sigma.exp() * noise.to(self.mu.dtype)
+
+    def forward(self, inputs: torch.Tensor, slots: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs (B, N, D) -> slots (B, K, D), attention (B, K, N) of the last iteration (sums to 1
+        over the slots at every input)."""
+        inputs = self.norm_inputs(inputs)
+        k, v = self.to_k(inputs), self.to_v(inputs)
+        if slots is None:
+            slots = self.initial_slots(inputs.shape[0], generator)
+        batch, count, dim = slots.shape
+        attention = inputs.new_zeros(batch, count, inputs.shape[1])
+        for iteration in range(self.iterations):
+            if self.implicit_grad and iteration == self.iterations - 1:
+                slots = slots.detach()   # the fixed-point gradient: only the last iteration is differentiated
+            previous = slots
+            q = self.to_q(self.norm_slots(slots))
+            attention = torch.softmax(torch.einsum("bkd,bnd->bkn", q, k) * self.scale, dim=1)
+            weights = attention + self.epsilon
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+            updates = torch.einsum("bkn,bnd->bkd", weights, v)
+            slots = self.gru(updates.reshape(-1, dim), previous.reshape(-1, dim)).reshape(batch, count, dim)
+            slots = slots + self.mlp(self.norm_mlp(slots))
+        return slots, attention
+
+
+class Encoder(nn.Module):
+    """Image (B, C, H, W) in [0, 1] -> input vectors (B, N, D): CNN, positional encoding, flatten,
+    LayerNorm + MLP."""
+
+    def __init__(self, c: SlotConfig):
+        super().__init__()
+        width = c.encoder_channels
+        first, second = (2, 2) if c.encoder_stride == 4 else (1, c.encoder_stride)
+        self.cnn = nn.Sequential(
+            nn.Conv2d(c.channels, width, 5, stride=first, padding=2), nn.ReLU(),
+            nn.Conv2d(width, width, 5, stride=second, padding=2), nn.ReLU(),
+            nn.Conv2d(width, width, 5, padding=2), nn.ReLU(),
+            nn.Conv2d(width, c.slot_dim, 5, padding=2), nn.ReLU())
+        self.position = SoftPositionEmbed(c.slot_dim, c.feature_size)
+        self.mlp = nn.Sequential(nn.LayerNorm(c.slot_dim), nn.Linear(c.slot_dim, c.slot_dim), nn.ReLU(),
+                                 nn.Linear(c.slot_dim, c.slot_dim))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.cnn(images * 2 - 1).permute(0, 2, 3, 1)        # (B, h, w, D)
+        features = self.position(features).flatten(1, 2)                # (B, N, D)
+        return self.mlp(features)
+
+
+class SlotEncoder(nn.Module):
+    """Image -> slots: the part slot_diffusion reuses."""
+
+    def __init__(self, config: SlotConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.slot_attention = SlotAttention(config.slots, config.slot_dim, config.iterations, config.mlp_hidden,
+                                            config.epsilon, config.implicit_grad)
+
+    def forward(self, images: torch.Tensor, slots: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.slot_attention(self.encoder(images), slots, generator)
+
+
+class SpatialBroadcastDecoder(nn.Module):
+    """Each slot tiled over a broadcast grid with the positional encoding -> CNN (upsampling x2 per
+    stage to the image size) -> RGB + one mask logit per pixel."""
+
+    def __init__(self, c: SlotConfig):
+        super().__init__()
+        self.config = c
+        width = c.decoder_channels
+        self.position = SoftPositionEmbed(c.slot_dim, c.broadcast)
+        layers: list[nn.Module] = [nn.Conv2d(c.slot_dim, width, 3, padding=1), nn.ReLU()]
+        for _ in range(int(math.log2(c.output_size // c.broadcast))):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        layers += [nn.Conv2d(width, c.channels + 1, 3, padding=1)]
+        self.cnn = nn.Sequential(*layers)
+
+    def forward(self, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """slots (B, K, D) -> rgb (B, K, C, H, W) in about [0, 1], mask logits (B, K, 1, H, W)."""
+        batch, count, dim = slots.shape
+        size = self.config.broadcast
+        grid = slots.reshape(batch * count, 1, 1, dim).expand(-1, size, size, -1)
+        out = self.cnn(self.position(grid).permute(0, 3, 1, 2))
+        if self.config.output_size != self.config.image_size:
+            out = F.interpolate(out, size=self.config.image_size, mode="bilinear", align_corners=False)
+        out = out.reshape(batch, count, *out.shape[1:])
+        return (out[:, :, :-1] + 1) / 2, out[:, :, -1:]
+
+
+class SlotAutoencoder(nn.Module):
+    def __init__(self, config: SlotConfig):
+        super().__init__()
+        self.config = config
+        self.slot_encoder = SlotEncoder(config)
+        self.decoder = SpatialBroadcastDecoder(config)
+
+    def decode(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Slots -> per-slot rgb, masks (softmax over the slots: they sum to 1 at every pixel) and the
+        reconstruction sum_k mask_k * rgb_k."""
+        rgb, logits = self.decoder(slots)
+        masks = torch.softmax(logits, dim=1)
+        return {"rgb": rgb, "masks": masks, "recon": (masks * rgb).sum(dim=1)}
+
+    def forward(self, images: torch.Tensor, slots: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        slots, attention = self.slot_encoder(images, slots, generator)
+        return {**self.decode(slots), "slots": slots, "attention": attention}
+
+
+def reconstruction_loss(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per pixel and channel (the paper's loss)."""
+    return F.mse_loss(recon, images)
+
+
+def predicted_segmentation(masks: torch.Tensor) -> torch.Tensor:
+    """(B, K, 1, H, W) masks -> (B, H, W) slot index of the largest mask at each pixel."""
+    return masks.squeeze(2).argmax(dim=1)

@@ -1,0 +1,286 @@
+"""Train Slot Attention on scenes with instance masks (CLEVRTex, or the generated flat/textured stand-in).
+
+    python slot_attention/train.py                               # offline: the generated `flat` scenes
+    python slot_attention/train.py --stand-in textured           # the CLEVRTex-like stand-in
+    python slot_attention/train.py --data real --data-root ../shared/data --subsample 5000
+    python slot_attention/train.py --smoke                       # seconds: every artefact
+
+Per epoch: train and val reconstruction MSE, val ARI and FG-ARI (argmax of the slot masks against the
+true instance masks; FG-ARI over the foreground pixels). LR: linear warm-up, then halving every
+--decay-steps; gradients clipped; a non-finite or exploding loss stops the run naming the step, with
+the last good checkpoint kept. At the end: curves, a mask grid, the slot library (K-means), scenes
+composed from it, the Gaussian baseline and FIDs against the val images.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from common import distributed
+from common.models import count_parameters
+from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.errors import TrainingDiverged, UserError, run_cli
+from common.plots import plot_curves, plot_image_grid
+from common.runtime import seed_everything
+from common.segmentation import segmentation_scores
+from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from slot_attention.data import KINDS, SceneData, load_scenes
+from slot_attention.model import SlotAutoencoder, SlotConfig, predicted_segmentation, reconstruction_loss
+
+ASSIGNMENT = "slot_attention"
+SMOKE_MODEL = dict(image_size=32, slots=4, slot_dim=16, encoder_channels=8, mlp_hidden=16, decoder_channels=8,
+                   decoder_size=16)
+EVAL_BATCH = 64
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def build_parser():
+    parser = make_parser(__doc__.splitlines()[0], epochs=20, batch_size=16, lr=6e-4)
+    add = parser.add_argument
+    add("--stand-in", choices=KINDS, default="flat",
+        help="the generated scenes used without CLEVRTex: flat (Multi-dSprites-like) or textured "
+             "(CLEVRTex-like) (default: %(default)s)")
+    add("--image-size", type=positive_int, default=64, help="square image side (default: %(default)s)")
+    add("--subsample", type=positive_int, default=None,
+        help="CLEVRTex: read only the first N scenes (default: all)")
+    add("--n-train", type=positive_int, default=3000, help="generated training scenes (default: %(default)s)")
+    add("--n-val", type=positive_int, default=500,
+        help="generated val scenes; with CLEVRTex the val share is n-val / (n-train + n-val) (default: %(default)s)")
+    add("--slots", type=positive_int, default=11, help="slots per image (default: %(default)s)")
+    add("--iterations", type=positive_int, default=3, help="slot attention iterations (default: %(default)s)")
+    add("--slot-dim", type=positive_int, default=64, help="slot size (default: %(default)s)")
+    add("--encoder-channels", type=positive_int, default=32, help="encoder CNN width (default: %(default)s)")
+    add("--encoder-stride", type=int, choices=(1, 2, 4), default=4,
+        help="the encoder's downsampling: 4 gives 16x16 features at 64x64 (default: %(default)s)")
+    add("--implicit-grad", action="store_true",
+        help="backpropagate through the last slot-attention iteration only (Chang et al., 2022) (default: off)")
+    add("--mlp-hidden", type=positive_int, default=128, help="slot MLP width (default: %(default)s)")
+    add("--broadcast", type=positive_int, default=8,
+        help="the decoder's broadcast grid, doubled up to the image size (default: %(default)s)")
+    add("--decoder-channels", type=positive_int, default=32, help="decoder CNN width (default: %(default)s)")
+    add("--decoder-size", type=non_negative_int, default=32,
+        help="the decoder CNN stops at this size, then bilinear upsampling to the image size; 0: the image "
+             "size (default: %(default)s)")
+    add("--warmup-steps", type=non_negative_int, default=300, help="linear LR warm-up steps (default: %(default)s)")
+    add("--decay-steps", type=positive_int, default=3000,
+        help="the LR halves every this many steps after warm-up (default: %(default)s)")
+    add("--grad-clip", type=positive_float, default=1.0, help="max global gradient norm (default: %(default)s)")
+    add("--explode-factor", type=non_negative_float, default=50.0,
+        help="stop when a step's loss exceeds this many times the running mean (0: only non-finite) "
+             "(default: %(default)s)")
+    add("--clusters", type=positive_int, default=12, help="K-means clusters of the slot library (default: %(default)s)")
+    add("--library-images", type=positive_int, default=1000,
+        help="training images whose slots form the library (default: %(default)s)")
+    add("--fid-samples", type=non_negative_int, default=200,
+        help="images per FID set; 0: no FID (Inception at 299x299 and the 2048x2048 matrix square root take "
+             "minutes on a CPU; --smoke skips it) (default: %(default)s)")
+    add("--grid-images", type=positive_int, default=6, help="val images in the mask grid (default: %(default)s)")
+    return parser
+
+
+def run_name(args) -> str:
+    what = args.stand_in if args.data != "real" else "clevrtex"
+    return f"{what}_{args.data}_s{args.image_size}_k{args.slots}_b{args.batch_size}_lr{args.lr:g}_seed{args.seed}"
+
+
+def model_config(args) -> SlotConfig:
+    try:
+        return SlotConfig(image_size=args.image_size, slots=args.slots, iterations=args.iterations,
+                          slot_dim=args.slot_dim, encoder_channels=args.encoder_channels,
+                          encoder_stride=args.encoder_stride, mlp_hidden=args.mlp_hidden, broadcast=args.broadcast,
+                          decoder_channels=args.decoder_channels, decoder_size=args.decoder_size,
+                          implicit_grad=args.implicit_grad)
+    except ValueError as err:
+        raise UserError(f"{err}; change --image-size, --broadcast or --decoder-size") from None
+
+
+def lr_factor(warmup: int, decay: int):
+    """Linear warm-up over `warmup` steps, then x0.5 every `decay` steps (the paper's schedule)."""
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup if warmup else 1.0) * 0.5 ** (max(0, step - warmup) / decay)
+    return factor
+
+
+class DivergenceGuard:
+    """Stops training at the first step whose loss is not finite or exceeds `factor` x the running
+    mean of the earlier steps (after 20 steps); names the step and the checkpoint that is kept."""
+
+    def __init__(self, factor: float, run_path: Path, scheduler):
+        self.factor, self.run_path, self.scheduler = factor, run_path, scheduler
+        self.mean, self.seen = 0.0, 0
+
+    def check(self, loss: torch.Tensor, epoch: int) -> None:
+        value = float(loss.detach())
+        step = self.scheduler.last_epoch + 1
+        exploded = self.factor and self.seen >= 20 and value > self.factor * self.mean
+        if not math.isfinite(value) or exploded:
+            what = f"became {value}" if not math.isfinite(value) else \
+                f"exploded to {value:.4g} ({value / self.mean:.0f}x the running mean {self.mean:.4g})"
+            kept = f"the last good checkpoint (epoch {epoch}) is kept in {self.run_path}" if epoch else \
+                "no epoch had finished, so there is no checkpoint"
+            raise TrainingDiverged(f"the training loss {what} at step {step} (epoch {epoch + 1}); {kept}; "
+                                   f"lower --lr or --grad-clip, or raise --warmup-steps")
+        self.seen += 1
+        self.mean += (value - self.mean) / min(self.seen, 100)
+
+
+@torch.no_grad()
+def evaluate_scenes(model, images: torch.Tensor, masks: torch.Tensor, seed: int, device) -> dict:
+    """Mean reconstruction MSE, ARI and FG-ARI over a split (a strided share per rank)."""
+    model.eval()
+    images, masks = distributed.shard(images), distributed.shard(masks)
+    generator = torch.Generator(device=device).manual_seed(seed + 1000 * distributed.rank())
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    for start in range(0, len(images), EVAL_BATCH):
+        x = images[start:start + EVAL_BATCH].to(device).float() / 255
+        out = model(x, generator=generator)
+        scores = segmentation_scores(masks[start:start + EVAL_BATCH].to(device), predicted_segmentation(out["masks"]))
+        mse = ((out["recon"] - x) ** 2).mean(dim=(1, 2, 3)).double()
+        sums += torch.stack([mse.sum(), scores["ari"].sum(), scores["fg_ari"].sum(),
+                             torch.tensor(float(len(x)), dtype=torch.float64, device=device)])
+    loss, ari, fg_ari, count = distributed.all_reduce_sum(sums).tolist()
+    return {"loss": loss / count, "ari": ari / count, "fg_ari": fg_ari / count}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    if args.smoke:
+        args.epochs = min(args.epochs, 2)
+        args.fid_samples, args.library_images, args.clusters, args.grid_images = 0, 16, 4, 2
+        args.warmup_steps = min(args.warmup_steps, 2)
+        vars(args).update(SMOKE_MODEL)
+    config = model_config(args)
+    with distributed.launch(args) as info:
+        seed_everything(args.seed)
+        device = torch.device(info.device)
+        data = load_scenes(args.data, args.data_root, kind=args.stand_in, image_size=args.image_size,
+                           n_train=args.n_train, n_val=args.n_val, subsample=args.subsample, seed=args.seed,
+                           smoke=args.smoke).to(device)
+        if data.max_objects >= config.slots:
+            print(f"note: scenes hold up to {data.max_objects} objects + background, more than --slots "
+                  f"{config.slots}: some slots must hold several objects")
+        model = SlotAutoencoder(config).to(device)
+        run = distributed.run_dir(args, data_source=data.source, device=str(device))
+        print(f"{ASSIGNMENT}: {config.describe()}, {count_parameters(model):,} parameters; "
+              f"{len(data.train_images):,} train / {len(data.val_images):,} val; data: {data.source}")
+        trained = distributed.wrap_model(model, info.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args.warmup_steps, args.decay_steps))
+        guard = DivergenceGuard(args.explode_factor, run.path, scheduler)
+        steps = batch_count(len(data.train_images), distributed.per_rank_batch(args.batch_size))
+        clock = {"since": time.perf_counter()}
+
+        def train_step(batch):
+            images = batch[0].float() / 255
+            loss = reconstruction_loss(trained(images)["recon"], images)
+            guard.check(loss, scheduler.last_epoch // steps)
+            n = torch.tensor(float(len(images)), device=device)
+            return loss, {"loss": loss.detach() * n, "n": n}
+
+        def evaluate(epoch: int) -> dict:
+            scores = evaluate_scenes(model, data.val_images, data.val_masks, args.seed, device)
+            earlier, now = run.metrics(), time.perf_counter()   # wall time carries on over --resume
+            wall = (earlier[-1]["wall_seconds"] if earlier else 0.0) + now - clock["since"]
+            clock["since"] = now
+            return {**{f"val_{k}": v for k, v in scores.items()}, "wall_seconds": wall}
+
+        settings = FitSettings(epochs=args.epochs, grad_clip=args.grad_clip, quiet=args.smoke, steps_per_epoch=steps)
+        fit(trained, optimizer, run, lambda e: tensor_batches((data.train_images,), distributed.per_rank_batch(
+            args.batch_size), seed=args.seed, epoch=e, drop_last=True), train_step, evaluate, settings,
+            config.to_dict(), scheduler=scheduler, step_scheduler_per_batch=True, device=device)
+        if not info.is_main:
+            return {}
+        return write_artefacts(run, model, data, args)
+
+
+def slot_grid(model, images: torch.Tensor, masks: torch.Tensor, seed: int) -> tuple[np.ndarray, list[str], int]:
+    """Rows of [image, reconstruction, true segments, predicted segments, each slot's mask x RGB]."""
+    from matplotlib import colormaps
+
+    with torch.no_grad():
+        out = model(images.float() / 255, generator=torch.Generator(device=images.device).manual_seed(seed))
+    palette = colormaps["tab20"](np.arange(20))[:, :3]
+    segments = predicted_segmentation(out["masks"]).cpu().numpy()
+    scores = segmentation_scores(masks, predicted_segmentation(out["masks"]))
+    tiles, titles = [], []
+    for i in range(len(images)):
+        tiles += [images[i].permute(1, 2, 0).cpu().numpy() / 255, out["recon"][i].clamp(0, 1).permute(1, 2, 0).cpu(),
+                  palette[masks[i].cpu().numpy() % 20], palette[segments[i] % 20]]
+        titles += ["image", "reconstruction", "true objects", f"slots FG-ARI {float(scores['fg_ari'][i]):.2f}"]
+        slots = (out["masks"][i] * out["rgb"][i] + (1 - out["masks"][i])).clamp(0, 1)   # white where the slot is not
+        tiles += [s.permute(1, 2, 0).cpu().numpy() for s in slots]
+        titles += [f"slot {k + 1}" for k in range(len(slots))]
+    return np.stack([np.asarray(t, dtype=np.float32) for t in tiles]), titles, 4 + model.config.slots
+
+
+def write_artefacts(run, model: SlotAutoencoder, data: SceneData, args) -> dict:
+    from common.fid import fid, inception_features
+    from slot_attention.library import build_library, compose, decode_batched, decode_slot_sets, gaussian_slots
+
+    records = run.metrics()
+    last = records[-1]
+    short = data.source.split(" (")[0]
+    plot_curves(records, {"reconstruction MSE": ["train_loss", "val_loss"], "segmentation (val)": ["val_ari",
+                "val_fg_ari"]}, run.file("curves.png"), title=f"{model.config.describe()}\n{short}")
+    shown = slice(0, args.grid_images)
+    tiles, titles, columns = slot_grid(model, data.val_images[shown], data.val_masks[shown], args.seed)
+    plot_image_grid(tiles, titles, run.file("masks.png"), ncols=columns,
+                    title=f"val scenes: reconstruction, segments, each slot ({short}, epoch {last['epoch']})")
+
+    tic = time.perf_counter()
+    library = build_library(model, data.train_images[:args.library_images], args.clusters, seed=args.seed)
+    library.save(run.file("slot_library.npz"))
+    count = min(max(args.fid_samples, 24), len(data.val_images))   # FID sets and the grids' 24
+    slot_sets = compose(library, count, args.seed)
+    composed = decode_slot_sets(model, slot_sets)
+    baseline = decode_batched(model, gaussian_slots(model, count, args.seed))
+    val = data.val_images[:count]
+    with torch.no_grad():
+        recon = torch.cat([model(val[i:i + EVAL_BATCH].float() / 255, generator=torch.Generator(
+            device=val.device).manual_seed(args.seed))["recon"].clamp(0, 1).cpu() for i in range(0, count, EVAL_BATCH)])
+    n_grid = min(24, count)
+    plot_image_grid(composed[:n_grid].permute(0, 2, 3, 1).numpy(), [""] * n_grid, run.file("compositional.png"),
+                    ncols=8, title=f"new scenes from the slot library ({args.clusters} K-means clusters)")
+    plot_image_grid(baseline[:n_grid].permute(0, 2, 3, 1).numpy(), [""] * n_grid, run.file("gaussian_baseline.png"),
+                    ncols=8, title="baseline: slots drawn from the initial Gaussian")
+    n_fid = min(args.fid_samples, len(data.val_images))
+    fids = {}
+    if n_fid >= 2:   # --fid-samples 0 (and --smoke) skip it: Inception and a 2048x2048 sqrtm take minutes on a CPU
+        reference = inception_features(val[:n_fid].cpu())
+        fids = {f"fid_{name}": fid(inception_features(images[:n_fid]), reference)
+                for name, images in (("reconstruction", recon), ("compositional", composed), ("gaussian", baseline))}
+    summary = run.finish({
+        **{k: last[k] for k in last if k.startswith(("train_", "val_"))},
+        "best_val_fg_ari": max(r["val_fg_ari"] for r in records), **fids, "fid_samples": n_fid if fids else 0,
+        "library": {"slots": len(library.slots), "clusters": len(library.roles), **library.role_counts(),
+                    "mean_slots_composed": float(np.mean([len(s) for s in slot_sets]))},
+        "curve": [{"epoch": r["epoch"], "minutes": r["wall_seconds"] / 60, "val_fg_ari": r["val_fg_ari"],
+                   "val_ari": r["val_ari"]} for r in records],
+        "epochs": last["epoch"], "train_seconds": last["train_seconds"], "wall_seconds": last["wall_seconds"],
+        "after_training_seconds": time.perf_counter() - tic, "parameters": count_parameters(model),
+        "model_config": model.config.to_dict(), "model": model.config.describe(), "stand_in": args.stand_in,
+        "n_train": len(data.train_images), "n_val": len(data.val_images),
+    })
+    print(f"done: val FG-ARI {last['val_fg_ari']:.3f}, ARI {last['val_ari']:.3f}, MSE {last['val_loss']:.5f} after "
+          f"{last['epoch']} epochs ({last['train_seconds'] / 60:.1f} min training); "
+          + (f"FID vs val ({n_fid} images): " + ", ".join(f"{k[4:]} {v:.1f}" for k, v in fids.items()) if fids
+             else "FID skipped") + f"; run directory {run.path}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,246 @@
+"""slot_attention: the model's symmetries, masks, the data (generated and CLEVRTex's real layout), the
+training script (smoke artefacts, kill-and-resume, divergence stop, one-line errors), the library and
+the report."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from common.errors import TrainingDiverged, UserError
+from common.rundir import RunDir
+from slot_attention import train
+from slot_attention.data import generate_scenes, load_scenes, read_clevrtex
+from slot_attention.model import SlotAttention, SlotAutoencoder, SlotConfig, SlotEncoder, SpatialBroadcastDecoder
+from tests.conftest import REPO, run_script
+
+TINY = SlotConfig(image_size=16, slots=5, slot_dim=12, encoder_channels=6, mlp_hidden=10, broadcast=4,
+                  decoder_channels=6)
+TINY_FLAGS = ["--image-size", "16", "--slots", "4", "--slot-dim", "8", "--encoder-channels", "4",
+              "--mlp-hidden", "8", "--broadcast", "4", "--decoder-channels", "4", "--decoder-size", "0",
+              "--n-train", "24", "--n-val", "8", "--batch-size", "8", "--fid-samples", "0", "--library-images", "8",
+              "--clusters", "3", "--grid-images", "2", "--warmup-steps", "2", "--wandb", "off", "--device", "cpu",
+              "--data", "generated"]
+
+
+def test_slot_attention_is_equivariant_in_the_slots_and_invariant_to_input_order():
+    torch.manual_seed(0)
+    module = SlotAttention(slots=6, dim=10, iterations=3, mlp_hidden=16).double()
+    inputs, slots = torch.randn(2, 30, 10, dtype=torch.double), torch.randn(2, 6, 10, dtype=torch.double)
+    out, attention = module(inputs, slots)
+    perm_slots, perm_inputs = torch.randperm(6), torch.randperm(30)
+    out_p, attention_p = module(inputs, slots[:, perm_slots])
+    torch.testing.assert_close(out_p, out[:, perm_slots])
+    torch.testing.assert_close(attention_p, attention[:, perm_slots])
+    out_i, attention_i = module(inputs[:, perm_inputs], slots)
+    torch.testing.assert_close(out_i, out)
+    torch.testing.assert_close(attention_i, attention[:, :, perm_inputs])
+    torch.testing.assert_close(attention.sum(dim=1), torch.ones(2, 30, dtype=torch.double))
+
+
+def test_implicit_gradient_changes_the_gradient_path_not_the_forward_pass():
+    torch.manual_seed(2)
+    plain = SlotAttention(slots=3, dim=8, iterations=3, mlp_hidden=8)
+    implicit = SlotAttention(slots=3, dim=8, iterations=3, mlp_hidden=8, implicit_grad=True)
+    implicit.load_state_dict(plain.state_dict())
+    inputs, slots = torch.randn(2, 10, 8), torch.randn(2, 3, 8, requires_grad=True)
+    torch.testing.assert_close(implicit(inputs, slots)[0], plain(inputs, slots)[0])
+    implicit(inputs, slots)[0].sum().backward()
+    assert slots.grad is None          # the initial slots are cut off from the gradient
+
+
+def test_decoder_masks_sum_to_one_per_pixel_and_the_reconstruction_is_their_mixture():
+    torch.manual_seed(1)
+    model = SlotAutoencoder(TINY)
+    out = model(torch.rand(3, 3, 16, 16))
+    assert out["masks"].shape == (3, 5, 1, 16, 16) and out["rgb"].shape == (3, 5, 3, 16, 16)
+    torch.testing.assert_close(out["masks"].sum(dim=1), torch.ones(3, 1, 16, 16))
+    torch.testing.assert_close(out["recon"], (out["masks"] * out["rgb"]).sum(dim=1))
+    assert out["slots"].shape == (3, 5, 12) and out["attention"].shape == (3, 5, 64)
+
+
+def test_config_round_trips_and_the_encoder_is_reusable_without_the_decoder():
+    assert SlotConfig.from_dict({**TINY.to_dict(), "unknown": 1}) == TINY
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TINY.slots = 3
+    assert "5 slots" in TINY.describe()
+    encoder = SlotEncoder(TINY)       # what slot_diffusion imports
+    assert not any(isinstance(m, SpatialBroadcastDecoder) for m in encoder.modules())
+    slots, _ = encoder(torch.rand(2, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+    assert slots.shape == (2, 5, 12)
+    with pytest.raises(ValueError, match="power of two"):
+        SlotConfig(image_size=48, broadcast=8)
+
+
+@pytest.mark.parametrize("kind", ["flat", "textured"])
+def test_generated_scenes_are_deterministic_with_masks_and_objects_in_range(kind):
+    images, masks = generate_scenes(40, 32, kind, seed=3)
+    again, _ = generate_scenes(40, 32, kind, seed=3)
+    other, _ = generate_scenes(40, 32, kind, seed=4)
+    assert images.shape == (40, 3, 32, 32) and images.dtype == np.uint8 and masks.shape == (40, 32, 32)
+    assert np.array_equal(images, again) and not np.array_equal(images, other)
+    low, high = {"flat": (2, 6), "textured": (3, 10)}[kind]
+    objects = np.array([len(np.unique(m)) - 1 for m in masks])
+    assert objects.max() <= high and objects.min() >= 1 and (masks == 0).any()
+    for image, mask in zip(images[:5], masks[:5]):      # every object is drawn in its own pixels
+        assert all(mask[mask == k].size for k in np.unique(mask))
+        if kind == "flat":                              # flat: one colour per object
+            for k in np.unique(mask):
+                assert np.unique(image[:, mask == k], axis=1).shape[1] == 1
+
+
+def _write_clevrtex(root, scenes=5, size=(40, 30), labels=3, mode="P"):
+    rng = np.random.default_rng(0)
+    for i in range(scenes):
+        sub = root / "clevrtex_full" / str(i // 3)
+        sub.mkdir(parents=True, exist_ok=True)
+        stem = sub / f"CLEVRTEX_full_{i:06d}"
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8), "RGBA").save(f"{stem}.png")
+        mask = np.zeros((size[1], size[0]), np.uint8)
+        for k in range(1, labels + 1):
+            mask[4 * k:4 * k + 4, 10:30] = k
+        picture = Image.fromarray(mask, "L")
+        (picture.convert("P") if mode == "P" else picture).save(f"{stem}_flat.png")
+        stem.with_suffix(".json").write_text(json.dumps({"image_index": i, "objects": [{"shape": "cube"}] * 3}))
+    return root
+
+
+def test_clevrtex_reader_reads_the_released_layout(tmp_path):
+    root = _write_clevrtex(tmp_path / "data")
+    images, masks = read_clevrtex(root / "clevrtex_full", 16, None)
+    assert images.shape == (5, 3, 16, 16) and masks.shape == (5, 16, 16)
+    assert set(np.unique(masks)) <= {0, 1, 2, 3} and masks.max() == 3
+    assert read_clevrtex(root / "clevrtex_full", 16, 2)[0].shape[0] == 2     # --subsample
+    data = load_scenes("real", root, kind="flat", image_size=16, n_train=4, n_val=1, subsample=None, seed=0)
+    assert data.source.startswith("real: CLEVRTex (4 train / 1 val)") and data.val_images.shape == (1, 3, 16, 16)
+
+
+def test_clevrtex_problems_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="CLEVRTex not found"):
+        load_scenes("real", tmp_path, kind="flat", image_size=16, n_train=4, n_val=1, subsample=None, seed=0)
+    root = _write_clevrtex(tmp_path / "a", labels=5)   # mask labels beyond the json's 3 objects
+    with pytest.raises(UserError, match="out of range"):
+        read_clevrtex(root / "clevrtex_full", 16, None)
+    root = _write_clevrtex(tmp_path / "b")
+    (root / "clevrtex_full" / "0" / "CLEVRTEX_full_000001.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(UserError, match="unreadable scene CLEVRTEX_full_000001"):
+        read_clevrtex(root / "clevrtex_full", 16, None)
+    root = _write_clevrtex(tmp_path / "c")
+    (root / "clevrtex_full" / "1" / "CLEVRTEX_full_000004_flat.png").unlink()
+    with pytest.raises(UserError, match="_flat.png mask"):
+        read_clevrtex(root / "clevrtex_full", 16, None)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("slots") / "run"
+    return out, train.main(["--smoke", "--out", str(out)])
+
+
+def test_smoke_writes_every_artefact(smoke_run):
+    out, summary = smoke_run
+    for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "curves.png", "masks.png",
+                 "compositional.png", "gaussian_baseline.png", "slot_library.npz"):
+        assert (out / name).stat().st_size > 0, name
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("train_loss", "val_loss", "val_ari", "val_fg_ari", "wall_seconds", "lr"):
+        assert key in record, key
+    assert -1 <= summary["val_fg_ari"] <= 1 and summary["data_source"].startswith("generated: flat")
+    library = np.load(out / "slot_library.npz")
+    assert library["slots"].shape[0] == 16 * 4 and len(library["roles"]) == 4
+    assert "background" in set(library["roles"])
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
+    flags = [*TINY_FLAGS, "--epochs", "2"]
+    whole = train.main([*flags, "--out", str(tmp_path / "whole")])
+    save = RunDir.save_checkpoint
+
+    def save_then_interrupt(self, state):
+        save(self, state)
+        raise KeyboardInterrupt   # killed right after the first epoch's checkpoint
+    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train.main([*flags, "--out", str(tmp_path / "split")])
+    monkeypatch.undo()
+    resumed = train.main([*flags, "--out", str(tmp_path / "split"), "--resume"])
+    for key in ("train_loss", "val_loss", "val_ari", "val_fg_ari"):
+        assert resumed[key] == pytest.approx(whole[key], rel=1e-6, abs=1e-9), key
+
+
+def test_a_diverging_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_loss = train.reconstruction_loss
+
+    def loss_that_blows_up(recon, images):
+        calls["n"] += 1
+        loss = real_loss(recon, images)
+        return loss * float("nan") if calls["n"] == 5 else loss   # step 5 = the 2nd step of epoch 2
+    monkeypatch.setattr(train, "reconstruction_loss", loss_that_blows_up)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"became nan at step 5 \(epoch 2\); the last good checkpoint "
+                                               r"\(epoch 1\) is kept"):
+        train.main([*TINY_FLAGS, "--epochs", "3", "--out", str(out)])
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_divergence_guard_catches_an_exploding_finite_loss():
+    scheduler = type("S", (), {"last_epoch": 40})()
+    guard = train.DivergenceGuard(10.0, REPO / "runs", scheduler)
+    for _ in range(30):
+        guard.check(torch.tensor(0.05), epoch=0)
+    with pytest.raises(TrainingDiverged, match="exploded to 5 .* at step 41"):
+        guard.check(torch.tensor(5.0), epoch=0)
+
+
+def test_lr_warms_up_then_halves_every_decay_steps():
+    factor = train.lr_factor(10, 100)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(110) == pytest.approx(0.5) and factor(210) == pytest.approx(0.25)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags, message", [
+    (["--slots", "0"], "positive integer"),
+    (["--image-size", "48"], "power of two"),
+    (["--data", "real", "--data-root", "{tmp}"], "CLEVRTex not found"),
+])
+def test_bad_inputs_are_one_line_errors_with_exit_2(tmp_path, flags, message):
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    done = run_script(str(REPO / "slot_attention/train.py"), *flags, "--out", str(tmp_path / "run"),
+                      "--wandb", "off", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0
+
+
+def test_library_roles_and_composition_rule():
+    from slot_attention.library import SlotLibrary, cluster_roles, compose
+
+    areas = np.array([0.6, 0.05, 0.0, 0.5, 0.04, 0.0005])
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    assert cluster_roles(labels, areas, 3) == ["background", "object", "empty"]
+    library = SlotLibrary(np.arange(12, dtype=np.float32).reshape(6, 2), areas, np.array([0, 0, 0, 1, 1, 1]),
+                          labels, np.zeros((3, 2), np.float32), ["background", "object", "empty"])
+    sets = compose(library, 10, seed=0)
+    assert all(len(s) == 2 for s in sets)            # one background + one object (each scene has one)
+    assert all(s[0].tolist() in ([0, 1], [6, 7]) and s[1].tolist() in ([2, 3], [8, 9]) for s in sets)
+    assert all(s[0, 0] != s[1, 0] - 2 for s in sets)  # the two slots come from different scenes
+
+
+def test_report_builds_from_run_directories(smoke_run, tmp_path):
+    from common.reporting import load_result
+    from slot_attention import report
+
+    out, summary = smoke_run
+    specs = report.runs(True)
+    assert specs and all("--epochs" in s.args for s in specs)
+    results = {spec.name: load_result(spec.name, out) for spec in specs}
+    markdown = report.build(results, tmp_path / "slot_attention")
+    assert "FG-ARI" in markdown and summary["data_source"].split(" (")[0] in markdown
+    for line in markdown.splitlines():
+        if line.startswith("!["):
+            assert (tmp_path / line.split("](")[1].rstrip(")")).exists(), line
