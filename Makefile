@@ -28,6 +28,8 @@ bench: $(STAMP)  ## side-by-side speed ratios
 	$(PY) bench/mnist_scratch_epoch.py
 	$(PY) bench/scratch_conv.py
 	$(PY) bench/kd_cifar10_step.py
+	$(PY) bench/resnet_norms_norms.py
+	$(PY) bench/cpu_threads.py
 
 reproduce: $(STAMP)  ## every report on real data when present (set DATA_ROOT)
 	$(PY) reproduce.py --all --data-root $(or $(DATA_ROOT),data)
