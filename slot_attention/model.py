@@ -14,15 +14,17 @@ decoder also starts at 8x8) and doubles it with nearest upsampling + 3x3 convolu
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.models import ModelConfig
+
 
 @dataclass(frozen=True)
-class SlotConfig:
+class SlotConfig(ModelConfig):
     image_size: int = 64
     channels: int = 3
     slots: int = 11
@@ -57,14 +59,6 @@ class SlotConfig:
     @property
     def feature_size(self) -> int:
         return self.image_size // self.encoder_stride
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "SlotConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
     def describe(self) -> str:
         upsample = f", bilinear to {self.image_size}" if self.output_size != self.image_size else ""
