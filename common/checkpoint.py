@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,16 @@ def load_checkpoint(path: Path, *, as_numpy: bool = False, map_location: str = "
         raise UserError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():   # not PyTorch's advice to load it unsafely: we never do
-            raise UserError(f"refused checkpoint {path}: it holds objects other than tensors and plain "
-                            f"containers, which this project never writes; delete it or start over with "
-                            f"--overwrite") from None
-        raise UserError(f"corrupt checkpoint {path} ({_first_line(err)}); delete it or start over with "
+    except pickle.UnpicklingError as err:     # PyTorch's text advises loading unsafely: we never repeat it
+        text = str(err)
+        if "Unsupported global" in text:
+            found = re.search(r"GLOBAL (\S+)", text)
+            raise UserError(f"refused checkpoint {path}: it holds {found.group(1) if found else 'an object'}, not only "
+                            f"tensors and plain containers (this project never writes that); delete it or start "
+                            f"over with --overwrite") from None
+        detail = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else text
+        detail = next((line.strip() for line in detail.splitlines() if line.strip()), type(err).__name__)
+        raise UserError(f"corrupt checkpoint {path} ({detail[:200]}); delete it or start over with "
                         f"--overwrite") from None
     except (RuntimeError, EOFError, ValueError, OSError) as err:
         raise UserError(f"corrupt checkpoint {path} ({_first_line(err)}); delete it or start over with "

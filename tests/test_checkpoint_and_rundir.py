@@ -37,9 +37,16 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_load_uses_weights_only(tmp_path):
     torch.save({"model": argparse.Namespace(a=1)}, tmp_path / "unsafe.pt")  # an arbitrary object
-    with pytest.raises(UserError, match="refused checkpoint .* objects other than tensors") as info:
+    with pytest.raises(UserError, match="refused checkpoint .* holds argparse.Namespace, not only tensors") as info:
         load_checkpoint(tmp_path / "unsafe.pt")
     assert "weights_only=False" not in str(info.value) and "trust" not in str(info.value)
+
+
+def test_a_file_that_is_no_checkpoint_is_called_corrupt_without_torchs_advice(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match=r"corrupt checkpoint .*bad.pt \(Unsupported operand") as info:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
 
 
 def test_truncated_checkpoint_is_a_user_error(tmp_path):
