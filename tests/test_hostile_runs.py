@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 
 import pytest
 
@@ -30,44 +31,39 @@ def _first_run(folder: str, out) -> None:
     assert (out / "checkpoint.pt").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("folder", SCRIPTS)
-def test_a_foreign_checkpoint_is_one_line_and_leaves_the_run_untouched(folder, tmp_path):
-    out = tmp_path / "run"
-    _first_run(folder, out)
+def _foreign(out) -> None:
     save_checkpoint(out / "checkpoint.pt", {"foo": 1})
-    before = _snapshot(out)
-    with pytest.raises(UserError, match="not a checkpoint of this script") as info:
-        _main(folder)(["--smoke", "--epochs", "3", "--resume", "--out", str(out)])
-    assert "\n" not in str(info.value)
-    assert _snapshot(out) == before
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("folder", SCRIPTS)
-def test_another_models_checkpoint_is_one_line_and_leaves_the_run_untouched(folder, tmp_path):
-    out = tmp_path / "run"
-    _first_run(folder, out)
+def _other_model(out) -> None:
     state = load_checkpoint(out / "checkpoint.pt")
     weights = {f"other.{i}": value for i, value in enumerate(state["model"].values())}  # same data, other names
     save_checkpoint(out / "checkpoint.pt", {**state, "model": weights})
-    before = _snapshot(out)
-    with pytest.raises(UserError, match="does not fit") as info:
-        _main(folder)(["--smoke", "--epochs", "3", "--resume", "--out", str(out)])
-    assert "\n" not in str(info.value)
-    assert _snapshot(out) == before
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("folder", SCRIPTS)
-def test_killed_before_the_first_checkpoint_then_resumed_holds_each_epoch_once(folder, tmp_path):
-    """Defect 2: epoch 1 in metrics.jsonl, no checkpoint yet, --resume: epochs 1, 2, not 1, 1, 2."""
-    out = tmp_path / "run"
-    _first_run(folder, out)
-    first = read_metrics(out)[0]
+def test_resume_probes(folder, tmp_path):
+    """From one finished two-epoch run, on copies of it: (a) a foreign checkpoint and (b) another model's
+    checkpoint are one line each with every file untouched (defect 3); (c) killed after the first metrics line
+    and before the first checkpoint, --resume holds each epoch once: 1, 2, not 1, 1, 2 (defect 2)."""
+    first = tmp_path / "first"
+    _first_run(folder, first)
+    for name, spoil, message in (("foreign", _foreign, "not a checkpoint of this script"),
+                                 ("other_model", _other_model, "does not fit")):
+        out = tmp_path / name
+        shutil.copytree(first, out)
+        spoil(out)
+        before = _snapshot(out)
+        with pytest.raises(UserError, match=message) as info:
+            _main(folder)(["--smoke", "--epochs", "3", "--resume", "--out", str(out)])
+        assert "\n" not in str(info.value), name
+        assert _snapshot(out) == before, name
+    out = tmp_path / "killed"
+    shutil.copytree(first, out)
     (out / "checkpoint.pt").unlink()
     (out / "summary.json").unlink()
-    (out / "metrics.jsonl").write_text(json.dumps(first) + "\n")
+    (out / "metrics.jsonl").write_text(json.dumps(read_metrics(first)[0]) + "\n")
     _main(folder)(["--smoke", "--epochs", "2", "--resume", "--out", str(out)])
     assert [r["epoch"] for r in read_metrics(out)] == [1, 2]
 
