@@ -38,8 +38,7 @@ SMOKE_PER_CLASS = 6
 
 def build_parser():
     parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=128, lr=1e-3,
-                         batch_size_help="GLOBAL mini-batch size, split over torchrun's processes "
-                                         "(default: %(default)s)")
+                         batch_size_help=distributed.GLOBAL_BATCH_HELP)
     distributed.add_sync_bn_flag(parser)
     add = parser.add_argument
     add("--split", choices=list(SPLITS), default="90:10",

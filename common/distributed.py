@@ -39,6 +39,9 @@ R = TypeVar("R")
 _alone = False   # True inside on_rank0: this process works as if it were the only one
 
 
+# --batch-size's help in every script that runs under torchrun (per_rank_batch splits it)
+GLOBAL_BATCH_HELP = "GLOBAL mini-batch size, split over torchrun's processes (default: %(default)s)"
+
 @dataclass(frozen=True)
 class DistInfo:
     rank: int

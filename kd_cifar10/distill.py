@@ -52,8 +52,7 @@ SMOKE_WIDTHS = (4, 2)   # teacher, student
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=128, lr=0.05,
-                         batch_size_help="GLOBAL mini-batch size, split over torchrun's processes "
-                                         "(default: %(default)s)")
+                         batch_size_help=distributed.GLOBAL_BATCH_HELP)
     distributed.add_sync_bn_flag(parser)
     add = parser.add_argument
     add("--t-layers", type=positive_int, nargs=4, default=[2, 2, 2, 2], metavar="N",

@@ -54,8 +54,7 @@ SCHEDULES = {
 
 def build_parser():
     parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=128, lr=0.05,
-                         batch_size_help="GLOBAL mini-batch size, split over torchrun's processes "
-                                         "(default: %(default)s)")
+                         batch_size_help=distributed.GLOBAL_BATCH_HELP)
     distributed.add_sync_bn_flag(parser)
     add = parser.add_argument
     add("--dataset", choices=DATASETS, default="cifar10", help="image set (default: %(default)s)")

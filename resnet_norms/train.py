@@ -56,8 +56,7 @@ GRADCAM_PER_CLASS = 2
 
 def build_parser():
     parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=64, lr=0.05,
-                         batch_size_help="GLOBAL mini-batch size, split over torchrun's processes "
-                                         "(default: %(default)s)")
+                         batch_size_help=distributed.GLOBAL_BATCH_HELP)
     distributed.add_sync_bn_flag(parser)
     add = parser.add_argument
     add("--preset", choices=list(PRESETS), default="default",

@@ -45,8 +45,7 @@ SMOKE_MODEL = dict(embed_dim=8, prompt_len=2, encoder_hidden=8, decoder_hidden=1
 
 def build_parser():
     parser = make_parser(__doc__.splitlines()[0], epochs=10, batch_size=32, lr=2e-3,
-                         batch_size_help="GLOBAL mini-batch size, split over torchrun's processes "
-                                         "(default: %(default)s)")
+                         batch_size_help=distributed.GLOBAL_BATCH_HELP)
     add = parser.add_argument
     add("--head", choices=list(HEADS), default="gmm",
         help="gmm: Sketch-RNN's bivariate Gaussian mixture; seed: the seed's MSE offsets + pen logits, whose "

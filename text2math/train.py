@@ -37,8 +37,7 @@ ASSIGNMENT = "text2math"
 
 def build_parser():
     parser = make_parser(__doc__.splitlines()[0], epochs=6, batch_size=64, lr=3e-3,
-                         batch_size_help="GLOBAL mini-batch size, split over torchrun's processes "
-                                         "(default: %(default)s)")
+                         batch_size_help=distributed.GLOBAL_BATCH_HELP)
     add = parser.add_argument
     add("--model", choices=list(MODELS), default="glove_attention",
         help="which of the four models (default: %(default)s)")
