@@ -24,6 +24,8 @@ SCRIPTS = {
     "cifar100_multitask/train.py": ["--sync-bn"],     # BatchNorm: buffers broadcast before evaluation
     "sketch_rnn/train.py": ["--head", "seed"],        # the seed head calibrates on gathered residuals
     "text2math/train.py": [],
+    "resnet_norms/train.py": [],       # its own BatchNorm (not nn.BatchNorm2d): DDP broadcasts rank 0's buffers
+    "slot_attention/train.py": [],
 }
 
 
@@ -49,7 +51,7 @@ def finished(process: subprocess.Popen, out, timeout: int = 600) -> subprocess.C
 
 @pytest.fixture(scope="module")
 def two_process_runs(tmp_path_factory):
-    """The four scripts' torchrun runs, started together: most of a run's time is process start-up
+    """The scripts' torchrun runs, started together: most of a run's time is process start-up
     and rendezvous, which overlap."""
     root = tmp_path_factory.mktemp("torchrun")
     outs = {script: root / script.split("/")[0] for script in SCRIPTS}
