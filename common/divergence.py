@@ -41,3 +41,27 @@ def diverged(what: str, epoch: int, kept_epoch: int, where: Path | None) -> str:
     else:
         kept = "no checkpoint was written (it diverged before the first epoch ended)"
     return f"{what} in epoch {epoch}; {kept}; lower --lr"
+
+
+class DivergenceGuard:
+    """Per-step check for step-scheduled loops: stops training at the first step whose loss is not finite
+    or exceeds `factor` x the running mean of the earlier steps (after 20 steps); names the step and the
+    checkpoint that is kept. `scheduler.last_epoch` counts the steps taken."""
+
+    def __init__(self, factor: float, run_path: Path, scheduler):
+        self.factor, self.run_path, self.scheduler = factor, run_path, scheduler
+        self.mean, self.seen = 0.0, 0
+
+    def check(self, loss, epoch: int) -> None:
+        value = float(loss.detach())
+        step = self.scheduler.last_epoch + 1
+        exploded = self.factor and self.seen >= 20 and value > self.factor * self.mean
+        if not math.isfinite(value) or exploded:
+            what = f"became {value}" if not math.isfinite(value) else \
+                f"exploded to {value:.4g} ({value / self.mean:.0f}x the running mean {self.mean:.4g})"
+            kept = f"the last good checkpoint (epoch {epoch}) is kept in {self.run_path}" if epoch else \
+                "no epoch had finished, so there is no checkpoint"
+            raise TrainingDiverged(f"the training loss {what} at step {step} (epoch {epoch + 1}); {kept}; "
+                                   f"lower --lr or --grad-clip, or raise --warmup-steps")
+        self.seen += 1
+        self.mean += (value - self.mean) / min(self.seen, 100)

@@ -13,7 +13,6 @@ composed from it, the Gaussian baseline and FIDs against the val images.
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,11 +25,13 @@ import torch
 
 from common import distributed
 from common.models import count_parameters
-from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
-from common.errors import TrainingDiverged, UserError, run_cli
+from common.cli import make_parser, non_negative_float, non_negative_int, parse_args, positive_float, positive_int
+from common.divergence import DivergenceGuard
+from common.errors import UserError, run_cli
 from common.plots import plot_curves, plot_image_grid
 from common.runtime import seed_everything
 from common.segmentation import segmentation_scores
+from common.schedules import warmup_halving
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
 from slot_attention.data import KINDS, SceneData, load_scenes
 from slot_attention.model import SlotAutoencoder, SlotConfig, predicted_segmentation, reconstruction_loss
@@ -39,13 +40,6 @@ ASSIGNMENT = "slot_attention"
 SMOKE_MODEL = dict(image_size=32, slots=4, slot_dim=16, encoder_channels=8, mlp_hidden=16, decoder_channels=8,
                    decoder_size=16)
 EVAL_BATCH = 64
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(text)
-    return value
 
 
 def build_parser():
@@ -108,36 +102,6 @@ def model_config(args) -> SlotConfig:
         raise UserError(f"{err}; change --image-size, --broadcast or --decoder-size") from None
 
 
-def lr_factor(warmup: int, decay: int):
-    """Linear warm-up over `warmup` steps, then x0.5 every `decay` steps (the paper's schedule)."""
-    def factor(step: int) -> float:
-        return min(1.0, (step + 1) / warmup if warmup else 1.0) * 0.5 ** (max(0, step - warmup) / decay)
-    return factor
-
-
-class DivergenceGuard:
-    """Stops training at the first step whose loss is not finite or exceeds `factor` x the running
-    mean of the earlier steps (after 20 steps); names the step and the checkpoint that is kept."""
-
-    def __init__(self, factor: float, run_path: Path, scheduler):
-        self.factor, self.run_path, self.scheduler = factor, run_path, scheduler
-        self.mean, self.seen = 0.0, 0
-
-    def check(self, loss: torch.Tensor, epoch: int) -> None:
-        value = float(loss.detach())
-        step = self.scheduler.last_epoch + 1
-        exploded = self.factor and self.seen >= 20 and value > self.factor * self.mean
-        if not math.isfinite(value) or exploded:
-            what = f"became {value}" if not math.isfinite(value) else \
-                f"exploded to {value:.4g} ({value / self.mean:.0f}x the running mean {self.mean:.4g})"
-            kept = f"the last good checkpoint (epoch {epoch}) is kept in {self.run_path}" if epoch else \
-                "no epoch had finished, so there is no checkpoint"
-            raise TrainingDiverged(f"the training loss {what} at step {step} (epoch {epoch + 1}); {kept}; "
-                                   f"lower --lr or --grad-clip, or raise --warmup-steps")
-        self.seen += 1
-        self.mean += (value - self.mean) / min(self.seen, 100)
-
-
 @torch.no_grad()
 def evaluate_scenes(model, images: torch.Tensor, masks: torch.Tensor, seed: int, device) -> dict:
     """Mean reconstruction MSE, ARI and FG-ARI over a split (a strided share per rank)."""
@@ -179,7 +143,7 @@ def main(argv=None) -> dict:
               f"{len(data.train_images):,} train / {len(data.val_images):,} val; data: {data.source}")
         trained = distributed.wrap_model(model, info.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args.warmup_steps, args.decay_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_halving(args.warmup_steps, args.decay_steps))
         guard = DivergenceGuard(args.explode_factor, run.path, scheduler)
         steps = batch_count(len(data.train_images), distributed.per_rank_batch(args.batch_size))
         clock = {"since": time.perf_counter()}

@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from common.divergence import DivergenceGuard
 from common.errors import TrainingDiverged, UserError
 from common.rundir import RunDir
+from common.schedules import warmup_halving
 from slot_attention import train
 from slot_attention.data import generate_scenes, load_scenes, read_clevrtex
 from slot_attention.model import SlotAttention, SlotAutoencoder, SlotConfig, SlotEncoder, SpatialBroadcastDecoder
@@ -191,7 +193,7 @@ def test_a_diverging_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoi
 
 def test_divergence_guard_catches_an_exploding_finite_loss():
     scheduler = type("S", (), {"last_epoch": 40})()
-    guard = train.DivergenceGuard(10.0, REPO / "runs", scheduler)
+    guard = DivergenceGuard(10.0, REPO / "runs", scheduler)
     for _ in range(30):
         guard.check(torch.tensor(0.05), epoch=0)
     with pytest.raises(TrainingDiverged, match="exploded to 5 .* at step 41"):
@@ -199,7 +201,7 @@ def test_divergence_guard_catches_an_exploding_finite_loss():
 
 
 def test_lr_warms_up_then_halves_every_decay_steps():
-    factor = train.lr_factor(10, 100)
+    factor = warmup_halving(10, 100)
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     assert factor(110) == pytest.approx(0.5) and factor(210) == pytest.approx(0.25)
 
