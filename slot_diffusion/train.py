@@ -1,0 +1,253 @@
+"""Train SlotDiffusion: slot_attention's slot encoder with a latent diffusion decoder (VAE frozen).
+
+    python slot_diffusion/train.py                                   # flat stand-in, 64x64, VAE trained first
+    python slot_diffusion/train.py --vae runs/slot_diffusion/vae_flat_s64_seed0/checkpoint.pt
+    python slot_diffusion/train.py --baseline runs/slot_attention/<run>/checkpoint.pt   # side by side
+    python slot_diffusion/train.py --smoke                           # seconds: every artefact
+
+Per epoch: train and val diffusion loss (eps MSE; val with fixed noise and steps), val ARI / FG-ARI of the
+masks from slot attention's last-iteration attention. At the end: reconstructions (latents sampled from
+pure noise with each image's own slots, decoded by the VAE), the mask grid, the slot library (K-means)
+and scenes composed from it, the Gaussian-slot baseline, sampling seconds per image, FID against the val
+images; with --baseline, slot_attention's broadcast decoder evaluated on the same val images.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from common import REPO_ROOT, distributed
+from common.cli import make_parser, non_negative_float, non_negative_int, parse_args, positive_float, positive_int
+from common.divergence import DivergenceGuard
+from common.errors import UserError, run_cli
+from common.models import count_parameters
+from common.runtime import seed_everything
+from common.segmentation import segmentation_scores
+from common.schedules import warmup_halving
+from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from slot_diffusion import train_vae
+from slot_diffusion.data import load_scenes
+from slot_diffusion.ddpm import SAMPLERS, SCHEDULES
+from slot_diffusion.model import SlotDiffusion, SlotDiffusionConfig
+from slot_diffusion.vae import VAE, load_vae
+
+ASSIGNMENT = "slot_diffusion"
+SMOKE_MODEL = dict(image_size=32, slots=4, slot_dim=16, encoder_channels=8, mlp_hidden=16, unet_widths=[16, 32],
+                   attention_levels=[1], heads=2, timesteps=100, sample_steps=4)
+EVAL_BATCH = 64
+
+
+def add_model_flags(parser) -> None:
+    add = parser.add_argument
+    add("--slots", type=positive_int, default=11, help="slots per image (default: %(default)s)")
+    add("--iterations", type=positive_int, default=3, help="slot attention iterations (default: %(default)s)")
+    add("--slot-dim", type=positive_int, default=64, help="slot size (default: %(default)s)")
+    add("--encoder-channels", type=positive_int, default=32, help="encoder CNN width (default: %(default)s)")
+    add("--encoder-stride", type=int, choices=(1, 2, 4), default=4,
+        help="the encoder's downsampling: 4 gives 16x16 attention maps at 64x64 (default: %(default)s)")
+    add("--mlp-hidden", type=positive_int, default=128, help="slot MLP width (default: %(default)s)")
+    add("--implicit-grad", action="store_true", help="backpropagate through the last slot-attention iteration only")
+    add("--unet-widths", type=train_vae.widths, default=[32, 64, 64],
+        help="UNet widths, one per resolution level (x2 downsampling between levels) (default: 32,64,64)")
+    add("--unet-blocks", type=positive_int, default=1, help="residual blocks per level (default: %(default)s)")
+    add("--attention-levels", type=lambda s: [int(v) for v in s.split(",") if v], default=[1, 2],
+        help="levels (0 = full latent resolution) with transformer blocks; the middle always has one "
+             "(default: 1,2)")
+    add("--heads", type=positive_int, default=4, help="attention heads (default: %(default)s)")
+    add("--schedule", choices=SCHEDULES, default="linear", help="beta schedule (default: %(default)s)")
+    add("--timesteps", type=positive_int, default=1000, help="diffusion steps T (default: %(default)s)")
+
+
+def build_parser():
+    parser = make_parser(__doc__.splitlines()[0], epochs=20, batch_size=16, lr=4e-4)
+    train_vae.add_data_flags(parser)
+    add_model_flags(parser)
+    add = parser.add_argument
+    add("--vae", default="train",
+        help="a checkpoint.pt of slot_diffusion/train_vae.py, or 'train': train one into <out>/vae first "
+             "(reused when finished) (default: %(default)s)")
+    add("--vae-epochs", type=positive_int, default=6, help="epochs of the VAE under --vae train (default: %(default)s)")
+    train_vae.add_vae_flags(parser)
+    add("--sample-steps", type=positive_int, default=50,
+        help="reverse-process steps when sampling (strided over the T steps) (default: %(default)s)")
+    add("--sampler", choices=SAMPLERS, default="ddpm",
+        help="ddpm: ancestral sampling with the posterior variance; ddim: deterministic DDIM (default: %(default)s)")
+    add("--warmup-steps", type=non_negative_int, default=300, help="linear LR warm-up steps (default: %(default)s)")
+    add("--decay-steps", type=positive_int, default=3000,
+        help="the LR halves every this many steps after warm-up (default: %(default)s)")
+    add("--grad-clip", type=positive_float, default=1.0, help="max global gradient norm (default: %(default)s)")
+    add("--explode-factor", type=non_negative_float, default=50.0,
+        help="stop when a step's loss exceeds this many times the running mean (0: only non-finite) "
+             "(default: %(default)s)")
+    add("--clusters", type=positive_int, default=12, help="K-means clusters of the slot library (default: %(default)s)")
+    add("--library-images", type=positive_int, default=1000,
+        help="training images whose slots form the library (default: %(default)s)")
+    add("--fid-samples", type=non_negative_int, default=100,
+        help="images per FID set; 0: no FID (each sampled image costs --sample-steps UNet passes and Inception "
+             "takes 0.2-1.5 s an image on a CPU; --smoke skips it) (default: %(default)s)")
+    add("--grid-images", type=positive_int, default=6, help="val images in the mask grid (default: %(default)s)")
+    add("--baseline", default="none",
+        help="slot_attention's broadcast decoder evaluated beside this one on the same val images: a "
+             "checkpoint.pt of slot_attention/train.py, 'train' (train one into <out>/baseline with the same "
+             "data and seed, --baseline-epochs) or 'none' (default: %(default)s)")
+    add("--baseline-epochs", type=positive_int, default=20,
+        help="epochs of the slot_attention baseline under --baseline train (default: %(default)s)")
+    return parser
+
+
+def run_name(args) -> str:
+    what = args.stand_in if args.data != "real" else "clevrtex"
+    return f"{what}_{args.data}_s{args.image_size}_k{args.slots}_b{args.batch_size}_lr{args.lr:g}_seed{args.seed}"
+
+
+def model_config(args, latent_size: int) -> SlotDiffusionConfig:
+    try:
+        return SlotDiffusionConfig(image_size=args.image_size, slots=args.slots, iterations=args.iterations,
+                                   slot_dim=args.slot_dim, encoder_channels=args.encoder_channels,
+                                   encoder_stride=args.encoder_stride, mlp_hidden=args.mlp_hidden,
+                                   implicit_grad=args.implicit_grad, latent_size=latent_size,
+                                   unet_widths=tuple(args.unet_widths), unet_blocks=args.unet_blocks,
+                                   attention_levels=tuple(args.attention_levels), heads=args.heads,
+                                   schedule=args.schedule, timesteps=args.timesteps)
+    except ValueError as err:
+        raise UserError(f"{err}; change --image-size, --unet-widths or --encoder-stride") from None
+
+
+def shared_flags(args) -> list[str]:
+    """The data and runtime flags a nested run (the VAE, the baseline) takes from this one."""
+    flags = ["--data", args.data, "--data-root", str(args.data_root), "--stand-in", args.stand_in,
+             "--image-size", str(args.image_size), "--n-train", str(args.n_train), "--n-val", str(args.n_val),
+             "--seed", str(args.seed), "--device", args.device, "--threads", str(args.threads), "--wandb", "off"]
+    flags += ["--subsample", str(args.subsample)] if args.subsample else []
+    return flags + (["--smoke"] if args.smoke else [])
+
+
+def obtain_vae(args, device) -> tuple[VAE, str]:
+    """--vae PATH, or --vae train: train_vae.py into <out>/vae (a finished one is reused under --resume only)."""
+    if args.vae != "train":
+        path = Path(args.vae).expanduser().resolve()
+        return load_vae(path, device), str(path)
+    out = args.out / "vae"
+    reuse = args.resume and (out / "summary.json").exists()
+    if distributed.is_distributed() and not reuse:
+        raise UserError("--vae train runs in one process: train the VAE first (slot_diffusion/train_vae.py, under "
+                        "torchrun too) and pass its checkpoint with --vae PATH")
+    if not reuse:
+        print(f"training the VAE into {out} (--vae train)")
+        train_vae.main([*shared_flags(args), "--epochs", str(args.vae_epochs), "--out", str(out), "--overwrite",
+                        "--vae-stem", str(args.vae_stem), "--vae-widths", ",".join(map(str, args.vae_widths)),
+                        "--vae-kl-weight", str(args.vae_kl_weight)])
+    return load_vae(out / "checkpoint.pt", device), str(out / "checkpoint.pt")
+
+
+@torch.no_grad()
+def encode_latents(vae: VAE, images: torch.Tensor) -> torch.Tensor:
+    return torch.cat([vae.encode(images[i:i + EVAL_BATCH].float() / 255) for i in range(0, len(images), EVAL_BATCH)])
+
+
+@torch.no_grad()
+def evaluate_split(model: SlotDiffusion, images, latents, masks, seed: int, device) -> dict:
+    """Val diffusion loss (fixed noise and steps), ARI and FG-ARI of the attention masks."""
+    model.eval()
+    images, latents, masks = distributed.shard(images), distributed.shard(latents), distributed.shard(masks)
+    generator = torch.Generator(device=device).manual_seed(seed + 1000 * distributed.rank())
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    for start in range(0, len(images), EVAL_BATCH):
+        x = images[start:start + EVAL_BATCH].float() / 255
+        loss, predicted = model.loss(x, latents[start:start + EVAL_BATCH], generator)
+        scores = segmentation_scores(masks[start:start + EVAL_BATCH], predicted.squeeze(2).argmax(dim=1))
+        sums += torch.stack([loss.double().sum(), scores["ari"].sum(), scores["fg_ari"].sum(),
+                             torch.tensor(float(len(x)), dtype=torch.float64, device=device)])
+    loss, ari, fg_ari, count = distributed.all_reduce_sum(sums).tolist()
+    return {"loss": loss / count, "ari": ari / count, "fg_ari": fg_ari / count}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    if args.smoke:
+        args.epochs, args.vae_epochs = min(args.epochs, 2), 1
+        args.fid_samples, args.library_images, args.clusters, args.grid_images = 0, 16, 4, 2
+        args.warmup_steps, args.baseline_epochs = min(args.warmup_steps, 2), 1
+        args.vae_stem, args.vae_widths = 8, [8, 16]
+        vars(args).update(SMOKE_MODEL)
+    with distributed.launch(args) as info:
+        device = torch.device(info.device)
+        data = load_scenes(args.data, args.data_root, kind=args.stand_in, image_size=args.image_size,
+                           n_train=args.n_train, n_val=args.n_val, subsample=args.subsample, seed=args.seed,
+                           smoke=args.smoke).to(device)
+        run = distributed.run_dir(args, data_source=data.source, device=str(device))
+        vae, vae_path = obtain_vae(args, device)
+        if args.image_size % vae.config.factor:
+            raise UserError(f"--image-size {args.image_size} is not a multiple of the VAE's downsampling "
+                            f"{vae.config.factor}")
+        train_latents, val_latents = encode_latents(vae, data.train_images), encode_latents(vae, data.val_images)
+        config = model_config(args, train_latents.shape[-1])
+        if data.max_objects >= config.slots:
+            print(f"note: scenes hold up to {data.max_objects} objects + background, more than --slots {config.slots}")
+        seed_everything(args.seed)
+        model = SlotDiffusion(config).to(device)
+        print(f"{ASSIGNMENT}: {config.describe()}, {count_parameters(model):,} parameters (VAE {vae_path}, frozen); "
+              f"{len(data.train_images):,} train / {len(data.val_images):,} val; data: {data.source}")
+        trained = distributed.wrap_model(model, info.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_halving(args.warmup_steps, args.decay_steps))
+        guard = DivergenceGuard(args.explode_factor, run.path, scheduler)
+        steps = batch_count(len(data.train_images), distributed.per_rank_batch(args.batch_size), drop_last=True)
+        clock = {"since": time.perf_counter()}
+
+        def train_step(batch):
+            images, latents = batch[0].float() / 255, batch[1]
+            loss = trained(images, latents)["loss"].mean()
+            guard.check(loss, scheduler.last_epoch // steps)
+            n = torch.tensor(float(len(images)), device=device)
+            return loss, {"loss": loss.detach() * n, "n": n}
+
+        def evaluate(epoch: int) -> dict:
+            scores = evaluate_split(model, data.val_images, val_latents, data.val_masks, args.seed, device)
+            earlier, now = run.metrics(), time.perf_counter()
+            wall = (earlier[-1]["wall_seconds"] if earlier else 0.0) + now - clock["since"]
+            clock["since"] = now
+            return {**{f"val_{k}": v for k, v in scores.items()}, "wall_seconds": wall}
+
+        settings = FitSettings(epochs=args.epochs, grad_clip=args.grad_clip, quiet=args.smoke, steps_per_epoch=steps)
+        fit(trained, optimizer, run, lambda e: tensor_batches((data.train_images, train_latents),
+            distributed.per_rank_batch(args.batch_size), seed=args.seed, epoch=e, drop_last=True), train_step,
+            evaluate, settings, config.to_dict(), scheduler=scheduler, step_scheduler_per_batch=True, device=device)
+        if not info.is_main:
+            return {}
+        from slot_diffusion.evaluate import write_artefacts
+        baseline = obtain_baseline(args)
+        return write_artefacts(run, model, vae, data, args, baseline, vae_path)
+
+
+def obtain_baseline(args) -> Path | None:
+    """--baseline PATH, or --baseline train: slot_attention/train.py into <out>/baseline (a finished one is
+    reused under --resume only; an unfinished one is resumed then)."""
+    if args.baseline == "none":
+        return None
+    if args.baseline != "train":
+        return Path(args.baseline).expanduser().resolve()
+    out = args.out / "baseline"
+    if not (args.resume and (out / "summary.json").exists()):
+        print(f"training the slot_attention baseline into {out} (--baseline train)")
+        command = [sys.executable, str(REPO_ROOT / "slot_attention" / "train.py"), *shared_flags(args),
+                   "--slots", str(args.slots), "--epochs", str(args.baseline_epochs), "--batch-size",
+                   str(args.batch_size), "--fid-samples", "0", "--library-images", str(args.library_images),
+                   "--clusters", str(args.clusters), "--out", str(out),
+                   "--resume" if args.resume and (out / "config.json").exists() else "--overwrite"]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr.strip() or done.stdout.strip() or "(no output)").splitlines()[-1]
+            raise UserError(f"the slot_attention baseline failed: {tail}; see {out}")
+    return out / "checkpoint.pt"
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,185 @@
+"""Train the KL-regularised autoencoder whose latents the diffusion decoder models.
+
+    python slot_diffusion/train_vae.py                      # flat stand-in, 64x64 -> 3x16x16 latents
+    python slot_diffusion/train_vae.py --image-size 128     # 3x32x32 latents (the course's shape)
+    python slot_diffusion/train_vae.py --smoke
+
+Per epoch: train MSE / KL, val MSE and PSNR (posterior mean decoded). At the end `scale` is set to 1 / the
+std of the training latents (so the diffusion model sees unit-variance latents) and stored in the
+checkpoint; a grid of val images and reconstructions is written. slot_diffusion/train.py uses any
+checkpoint.pt of this script (--vae PATH) or trains one itself (--vae train).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+from common import distributed
+from common.cli import make_parser, non_negative_float, parse_args, positive_int
+from common.errors import UserError, run_cli
+from common.models import count_parameters
+from common.plots import plot_curves, plot_image_grid
+from common.runtime import seed_everything
+from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from slot_diffusion.data import KINDS, load_scenes
+from slot_diffusion.vae import VAE, VAEConfig, psnr, vae_loss
+
+ASSIGNMENT = "slot_diffusion"
+SMOKE_MODEL = dict(image_size=32, stem=8, widths=(8, 16))
+EVAL_BATCH = 64
+
+
+def widths(text: str) -> list[int]:
+    """'32,64' -> [32, 64] (a list: config.json stores it as one, so --resume compares equal)."""
+    values = [int(v) for v in text.split(",")]
+    if not values or min(values) <= 0:
+        raise ValueError(text)
+    return values
+
+
+def add_data_flags(parser) -> None:
+    """The data flags train.py shares with this script (so the VAE sees the same scenes)."""
+    add = parser.add_argument
+    add("--stand-in", choices=KINDS, default="flat",
+        help="the generated scenes used without CLEVRTex (default: %(default)s)")
+    add("--image-size", type=positive_int, default=64, help="square image side (default: %(default)s)")
+    add("--subsample", type=positive_int, default=None, help="CLEVRTex: read only the first N scenes (default: all)")
+    add("--n-train", type=positive_int, default=3000, help="generated training scenes (default: %(default)s)")
+    add("--n-val", type=positive_int, default=200,
+        help="generated val scenes (200: the val set of runs/slot_attention/recipe_e_flat_seed0_30ep) "
+             "(default: %(default)s)")
+
+
+def add_vae_flags(parser) -> None:
+    add = parser.add_argument
+    add("--vae-stem", type=positive_int, default=16, help="VAE full-resolution width (default: %(default)s)")
+    add("--vae-widths", type=widths, default=[32, 64],
+        help="VAE widths, one per x2 downsampling (two: 4x) (default: 32,64)")
+    add("--vae-kl-weight", type=non_negative_float, default=1e-5,
+        help="weight of the KL term (per-element means) (default: %(default)s)")
+
+
+def build_parser():
+    parser = make_parser(__doc__.splitlines()[0], epochs=6, batch_size=32, lr=1e-3)
+    add_data_flags(parser)
+    add_vae_flags(parser)
+    parser.add_argument("--grid-images", type=positive_int, default=8,
+                        help="val images in the reconstruction grid (default: %(default)s)")
+    return parser
+
+
+def run_name(args) -> str:
+    what = args.stand_in if args.data != "real" else "clevrtex"
+    return f"vae_{what}_{args.data}_s{args.image_size}_seed{args.seed}"
+
+
+def vae_config(args) -> VAEConfig:
+    config = VAEConfig(stem=args.vae_stem, widths=tuple(args.vae_widths))
+    if args.image_size % config.factor:
+        raise UserError(f"--image-size {args.image_size} must be a multiple of the VAE's downsampling {config.factor}")
+    return config
+
+
+@torch.no_grad()
+def evaluate_vae(model: VAE, images: torch.Tensor) -> dict:
+    model.eval()
+    mse, db = [], []
+    for start in range(0, len(images), EVAL_BATCH):
+        x = images[start:start + EVAL_BATCH].float() / 255
+        recon = model.decode(model.encode(x))
+        mse.append(((recon.clamp(0, 1) - x) ** 2).flatten(1).mean(1))
+        db.append(psnr(recon, x))
+    return {"loss": float(torch.cat(mse).mean()), "psnr": float(torch.cat(db).mean())}
+
+
+@torch.no_grad()
+def latent_scale(model: VAE, images: torch.Tensor) -> float:
+    """1 / std of the posterior means of (up to 1,000) training images."""
+    model.eval()
+    means = torch.cat([model.posterior(images[i:i + EVAL_BATCH].float() / 255)[0]
+                       for i in range(0, min(len(images), 1000), EVAL_BATCH)])
+    return float(1.0 / means.std().clamp(min=1e-6))
+
+
+def main(argv=None) -> dict:
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    if args.smoke:
+        args.epochs, args.grid_images = min(args.epochs, 2), 4
+        args.image_size, args.vae_stem, args.vae_widths = SMOKE_MODEL["image_size"], 8, [8, 16]
+    return train_vae(args)
+
+
+def train_vae(args) -> dict:
+    """One VAE run into args.out (also called by train.py --vae train)."""
+    config = vae_config(args)
+    with distributed.launch(args) as info:
+        seed_everything(args.seed)
+        device = torch.device(info.device)
+        data = load_scenes(args.data, args.data_root, kind=args.stand_in, image_size=args.image_size,
+                           n_train=args.n_train, n_val=args.n_val, subsample=args.subsample, seed=args.seed,
+                           smoke=args.smoke).to(device)
+        model = VAE(config).to(device)
+        run = distributed.run_dir(args, data_source=data.source, device=str(device))
+        print(f"vae: {config.describe()}, {count_parameters(model):,} parameters; "
+              f"{len(data.train_images):,} train / {len(data.val_images):,} val; data: {data.source}")
+        trained = distributed.wrap_model(model, info.device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+        steps = batch_count(len(data.train_images), distributed.per_rank_batch(args.batch_size), drop_last=True)
+
+        def train_step(batch):
+            images = batch[0].float() / 255
+            loss, parts = vae_loss(trained(images), images, args.vae_kl_weight)
+            n = torch.tensor(float(len(images)), device=device)
+            return loss, {"loss": loss.detach() * n, "mse": parts["mse"] * n, "kl": parts["kl"] * n, "n": n}
+
+        def evaluate(epoch: int) -> dict:
+            return {f"val_{k}": v for k, v in evaluate_vae(model, data.val_images).items()}
+
+        settings = FitSettings(epochs=args.epochs, quiet=args.smoke, steps_per_epoch=steps)
+        fit(trained, optimizer, run, lambda e: tensor_batches((data.train_images,), distributed.per_rank_batch(
+            args.batch_size), seed=args.seed, epoch=e, drop_last=True), train_step, evaluate, settings,
+            config.to_dict(), device=device)
+        if not info.is_main:
+            return {}
+        return finish(run, model, data, args)
+
+
+def finish(run, model: VAE, data, args) -> dict:
+    """Set the latent scale, store it in the checkpoint, write the grid and summary."""
+    from common.checkpoint import load_checkpoint
+
+    model.scale.fill_(latent_scale(model, data.train_images))
+    state = load_checkpoint(run.path / "checkpoint.pt")
+    state["model"] = model.state_dict()
+    run.save_checkpoint(state)
+    scores = evaluate_vae(model, data.val_images)
+    records = run.metrics()
+    plot_curves(records, {"MSE": ["train_mse", "val_loss"], "val PSNR (dB)": ["val_psnr"]}, run.file("curves.png"),
+                title=model.config.describe())
+    shown = data.val_images[:args.grid_images].float() / 255
+    with torch.no_grad():
+        z = model.encode(shown)
+        recon = model.decode(z).clamp(0, 1)
+    tiles = [t.permute(1, 2, 0).cpu().numpy() for pair in zip(shown, recon) for t in pair]
+    plot_image_grid(np.stack(tiles), ["image", "VAE"] * len(shown), run.file("reconstructions.png"), ncols=8,
+                    title=f"val images and VAE reconstructions ({z.shape[1]}x{z.shape[2]}x{z.shape[3]} latents), "
+                          f"PSNR {scores['psnr']:.1f} dB")
+    last = records[-1]
+    summary = run.finish({"val_psnr": scores["psnr"], "val_mse": scores["loss"], "latent_scale": float(model.scale),
+                          "latent_shape": list(z.shape[1:]), "train_mse": last["train_mse"],
+                          "train_seconds": last["train_seconds"], "epochs": last["epoch"],
+                          "model_config": model.config.to_dict(), "model": model.config.describe(),
+                          "parameters": count_parameters(model)}, records)
+    print(f"vae done: val PSNR {scores['psnr']:.2f} dB (MSE {scores['loss']:.5f}), latents {list(z.shape[1:])}, "
+          f"scale {float(model.scale):.3f}; run directory {run.path}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main)
