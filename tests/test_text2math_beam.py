@@ -6,6 +6,7 @@ import torch
 
 from text2math.beam import beam_search, greedy_decode, sequence_score
 from text2math.model import Seq2Seq, Seq2SeqConfig, SPECIALS
+from text2math.pointer import MAX_NUMBERS
 
 SOS, EOS = 1, 2
 
@@ -43,14 +44,16 @@ def test_beam_one_equals_greedy_on_a_random_model():
 
 def test_beam_one_equals_greedy_on_a_seq2seq_model():
     torch.manual_seed(0)
-    config = Seq2SeqConfig("glove_attention", [*SPECIALS, "add", "n0", "n1", "|"], ["<pad>", "<unk>", "a", "b"],
-                           emb_dim=8, hidden=12, dropout=0.0)
+    vocab = [*SPECIALS, *(f"n{i}" for i in range(MAX_NUMBERS)), "add", "|"]
+    config = Seq2SeqConfig("glove_attention", vocab, ["<pad>", "<unk>", "a", "b"], emb_dim=8, hidden=12, dropout=0.0)
     model = Seq2Seq(config).eval()
     src = torch.randint(2, 4, (5, 6))
     mask = torch.ones_like(src, dtype=torch.bool)
+    numbers = torch.full((5, MAX_NUMBERS), -1)
+    numbers[:, :2] = torch.tensor([1, 4])
     with torch.no_grad():
-        greedy = greedy_decode(model.decoder.step, model.start(src, mask), 5, SOS, EOS, max_len=10)
-        beam = beam_search(model.decoder.step, model.start(src, mask), 5, SOS, EOS, max_len=10, beam=1)
+        greedy = greedy_decode(model.decoder.step, model.start(src, mask, numbers), 5, SOS, EOS, max_len=10)
+        beam = beam_search(model.decoder.step, model.start(src, mask, numbers), 5, SOS, EOS, max_len=10, beam=1)
     assert greedy == beam
 
 

@@ -112,3 +112,21 @@ def test_options_string_and_the_correct_value():
     assert correct_values(options, "c") == [10000]
     assert correct_values(["a ) 135", "b ) 125"], "b") == [125]
     assert matches(101, [100], 0.02) and not matches(103, [100], 0.02)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("b . 1.2", [1.2]),                      # a stray option letter, not the decimal '. 1'
+    ("1 , 000,000", [1_000_000.0]),          # MathQA's spaced thousands separator
+    ("1,000 , 000,000", [1e9]),
+    ("( 40,0 )", [40.0]),                    # a decimal comma (one or two digits after it)
+    ("93,75", [93.75]),
+    ("78 + ( 4 / 7 ) %", [78 + 4 / 7, (78 + 4 / 7) / 100]),
+    ("1,200", [1200.0]),                     # a thousands comma stays one
+])
+def test_option_parsing_edge_cases(text, expected):
+    assert option_values(text) == pytest.approx(expected)
+
+
+def test_spaced_thousands_inside_a_whole_options_string():
+    options = "a ) 100 , 000,000 , b ) 1,000 , 000,000 , c ) 1 , 000,000 , 000,000 , d ) 100 , e ) 1 , 000,000"
+    assert correct_values(options, "b") == [1e9] and correct_values(options, "e") == [1e6]

@@ -35,8 +35,15 @@ def greedy_decode(step: Step, state: dict, batch: int, sos: int, eos: int, max_l
 
 def beam_search(step: Step, state: dict, batch: int, sos: int, eos: int, max_len: int, beam: int,
                 alpha: float = 1.0) -> list[list[int]]:
-    """The best hypothesis (without <eos>) per example, by length-normalised score. `state` has
-    `batch` rows; it is repeated `beam` times here (example-major: rows b*beam .. b*beam+beam-1)."""
+    """The best hypothesis (without <eos>) per example, by length-normalised score."""
+    return [found[0][0] for found in beam_search_nbest(step, state, batch, sos, eos, max_len, beam, alpha)]
+
+
+def beam_search_nbest(step: Step, state: dict, batch: int, sos: int, eos: int, max_len: int, beam: int,
+                      alpha: float = 1.0) -> list[list[tuple[list[int], float]]]:
+    """Per example, the beam's hypotheses (without <eos>) with their length-normalised scores, best
+    first (those of score -inf left out, but never all). `state` has `batch` rows; it is repeated
+    `beam` times here (example-major: rows b*beam .. b*beam+beam-1)."""
     device = next(iter(state.values())).device
     state = _select(state, torch.arange(batch, device=device).repeat_interleave(beam))
     scores = torch.full((batch, beam), float("-inf"), device=device)
@@ -70,9 +77,13 @@ def beam_search(step: Step, state: dict, batch: int, sos: int, eos: int, max_len
         if bool((finished | torch.isinf(scores)).all()):
             break
     final = (scores / lengths.clamp(min=1) ** alpha).masked_fill(torch.isinf(scores), float("-inf"))
-    best = final.argmax(-1)                                           # (B,)
-    rows = history[torch.arange(batch, device=device), best].tolist()
-    return [row[:row.index(eos)] if eos in row else row for row in rows]
+    order = final.argsort(dim=-1, descending=True, stable=True)      # (B, K)
+    out = []
+    for b, ranks in enumerate(order.tolist()):
+        found = [(history[b, k].tolist(), float(final[b, k])) for k in ranks]
+        found = [(row[:row.index(eos)] if eos in row else row, score) for row, score in found]
+        out.append([f for f in found if f[1] > float("-inf")] or found[:1])
+    return out
 
 
 def sequence_score(log_probs: list[float], alpha: float = 1.0) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -14,7 +14,7 @@ import numpy as np
 from common.data_source import resolve_data, with_source
 from common.download import download_file, fetch
 from common.errors import UserError
-from text2math.program import ExecutionError, correct_values, tokenize
+from text2math.program import ExecutionError, correct_values, execute_tokens, option_values, split_options, tokenize
 
 MATHQA_URL = "https://math-qa.github.io/math-QA/data/MathQA.zip"
 FIELDS = ("Problem", "options", "correct", "linear_formula")
@@ -29,6 +29,8 @@ class Problem:
     answers: list[float]      # what the correct option can mean ([] when it is not numeric)
     category: str
     formula: str
+    options: list[list[float]] = field(default_factory=list)   # what each of the five options can mean
+    gold_value: float | None = None                             # the gold program's value (None: it fails)
 
 
 @dataclass
@@ -36,6 +38,7 @@ class MathQASplits:
     train: list[Problem]
     test: list[Problem]
     source: str
+    val: list[Problem] = field(default_factory=list)   # carved from train (early stopping), never from test
 
 
 def extract_numbers(text: str) -> tuple[str, list[float]]:
@@ -78,8 +81,13 @@ def problem_from_row(row: dict, where: str) -> Problem:
         program = tokenize(row["linear_formula"])
     except ExecutionError as err:
         raise UserError(f"{where}: unreadable linear_formula '{row['linear_formula'][:80]}' ({err})") from None
+    try:
+        gold_value = execute_tokens(program, numbers)
+    except ExecutionError:
+        gold_value = None
+    options = [option_values(text) for text in split_options(row["options"]).values()]
     return Problem(text, numbers, program, correct_values(row["options"], row["correct"]),
-                   str(row.get("category", "")), row["linear_formula"])
+                   str(row.get("category", "")), row["linear_formula"], options, gold_value)
 
 
 def read_mathqa_rows(path: Path) -> list[dict]:
@@ -99,6 +107,43 @@ def read_mathqa_rows(path: Path) -> list[dict]:
 def read_mathqa_json(path: Path) -> list[Problem]:
     """One MathQA json file (a list of rows with Problem, options, correct, linear_formula, ...)."""
     return [problem_from_row(row, f"{path} row {i}") for i, row in enumerate(read_mathqa_rows(path))]
+
+
+def read_given_file(path: Path, flag: str) -> list[Problem]:
+    """A file named on the command line (--train-file, --eval-file); a bad one is one line naming the flag."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{flag} {path}: no such file; give a MathQA json file (e.g. MathQA/test.json)")
+    return read_mathqa_json(path)
+
+
+def with_files(data: MathQASplits, train_file: Path | None, eval_file: Path | None, *, seed: int,
+               test_fraction: float) -> MathQASplits:
+    """--train-file / --eval-file over the resolved data: a train file alone is split like dev.json; an
+    eval file alone replaces the evaluation part (training stays the default training part)."""
+    train, test, source = data.train, data.test, data.source
+    if train_file is not None:
+        train = read_given_file(train_file, "--train-file")
+        if eval_file is None:
+            train, test = split(train, test_fraction, seed)
+            return MathQASplits(train, test, f"real: {Path(train_file).name} split {1 - test_fraction:.0%}/"
+                                             f"{test_fraction:.0%} (seed {seed}): {len(train):,} train / "
+                                             f"{len(test):,} test")
+        source = f"real: {Path(train_file).name} ({len(train):,} train)"
+    if eval_file is not None:
+        test = read_given_file(eval_file, "--eval-file")
+        source = f"{source}; evaluated on {Path(eval_file).name} ({len(test):,} problems)"
+    return MathQASplits(train, test, source)
+
+
+def carve_validation(data: MathQASplits, fraction: float, seed: int) -> MathQASplits:
+    """A seeded share of the training problems set aside for early stopping (the test part is untouched)."""
+    if fraction <= 0 or len(data.train) < 2:
+        return MathQASplits(data.train, data.test, data.source, data.train[:0])
+    order = np.random.default_rng([seed, 11]).permutation(len(data.train))
+    n_val = max(1, int(round(len(data.train) * fraction)))
+    return MathQASplits([data.train[i] for i in order[n_val:]], data.test, data.source,
+                        [data.train[i] for i in order[:n_val]])
 
 
 def split(problems: Sequence[Problem], test_fraction: float, seed: int) -> tuple[list, list]:
@@ -226,6 +271,8 @@ def _read_real(folder: Path, seed: int, test_fraction: float) -> MathQASplits:
         return MathQASplits(train, test, f"real: MathQA train.json ({len(train):,}) / {evaluation.name} "
                                          f"({len(test):,}) from {folder}")
     train, test = split(read_mathqa_json(folder / "dev.json"), test_fraction, seed)
+    if (folder / "test.json").exists():
+        print(f"{folder / 'test.json'} is not used by default (no train.json): pass --eval-file to evaluate on it")
     return MathQASplits(train, test, f"real: MathQA dev.json split {1 - test_fraction:.0%}/{test_fraction:.0%} "
                                      f"(seed {seed}): {len(train):,} train / {len(test):,} test, from {folder}")
 

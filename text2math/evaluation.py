@@ -1,48 +1,80 @@
-"""Decoding a test set (greedy or beam) and scoring it: exact match of the program tokens, and
-execution accuracy against the correct option's value."""
+"""Decoding a test set (greedy or beam, grammar-constrained) and scoring it.
+
+Measures (all over every evaluated problem):
+- exact_match: the program's tokens equal the gold program's;
+- exec_acc: the top-1 program runs to the correct option's value (within `tolerance`, relative);
+- exec_gold: the top-1 program runs to the gold program's own value (independent of MathQA's option
+  labels; a gold program that does not run counts as wrong);
+- option_acc (option-aware selection, a second metric): among the beam's programs, best score first,
+  the first whose value is one of the five options' values (else the top-1) lands on the correct option;
+- runs: the share of top-1 programs that execute.
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
 
-from text2math.beam import beam_search, greedy_decode
+from text2math.beam import beam_search_nbest, greedy_decode
 from text2math.data import Problem
+from text2math.grammar import ConstrainedStep, Grammar
 from text2math.model import EOS, SOS, Seq2Seq, Seq2SeqConfig
 from text2math.program import ExecutionError, execute_tokens, matches
+from text2math.vocab import reachable_numbers
+
+Hypotheses = list[list[int]]   # per problem, the programs (token ids) best first
 
 
 @torch.no_grad()
-def decode(model: Seq2Seq, tensors: tuple[torch.Tensor, torch.Tensor], config: Seq2SeqConfig, *, beam: int,
-           max_len: int, alpha: float = 1.0, batch: int = 64) -> list[list[int]]:
-    """Program token ids (without <eos>) for every source row; beam 1 is greedy decoding."""
+def decode(model: Seq2Seq, tensors: tuple[torch.Tensor, ...], problems: Sequence[Problem], config: Seq2SeqConfig,
+           *, beam: int, max_len: int, alpha: float = 1.0, batch: int = 64, constrained: bool = True
+           ) -> list[Hypotheses]:
+    """Per source row, the decoded programs (without <eos>) best first: one for greedy (beam 1), the
+    beam's hypotheses otherwise. `tensors` = (src, mask, number positions)."""
     model.eval()
     sos, eos = config.tgt_vocab.index(SOS), config.tgt_vocab.index(EOS)
-    src, mask = tensors
-    out: list[list[int]] = []
+    grammar = Grammar(config.tgt_vocab)
+    src, mask, numbers = tensors[:3]
+    out: list[Hypotheses] = []
     for i in range(0, len(src), batch):
-        state = model.start(src[i:i + batch], mask[i:i + batch])
-        n = len(src[i:i + batch])
+        rows = slice(i, i + batch)
+        state = model.start(src[rows], mask[rows], numbers[rows])
+        n = len(src[rows])
+        step = model.decoder.step
+        if constrained:
+            reach = [reachable_numbers(p, pos, config.tgt_vocab) for p, pos in zip(problems[rows], numbers[rows])]
+            step = ConstrainedStep(step, grammar, reach, max_len + 1)
+            state = step.prepare(state)
         if beam == 1:
-            out += greedy_decode(model.decoder.step, state, n, sos, eos, max_len + 1)
+            out += [[row] for row in greedy_decode(step, state, n, sos, eos, max_len + 1)]
         else:
-            out += beam_search(model.decoder.step, state, n, sos, eos, max_len + 1, beam, alpha)
+            out += [[ids for ids, _ in found] for found in beam_search_nbest(step, state, n, sos, eos, max_len + 1,
+                                                                             beam, alpha)]
     return out
 
 
-def score_predictions(predictions: Sequence[Sequence[int]], problems: Sequence[Problem], config: Seq2SeqConfig,
+def value_of(tokens: Sequence[str], numbers: Sequence[float]) -> float | None:
+    try:
+        return execute_tokens(tokens, numbers)
+    except ExecutionError:
+        return None
+
+
+def score_predictions(predictions: Sequence[Hypotheses], problems: Sequence[Problem], config: Seq2SeqConfig,
                       tolerance: float) -> dict:
-    """exact_match: the tokens equal the gold program's; exec_acc: the program runs to the correct
-    option's value within `tolerance` (relative); runs: the share of predictions that execute."""
-    exact = executed = correct = 0
-    for ids, problem in zip(predictions, problems):
-        tokens = [config.tgt_vocab[i] for i in ids]
-        exact += tokens == problem.program
-        try:
-            value = execute_tokens(tokens, problem.numbers)
-        except ExecutionError:
-            continue
-        executed += 1
-        correct += matches(value, problem.answers, tolerance)
+    """The measures of the module docstring, as fractions of len(problems)."""
+    totals = dict.fromkeys(("exact_match", "exec_acc", "exec_gold", "option_acc", "runs"), 0)
+    for hypotheses, problem in zip(predictions, problems):
+        programs = [[config.tgt_vocab[i] for i in ids] for ids in hypotheses] or [[]]
+        values = [value_of(tokens, problem.numbers) for tokens in programs]
+        top = values[0]
+        totals["exact_match"] += programs[0] == problem.program
+        totals["runs"] += top is not None
+        totals["exec_acc"] += top is not None and matches(top, problem.answers, tolerance)
+        totals["exec_gold"] += (top is not None and problem.gold_value is not None
+                                and matches(top, [problem.gold_value], tolerance))
+        chosen = next((v for v in values if v is not None and any(matches(v, o, tolerance) for o in problem.options)),
+                      top)
+        totals["option_acc"] += chosen is not None and matches(chosen, problem.answers, tolerance)
     n = max(len(problems), 1)
-    return {"exact_match": exact / n, "exec_acc": correct / n, "runs": executed / n}
+    return {k: v / n for k, v in totals.items()}

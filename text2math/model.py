@@ -1,5 +1,6 @@
 """The four seq2seq models: an encoder (GloVe + Bi-LSTM, or a pre-trained BERT, frozen or fine-tuned)
-and an LSTM decoder (plain, or with Luong attention and input feeding), from two registries.
+and an LSTM decoder (plain, or with Luong attention and input feeding), from two registries. Every
+decoder scores the problem's numbers with a pointer over their encoder states (pointer.py).
 
 Every decoder works one step at a time on a state dict whose tensors all have the batch first, so
 beam search reorders hypotheses with one index_select per tensor."""
@@ -9,9 +10,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from common.models import ModelConfig
+from text2math.pointer import FIRST_NUMBER, MAX_NUMBERS, NumberPointer, splice
 
 PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
 SPECIALS = (PAD, SOS, EOS, UNK)
@@ -28,6 +29,12 @@ class Seq2SeqConfig(ModelConfig):
     hidden: int = 128
     dropout: float = 0.2
     bert_layers: int | None = None  # keep only the first N layers of the BERT encoder
+
+    def __post_init__(self):
+        numbers = [f"n{i}" for i in range(MAX_NUMBERS)]
+        if list(self.tgt_vocab[:len(SPECIALS)]) != list(SPECIALS) or \
+                list(self.tgt_vocab[FIRST_NUMBER:FIRST_NUMBER + MAX_NUMBERS]) != numbers:
+            raise ValueError("tgt_vocab must start with the special tokens, then n0 .. n39 (vocab.target_vocab)")
 
     def describe(self) -> str:
         encoder = f"BERT ({self.bert.rsplit('/', 2)[-2] if self.bert.count('/') > 1 else self.bert})" \
@@ -90,19 +97,27 @@ class LSTMDecoder(nn.Module):
         self.cell = nn.LSTMCell(self.input_dim(config), config.hidden)
         self.bridge = nn.Linear(memory_dim, 2 * config.hidden)
         self.dropout = nn.Dropout(config.dropout)
-        self.out = nn.Linear(config.hidden, len(config.tgt_vocab))
+        self.out = nn.Linear(config.hidden, len(config.tgt_vocab) - MAX_NUMBERS)   # every token but n_i
+        self.pointer = NumberPointer(memory_dim, config.hidden)
 
     def input_dim(self, config: Seq2SeqConfig) -> int:
         return config.emb_dim
 
-    def start(self, memory: torch.Tensor, summary: torch.Tensor, mask: torch.Tensor) -> State:
+    def start(self, memory: torch.Tensor, summary: torch.Tensor, mask: torch.Tensor,
+              numbers: torch.Tensor) -> State:
+        """`numbers` (B, MAX_NUMBERS): the source position of each number, -1 where absent."""
         h, c = torch.tanh(self.bridge(summary)).chunk(2, dim=-1)  # (B, H) each
-        return {"h": h.contiguous(), "c": c.contiguous(), "memory": memory, "mask": mask}
+        return {"h": h.contiguous(), "c": c.contiguous(), "memory": memory, "mask": mask,
+                **self.pointer.start(memory, numbers)}
+
+    def logits(self, features: torch.Tensor, state: State) -> torch.Tensor:
+        features = self.dropout(features)
+        return splice(self.out(features), self.pointer(features, state))
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """tokens (B,) -> logits (B, V) and the next state."""
         h, c = self.cell(self.dropout(self.embedding(tokens)), (state["h"], state["c"]))
-        return self.out(self.dropout(h)), {**state, "h": h, "c": c}
+        return self.logits(h, state), {**state, "h": h, "c": c}
 
 
 class AttentionDecoder(LSTMDecoder):
@@ -116,8 +131,8 @@ class AttentionDecoder(LSTMDecoder):
     def input_dim(self, config: Seq2SeqConfig) -> int:
         return config.emb_dim + config.hidden
 
-    def start(self, memory, summary, mask) -> State:
-        state = super().start(memory, summary, mask)
+    def start(self, memory, summary, mask, numbers) -> State:
+        state = super().start(memory, summary, mask, numbers)
         state["keys"] = self.project_memory(memory)                 # (B, S, H)
         state["feed"] = torch.zeros_like(state["h"])                # (B, H)
         return state
@@ -129,7 +144,7 @@ class AttentionDecoder(LSTMDecoder):
         scores = scores.masked_fill(~state["mask"], float("-inf"))
         context = torch.bmm(scores.softmax(-1).unsqueeze(1), state["memory"]).squeeze(1)  # (B, D)
         attended = torch.tanh(self.combine(torch.cat([h, context], dim=-1)))   # (B, H)
-        return self.out(self.dropout(attended)), {**state, "h": h, "c": c, "feed": attended}
+        return self.logits(attended, state), {**state, "h": h, "c": c, "feed": attended}
 
 
 @dataclass(frozen=True)
@@ -164,15 +179,15 @@ class Seq2Seq(nn.Module):
             self.encoder = ENCODERS[spec.encoder](config)
         self.decoder = DECODERS[spec.decoder](config, self.encoder.out_dim)
 
-    def start(self, src: torch.Tensor, mask: torch.Tensor) -> State:
+    def start(self, src: torch.Tensor, mask: torch.Tensor, numbers: torch.Tensor) -> State:
         memory, summary = self.encoder(src, mask)
-        return self.decoder.start(memory, summary, mask.bool())
+        return self.decoder.start(memory, summary, mask.bool(), numbers)
 
-    def forward(self, src: torch.Tensor, mask: torch.Tensor, tgt: torch.Tensor,
+    def forward(self, src: torch.Tensor, mask: torch.Tensor, numbers: torch.Tensor, tgt: torch.Tensor,
                 teacher_forcing: float = 1.0) -> torch.Tensor:
         """Logits (B, T, V) for tgt (B, T) = <sos> y1 ... <eos> <pad>...; the input at step t is the
         gold token with probability `teacher_forcing`, else the model's own previous argmax."""
-        state = self.start(src, mask)
+        state = self.start(src, mask, numbers)
         inputs = tgt[:, 0]
         logits = []
         for t in range(1, tgt.shape[1]):
@@ -184,12 +199,38 @@ class Seq2Seq(nn.Module):
                 inputs = torch.where(use_gold, inputs, step_logits.argmax(-1))
         return torch.stack(logits, dim=1)
 
+    def frozen_prefix(self) -> str | None:
+        """The state-dict prefix of a frozen pre-trained trunk (not saved: its package rebuilds it)."""
+        return "encoder.trunk." if isinstance(self.encoder, BertEncoder) and self.encoder.freeze else None
 
-def sequence_loss(logits: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy over real target tokens, their count, and how many were right."""
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        prefix = self.frozen_prefix()
+        if prefix is None or args or kwargs:
+            return state
+        return type(state)((k, v) for k, v in state.items() if not k.startswith(prefix))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """A checkpoint without the frozen trunk (or with it, from older runs) loads strictly."""
+        prefix = self.frozen_prefix()
+        if prefix is not None:
+            trunk = {k: v for k, v in super().state_dict().items() if k.startswith(prefix)}
+            state_dict = {**trunk, **state_dict}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def sequence_loss(logits: torch.Tensor, tgt: torch.Tensor, smoothing: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy over real target tokens, their count, and how many were right. Label
+    smoothing spreads `smoothing` over the tokens that can be scored (not the -inf number slots)."""
     gold = tgt[:, 1:]                                   # (B, T-1)
     real = gold != 0
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=0,
-                           reduction="sum")
+    logp = logits.float().log_softmax(-1)
+    nll = -logp.gather(-1, gold.unsqueeze(-1)).squeeze(-1)
+    if smoothing > 0:
+        finite = torch.isfinite(logp)
+        uniform = -logp.masked_fill(~finite, 0).sum(-1) / finite.sum(-1).clamp(min=1)
+        nll = (1 - smoothing) * nll + smoothing * uniform
+    loss = nll.masked_fill(~real, 0).sum()
     correct = ((logits.argmax(-1) == gold) & real).sum()
     return loss, real.sum(), correct

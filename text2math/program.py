@@ -268,7 +268,7 @@ def execute(formula: str, numbers: Sequence[float]) -> float:
 
 # --- answer options ----------------------------------------------------------------------------
 _OPTION = re.compile(r"(?:^|,|\[|')\s*'?([a-e])\s*\)")
-_NUMBER = r"-?\s*\d[\d,]*(?:\s*\.\s*\d+)?|-?\s*\.\s*\d+"
+_NUMBER = r"-?\s*\d[\d,]*(?:\s*\.\s*\d+)?|-?\s*\.\d+"   # '.5', but not the '. 1' of 'b . 1.2\'
 
 
 def split_options(options: str | list) -> dict[str, str]:
@@ -285,9 +285,10 @@ def split_options(options: str | list) -> dict[str, str]:
 
 
 def _to_float(text: str) -> float:
+    """'1,200' -> 1200 (thousands); '93,75' -> 93.75 and '40,0' -> 40 (a decimal comma: 1 or 2 digits after it)."""
     text = re.sub(r"\s+", "", text)
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", text):
-        text = text.replace(",", "")
+    if re.fullmatch(r"-?\d+,\d{1,2}", text):
+        return float(text.replace(",", "."))
     return float(text.replace(",", ""))
 
 
@@ -295,8 +296,11 @@ def _to_float(text: str) -> float:
 # and its value is the first of these token patterns found (earlier patterns first, then leftmost).
 # Matching tokens rather than searching the text with one regex per pattern keeps it linear in the
 # option's length: a regex search restarted at every digit of a long number is quadratic.
-_OPTION_TOKEN = re.compile(rf"(\s*)(?:(?P<num>{_NUMBER})|(?P<sym>[/:π√%])|\S)")
+_OPTION_TOKEN = re.compile(rf"(\s*)(?:(?P<num>{_NUMBER})|(?P<sym>[/:π√%+()])|\S)")
 _OPTION_PATTERNS: list[tuple[tuple[str, ...], Callable[..., list[float]]]] = [
+    (("num", "+", "(", "num", "/", "num", ")", "%"),                                   # 78 + ( 4 / 7 ) %
+     lambda w, a, b: [_to_float(w) + _to_float(a) / _to_float(b), (_to_float(w) + _to_float(a) / _to_float(b)) / 100]),
+    (("num", "+", "(", "num", "/", "num", ")"), lambda w, a, b: [_to_float(w) + _to_float(a) / _to_float(b)]),
     (("num", "spaced num", "/", "num"), lambda w, a, b: [_to_float(w) + _to_float(a) / _to_float(b)]),  # 2 1 / 2
     (("num", "/", "num"), lambda a, b: [_to_float(a) / _to_float(b)]),
     (("num", ":", "num"), lambda a, b: [_to_float(a) / _to_float(b)]),
@@ -327,6 +331,7 @@ def option_values(text: str) -> list[float]:
     not finite). Linear in the length of `text`."""
     text = re.sub(r"\s+", " ", text.replace("−", "-").lower())
     text = re.sub(r"\b(rs|s|inr|mph|kmph|km|cm|sq|m|hrs|hours|sec) ?\.", " ", text)
+    text = re.sub(r"(\d) , (?=\d{3}(?!\d))", r"\1,", text)      # '1 , 000,000': MathQA's spaced thousands
     kinds, texts = _option_tokens(text)
     for pattern, read in _OPTION_PATTERNS:
         start = _find_run(kinds, pattern)

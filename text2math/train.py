@@ -4,11 +4,14 @@
     python text2math/train.py --model bert_frozen                      # the packaged MiniLM encoder
     python text2math/train.py --model bert_finetuned --bert bert-base-uncased --bert-lr 2e-5
     python text2math/train.py --teacher-forcing 0.6 --beam-sizes 1 10 20
+    python text2math/train.py --train-file MathQA/train.json --eval-file MathQA/challenge_test.json
     torchrun --nproc_per_node=4 text2math/train.py --model bert_frozen   # DDP; --batch-size is the global batch
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -21,18 +24,45 @@ from common import distributed
 from common.cli import make_parser, non_negative_float, open_fraction, parse_args, positive_float, positive_int
 from common.data_source import short_source
 from common.errors import UserError, run_cli
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.models import count_parameters
 from common.plots import plot_curves
 from common.rundir import RunDir
 from common.runtime import seed_everything
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
 from text2math.bert import default_bert, load_bert
-from text2math.data import load_mathqa, read_glove
+from text2math.data import MathQASplits, carve_validation, load_mathqa, read_glove, with_files
 from text2math.evaluation import decode, score_predictions
-from common.models import count_parameters
 from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig, sequence_loss
 from text2math.vocab import encode_sources, encode_targets, glove_matrix, source_vocab, target_vocab
 
 ASSIGNMENT = "text2math"
+BEST = "best.pt"      # the weights of the epoch best on validation (trained parts only)
+
+def cosine(epochs: int, floor: float = 0.05):
+    """The learning-rate factor after `epoch` epochs: 1 down to `floor` over `epochs`, half a cosine. A
+    function of --epochs alone (not of saved scheduler state), so a resumed run follows the same curve."""
+    return lambda epoch: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))
+
+
+class EpochSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """LambdaLR whose learning rates, on --resume, follow this run's curve (not the saved run's)."""
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        for group, base, factor in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = base * factor(self.last_epoch)
+
+
+# --lr-schedule: optimizer, args -> a per-epoch scheduler (or None)
+SCHEDULES = {
+    "cosine": lambda opt, args: EpochSchedule(opt, cosine(args.epochs)),
+    "constant": lambda opt, args: None,
+}
+
+
+class StopTraining(Exception):
+    """Validation execution accuracy has not risen for --patience epochs."""
 
 
 def build_parser():
@@ -56,9 +86,21 @@ def build_parser():
         help="beam scores are sum(log p) / length**alpha (default: %(default)s)")
     add("--hidden-size", type=positive_int, default=128, help="LSTM hidden size (default: %(default)s)")
     add("--emb-dim", type=positive_int, default=50, help="word / program token embedding size (default: %(default)s)")
-    add("--dropout", type=non_negative_float, default=0.2, help="dropout (default: %(default)s)")
+    add("--dropout", type=non_negative_float, default=0.3, help="dropout (default: %(default)s)")
+    add("--label-smoothing", type=non_negative_float, default=0.0,
+        help="label smoothing over the tokens that can be scored (default: %(default)s)")
+    add("--lr-schedule", choices=list(SCHEDULES), default="cosine",
+        help="per-epoch learning-rate schedule over --epochs (default: %(default)s)")
+    add("--patience", type=positive_int, default=6,
+        help="stop when validation execution accuracy has not risen for this many epochs (default: %(default)s)")
+    add("--val-fraction", type=non_negative_float, default=0.1,
+        help="share of the training problems held out for early stopping; 0: none (default: %(default)s)")
+    add("--train-file", type=Path, default=None,
+        help="MathQA json to train on (default: train.json under --data-root, else 90%% of dev.json)")
+    add("--eval-file", type=Path, default=None,
+        help="MathQA json to evaluate on (default: test.json beside train.json, else the held-out 10%% of dev.json)")
     add("--grad-clip", type=positive_float, default=5.0, help="max global gradient norm (default: %(default)s)")
-    add("--max-src-len", type=positive_int, default=120, help="source tokens kept (default: %(default)s)")
+    add("--max-src-len", type=positive_int, default=160, help="source tokens kept (default: %(default)s)")
     add("--max-program-len", type=positive_int, default=60,
         help="program tokens; longer training programs are dropped (default: %(default)s)")
     add("--test-fraction", type=open_fraction, default=0.1, help="share of dev.json held out (default: %(default)s)")
@@ -93,20 +135,42 @@ def main(argv=None) -> dict:
         return train(args, info)
 
 
+def load_data(args) -> MathQASplits:
+    """The resolved data (or --train-file / --eval-file), with a validation share carved from training."""
+    if args.train_file is not None and args.eval_file is not None:
+        data = MathQASplits([], [], "")
+    else:
+        data = load_mathqa(args.data, args.data_root, seed=args.seed, smoke=args.smoke,
+                           n_generated=args.n_generated, test_fraction=args.test_fraction)
+    data = with_files(data, args.train_file, args.eval_file, seed=args.seed, test_fraction=args.test_fraction)
+    if args.val_fraction >= 1:
+        raise UserError(f"--val-fraction is a share below 1: got {args.val_fraction}")
+    return carve_validation(data, args.val_fraction, args.seed)
+
+
+def encode(problems, config: Seq2SeqConfig, tokenizer, args, *, train: bool):
+    """(src, mask, number positions, tgt) and the problems they hold (training drops programs that do
+    not fit: too long, or using a number the pointer cannot reach)."""
+    src, mask, numbers = encode_sources(problems, config.src_vocab, tokenizer, args.max_src_len)
+    tgt, kept = encode_targets(problems, config.tgt_vocab, args.max_program_len, truncate=not train,
+                               positions=numbers)
+    keep = torch.tensor(kept, dtype=torch.bool)
+    return (src[keep], mask[keep], numbers[keep], tgt), [p for p, k in zip(problems, kept) if k]
+
+
 def train(args, info: distributed.DistInfo) -> dict:
     spec = MODELS[args.model]
     is_bert = spec.encoder == "bert"
     device = torch.device(info.device)
     seed_everything(args.seed)
-    data = load_mathqa(args.data, args.data_root, seed=args.seed, smoke=args.smoke,
-                       n_generated=args.n_generated, test_fraction=args.test_fraction)
+    data = load_data(args)
     tokenizer, trunk = load_bert(args.bert, args.bert_layers) if is_bert else (None, None)
     glove = resolve_glove(args)
     src_words = [] if is_bert else source_vocab(data.train)
     vectors = read_glove(glove, src_words) if (glove and not is_bert) else {}
     if vectors:
         args.emb_dim = len(next(iter(vectors.values())))
-    config = Seq2SeqConfig(args.model, target_vocab(data.train + data.test), src_words, args.bert or "",
+    config = Seq2SeqConfig(args.model, target_vocab(data.train), src_words, args.bert or "",   # training programs only
                            args.emb_dim, args.hidden_size, args.dropout, args.bert_layers)
     torch.manual_seed(args.seed)
     model = Seq2Seq(config, trunk)
@@ -118,52 +182,92 @@ def train(args, info: distributed.DistInfo) -> dict:
         embedding_note = (f", GloVe {glove.name}: {len(vectors):,}/{len(src_words):,} words found, the rest learned"
                           if glove else ", no GloVe file: embeddings learned from scratch")
     model.to(device)
-    tgt_train, kept = encode_targets(data.train, config.tgt_vocab, args.max_program_len)
-    train_problems = [p for p, k in zip(data.train, kept) if k]
-    src_train, mask_train = encode_sources(train_problems, config.src_vocab, tokenizer, args.max_src_len)
-    src_test, mask_test = encode_sources(data.test, config.src_vocab, tokenizer, args.max_src_len)
-    tgt_test, _ = encode_targets(data.test, config.tgt_vocab, args.max_program_len, truncate=True)
+    train_tensors, train_problems = encode(data.train, config, tokenizer, args, train=True)
+    val_tensors, val_problems = encode(data.val or data.test, config, tokenizer, args, train=False)
+    val_problems = val_problems if data.val else []   # no validation part: no early stopping
+    test_tensors, _ = encode(data.test, config, tokenizer, args, train=False)
     if spec.freeze_encoder:  # run the frozen encoder once over the data set
-        src_train = cache_features(model, src_train, mask_train, device, args.smoke)
-        src_test = cache_features(model, src_test, mask_test, device, args.smoke)
+        train_tensors, val_tensors, test_tensors = (
+            (cache_features(model, t[0], t[1], device, args.smoke, cache_dir=feature_cache(args)), *t[1:])
+            for t in (train_tensors, val_tensors, test_tensors))
         model.encoder.cached = True
-    train_tensors = tuple(t.to(device) for t in (src_train, mask_train, tgt_train))
-    test_tensors = tuple(t.to(device) for t in (src_test, mask_test, tgt_test))
+    train_tensors, val_tensors, test_tensors = (tuple(x.to(device) for x in t)
+                                                for t in (train_tensors, val_tensors, test_tensors))
     # a fine-tuned trunk's pooler is trained by no loss: DDP must not wait for its gradients
     net = distributed.wrap_model(model, info.device, find_unused_parameters=is_bert and not spec.freeze_encoder)
     run = distributed.run_dir(args, data_source=data.source, device=device.type)
     trained = count_parameters(model, trainable_only=True)
     print(f"{ASSIGNMENT}: {config.describe()}{embedding_note}; {trained:,} trainable parameters; "
-          f"{len(train_problems):,} train ({len(data.train) - len(train_problems)} longer than "
-          f"{args.max_program_len} tokens dropped) / {len(data.test):,} test; teacher forcing "
-          f"{args.teacher_forcing:g}; data: {data.source}")
+          f"{len(train_problems):,} train ({len(data.train) - len(train_problems)} dropped: longer than "
+          f"{args.max_program_len} tokens, or a number or token outside reach) / {len(data.val):,} validation / "
+          f"{len(data.test):,} test; teacher forcing {args.teacher_forcing:g}; data: {data.source}")
     optimizer = build_optimizer(model, args, is_bert and not spec.freeze_encoder)
+    scheduler = SCHEDULES[args.lr_schedule](optimizer, args)
 
     def train_step(batch):
-        src, mask, tgt = trim(*batch)
-        logits = net(src, mask, tgt, teacher_forcing=args.teacher_forcing)
-        loss_sum, tokens, correct = sequence_loss(logits, tgt)
+        src, mask, numbers, tgt = trim(*batch)
+        logits = net(src, mask, numbers, tgt, teacher_forcing=args.teacher_forcing)
+        loss_sum, tokens, correct = sequence_loss(logits, tgt, args.label_smoothing)
         return loss_sum / tokens.clamp(min=1), {"n": tokens, "loss": loss_sum.detach(), "token_acc": correct}
 
-    def evaluate(epoch: int) -> dict:   # each rank a strided share of the test problems
-        share, problems = tuple(distributed.shard(t) for t in test_tensors), distributed.shard(data.test)
-        scores = score_predictions(decode(model, share[:2], config, beam=1, max_len=args.max_program_len),
-                                   problems, config, args.tolerance)
-        return {**teacher_forced_loss(model, share), **distributed.reduce_means(
-            {f"test_{k}": scores[k] for k in ("exact_match", "exec_acc")}, len(problems))}
+    def evaluate(epoch: int) -> dict:   # each rank a strided share of the validation problems
+        record = teacher_forced_loss(model, test_tensors, "test")
+        if val_problems:
+            record.update(teacher_forced_loss(model, val_tensors, "val"))
+            share, problems = tuple(distributed.shard(t) for t in val_tensors), distributed.shard(val_problems)
+            scores = score_predictions(decode(model, share, problems, config, beam=1, max_len=args.max_program_len),
+                                       problems, config, args.tolerance)
+            record.update(distributed.reduce_means({f"val_{k}": scores[k] for k in ("exact_match", "exec_acc")},
+                                                   len(problems)))
+        if distributed.is_main_process() and is_best(run.metrics(), record):
+            save_checkpoint(run.file(BEST), {"epoch": epoch + 1, "model": model.state_dict(),
+                                             "model_config": config.to_dict()})
+        return record
+
+    def batches(epoch: int):
+        if stale_epochs(run.metrics()) >= args.patience:
+            raise StopTraining
+        return tensor_batches(train_tensors, batch, seed=args.seed, epoch=epoch)
 
     batch = distributed.per_rank_batch(args.batch_size)
     settings = FitSettings(epochs=args.epochs, grad_clip=args.grad_clip, quiet=args.smoke,
                            steps_per_epoch=batch_count(len(train_problems), batch))
-    fit(net, optimizer, run, lambda epoch: tensor_batches(train_tensors, batch, seed=args.seed, epoch=epoch),
-        train_step, evaluate, settings, config.to_dict(), device=device)
+    try:
+        fit(net, optimizer, run, batches, train_step, evaluate, settings, config.to_dict(), scheduler=scheduler,
+            device=device)
+    except StopTraining:
+        print(f"early stop: validation execution accuracy has not risen for {args.patience} epochs")
+    if (run.path / BEST).exists():
+        model.load_state_dict(load_checkpoint(run.path / BEST)["model"])
     return distributed.on_rank0(write_artefacts, run, model, data, config, test_tensors, args)
 
 
-def trim(src: torch.Tensor, mask: torch.Tensor, tgt: torch.Tensor):
+def _key(record: dict) -> tuple[float, float]:
+    """What early stopping maximises: validation execution accuracy, then the lower validation loss."""
+    return record.get("val_exec_acc", 0.0), -record.get("val_loss", float("inf"))
+
+
+def is_best(previous: list[dict], record: dict) -> bool:
+    return all(_key(record) > _key(r) for r in previous)
+
+
+def stale_epochs(records: list[dict]) -> int:
+    """Epochs since the best one (0 when the last epoch is the best, or there are none)."""
+    if not records:
+        return 0
+    best = max(range(len(records)), key=lambda i: (_key(records[i]), -i))
+    return len(records) - 1 - best
+
+
+def feature_cache(args) -> Path | None:
+    """Where the frozen encoder's outputs are kept between runs: runs/text2math/feature_cache (not under --smoke)."""
+    return None if args.smoke else args.out.parent / "feature_cache"
+
+
+def trim(src: torch.Tensor, mask: torch.Tensor, numbers: torch.Tensor, tgt: torch.Tensor):
     """Drop the padding columns every row of this batch has (sources and targets)."""
     source_len, target_len = int(mask.sum(1).max()), int((tgt != 0).sum(1).max())
-    return src[:, :source_len], mask[:, :source_len], tgt[:, :target_len]
+    return src[:, :source_len], mask[:, :source_len], numbers, tgt[:, :target_len]
 
 
 def build_optimizer(model: Seq2Seq, args, fine_tune_bert: bool) -> torch.optim.Optimizer:
@@ -177,54 +281,83 @@ def build_optimizer(model: Seq2Seq, args, fine_tune_bert: bool) -> torch.optim.O
 
 @torch.no_grad()
 def cache_features(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, device, quiet: bool,
-                   batch: int = 64) -> torch.Tensor:
-    """The frozen encoder's last hidden states for every example, once: (N, S, D) float16."""
+                   batch: int = 64, cache_dir: Path | None = None) -> torch.Tensor:
+    """The frozen encoder's last hidden states for every example, once: (N, S, D) float16. Rows are run
+    in order of length, each batch cut to its longest row (no work on padding); with `cache_dir`, the
+    result is kept on disk under a hash of the encoder and the token ids, and reused by later runs."""
     from common.progress import progress
 
+    key = hashlib.sha1(f"{model.config.bert}|{model.config.bert_layers}".encode() + ids.numpy().tobytes()
+                       + mask.numpy().tobytes()).hexdigest()[:20]
+    path = cache_dir / f"features_{key}.pt" if cache_dir is not None else None
+    if path is not None and path.exists():
+        return load_checkpoint(path)["features"]
     model.eval()
-    parts = [model.encoder.features(ids[i:i + batch].to(device), mask[i:i + batch].to(device)).half().cpu()
-             for i in progress(range(0, len(ids), batch), desc="caching frozen encoder outputs", quiet=quiet)]
-    return torch.cat(parts)
+    lengths = mask.sum(1)
+    order = lengths.argsort(descending=True)
+    out = torch.zeros((*ids.shape, model.encoder.out_dim), dtype=torch.float16)
+    for i in progress(range(0, len(ids), batch), desc="caching frozen encoder outputs", quiet=quiet):
+        rows = order[i:i + batch]
+        width = max(int(lengths[rows].max()), 1)
+        part = model.encoder.features(ids[rows, :width].to(device), mask[rows, :width].to(device))
+        out[rows, :width] = part.half().cpu()
+    if path is not None:
+        save_checkpoint(path, {"features": out})
+    return out
 
 
-def teacher_forced_loss(model: Seq2Seq, tensors, batch: int = 128) -> dict:
+def teacher_forced_loss(model: Seq2Seq, tensors, name: str, batch: int = 128) -> dict:
     total, count = 0.0, 0
-    src, mask, tgt = tensors
+    src, mask, numbers, tgt = tensors
     for i in range(0, len(src), batch):
-        part = trim(src[i:i + batch], mask[i:i + batch], tgt[i:i + batch])
-        loss_sum, tokens, _ = sequence_loss(model(*part), part[2])
+        part = trim(src[i:i + batch], mask[i:i + batch], numbers[i:i + batch], tgt[i:i + batch])
+        loss_sum, tokens, _ = sequence_loss(model(*part), part[3])
         total, count = total + float(loss_sum), count + int(tokens)
-    return distributed.reduce_means({"test_loss": total / max(count, 1)}, count)   # over every rank's tokens
+    return distributed.reduce_means({f"{name}_loss": total / max(count, 1)}, count)   # over every rank's tokens
 
 
 def write_artefacts(run: RunDir, model: Seq2Seq, data, config: Seq2SeqConfig, test_tensors, args) -> dict:
     records = run.metrics()
-    plot_curves(records, {"loss (per program token)": ["train_loss", "test_loss"],
-                          "accuracy": ["train_token_acc", "test_exact_match", "test_exec_acc"]},
+    plot_curves(records, {"loss (per program token)": ["train_loss", "val_loss", "test_loss"],
+                          "accuracy": ["train_token_acc", "val_exact_match", "val_exec_acc"]},
                 run.file("curves.png"), title=f"{config.describe()} ({short_source(data.source)})")
+    best_epoch = int(load_checkpoint(run.path / BEST)["epoch"]) if (run.path / BEST).exists() else len(records)
+    beams = evaluate_beams(model, test_tensors, data.test, config, args, run.file("predictions.jsonl"))
+    first = beams[str(args.beam_sizes[0])]
+    best = records[best_epoch - 1] if records else {}
+    summary = run.finish({
+        "model": args.model, "title": MODELS[args.model].title, "description": config.describe(),
+        **{k: first[k] for k in ("exact_match", "exec_acc", "exec_gold", "option_acc", "runs")}, "beams": beams,
+        "teacher_forcing": args.teacher_forcing, "best_epoch": best_epoch,
+        "train_loss": best.get("train_loss"), "test_loss": best.get("test_loss"),
+        "val_exec_acc": best.get("val_exec_acc"),
+        "parameters": count_parameters(model, trainable_only=True),
+        "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
+        "tolerance": args.tolerance,
+        "model_config": {k: v for k, v in config.to_dict().items() if not k.endswith("vocab")},
+    }, records)
+    print(f"done (weights of epoch {best_epoch}, best on validation): " + describe_beams(beams)
+          + f" on {len(data.test):,} test problems; run directory {run.path}")
+    return summary
+
+
+def evaluate_beams(model: Seq2Seq, tensors, problems, config: Seq2SeqConfig, args, predictions: Path | None) -> dict:
+    """{beam: scores} for every --beam-sizes; the first beam's top-1 programs written to `predictions`."""
     model.eval()
     beams = {}
     for beam in args.beam_sizes:
-        with torch.no_grad():
-            predictions = decode(model, test_tensors[:2], config, beam=beam, max_len=args.max_program_len,
-                                 alpha=args.length_alpha)
-        beams[str(beam)] = score_predictions(predictions, data.test, config, args.tolerance)
-        if beam == args.beam_sizes[0]:
-            write_predictions(run.file("predictions.jsonl"), predictions, data.test, config)
-    first = beams[str(args.beam_sizes[0])]
-    last = records[-1]
-    summary = run.finish({
-        "model": args.model, "title": MODELS[args.model].title, "description": config.describe(),
-        "exact_match": first["exact_match"], "exec_acc": first["exec_acc"], "beams": beams,
-        "teacher_forcing": args.teacher_forcing, "train_loss": last["train_loss"], "test_loss": last["test_loss"],
-        "parameters": count_parameters(model, trainable_only=True),
-        "n_train": len(data.train), "n_test": len(data.test), "tolerance": args.tolerance,
-        "model_config": {k: v for k, v in config.to_dict().items() if not k.endswith("vocab")},
-    }, records)
-    scores = ", ".join(f"beam {b}: exact match {s['exact_match']:.2%}, execution accuracy {s['exec_acc']:.2%}"
-                       for b, s in beams.items())
-    print(f"done: {scores} on {len(data.test):,} test problems; run directory {run.path}")
-    return summary
+        found = decode(model, tensors, problems, config, beam=beam, max_len=args.max_program_len,
+                       alpha=args.length_alpha)
+        beams[str(beam)] = score_predictions(found, problems, config, args.tolerance)
+        if beam == args.beam_sizes[0] and predictions is not None:
+            write_predictions(predictions, [h[0] for h in found], problems, config)
+    return beams
+
+
+def describe_beams(beams: dict) -> str:
+    return "; ".join(f"beam {b}: exact match {s['exact_match']:.2%}, execution accuracy {s['exec_acc']:.2%} "
+                     f"(gold program's value {s['exec_gold']:.2%}), option-aware {s['option_acc']:.2%}"
+                     for b, s in beams.items())
 
 
 def write_predictions(path: Path, predictions, problems, config) -> None:

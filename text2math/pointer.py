@@ -1,0 +1,54 @@
+"""Numbers copied, not generated: the decoder's scores for `n0, n1, ...` come from a pointer over the
+encoder states at the positions where the problem's numbers stand, not from vocabulary rows.
+
+The program vocabulary keeps the slots `n0 .. n{MAX_NUMBERS-1}` right after the special tokens (so
+token ids, exact match and the executor are unchanged); the decoder's output layer scores every other
+token, and `splice` puts the pointer's scores into the number slots. A slot whose number is not in
+the problem (or was cut from the source) scores -inf: the pointer can only pick numbers that exist.
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+MAX_NUMBERS = 40            # n0 .. n39
+FIRST_NUMBER = 4            # the slots follow <pad> <sos> <eos> <unk>
+PLACEHOLDER = re.compile(r"n(\d+)$")
+
+
+def word_positions(words: Sequence[str]) -> list[int]:
+    """[position of n0, of n1, ...] among `words` (-1 where absent), at most MAX_NUMBERS."""
+    positions = [-1] * MAX_NUMBERS
+    for j, word in enumerate(words):
+        match = PLACEHOLDER.match(word)
+        if match and int(match.group(1)) < MAX_NUMBERS and positions[int(match.group(1))] < 0:
+            positions[int(match.group(1))] = j
+    return positions
+
+
+class NumberPointer(nn.Module):
+    """Bilinear scores between the decoder's query and the encoder states of the numbers."""
+
+    def __init__(self, memory_dim: int, query_dim: int):
+        super().__init__()
+        self.keys = nn.Linear(memory_dim, query_dim, bias=False)
+
+    def start(self, memory: torch.Tensor, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """memory (B, S, D), positions (B, MAX_NUMBERS) with -1 where absent."""
+        index = positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, memory.shape[-1])
+        states = memory.gather(1, index)                                    # (B, K, D)
+        return {"number_keys": self.keys(states), "number_mask": positions >= 0}
+
+    def forward(self, query: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, K) scores; -inf for numbers the problem does not have."""
+        scores = torch.bmm(state["number_keys"], query.unsqueeze(-1)).squeeze(-1)
+        return scores.masked_fill(~state["number_mask"], float("-inf"))
+
+
+def splice(general: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+    """Logits over the whole vocabulary: the output layer's (every token but the number slots) with the
+    pointer's scores in the slots FIRST_NUMBER .. FIRST_NUMBER + MAX_NUMBERS."""
+    return torch.cat([general[:, :FIRST_NUMBER], numbers, general[:, FIRST_NUMBER:]], dim=-1)
