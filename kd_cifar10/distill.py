@@ -3,6 +3,8 @@
     python kd_cifar10/distill.py                                     # full configuration (GPU-sized)
     python kd_cifar10/distill.py --data-root ../shared/data --t-width 16 --s-width 8 --epochs 15
     python kd_cifar10/distill.py --teacher runs/kd_cifar10/<run>/teacher/checkpoint.pt   # reuse a teacher
+    python kd_cifar10/distill.py --data-root ../shared/data \
+        --teacher-checkpoint ../shared/data/pretrained/cifar10_resnet/resnet56-4bfd9763.th  # the published ResNet-56
     python kd_cifar10/distill.py --student-seeds 0 1 2               # students (and their KD twins) per seed
     torchrun --nproc_per_node=4 kd_cifar10/distill.py ...            # the same code under DDP
 
@@ -72,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the KD term; 1 - alpha weighs cross-entropy on the labels (default: %(default)s)")
     add("--teacher", type=Path, default=None,
         help="a finished teacher's checkpoint.pt (from this script or train.py) instead of training one")
+    add("--teacher-checkpoint", type=Path, default=None,
+        help="a published CIFAR-10 ResNet-20/56 file ({'state_dict', 'best_prec1'}, e.g. ../shared/data/pretrained/"
+             "cifar10_resnet/resnet56-4bfd9763.th) as the teacher, through resnet_norms' ResNet; this run's inputs "
+             "are re-normalised to the file's statistics")
     add("--teacher-epochs", type=positive_int, default=None, help="teacher's epochs (default: --epochs)")
     add("--student-seeds", type=int, nargs="+", default=None,
         help="train the student baseline and the distilled student once per seed (default: --seed)")
@@ -191,6 +197,34 @@ def load_teacher(path: Path, data: ImageTensors, device: str) -> torch.nn.Module
     return to_device(model, device)
 
 
+class Renormalised(torch.nn.Module):
+    """`model`, trained on [0, 1] pixels normalised with (to_mean, to_std), fed this run's inputs normalised with
+    (from_mean, from_std): x -> x * from_std / to_std + (from_mean - to_mean) / to_std, per channel."""
+
+    def __init__(self, model: torch.nn.Module, from_mean, from_std, to_mean, to_std):
+        super().__init__()
+        self.model, self.config = model, model.config
+        f_m, f_s, t_m, t_s = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
+                              for v in (from_mean, from_std, to_mean, to_std))
+        self.register_buffer("scale", f_s / t_s)
+        self.register_buffer("shift", (f_m - t_m) / t_s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:    # (B, C, H, W) -> (B, K)
+        return self.model(x * self.scale + self.shift)
+
+
+def load_pretrained_teacher(path: Path, data: ImageTensors, device: str) -> torch.nn.Module:
+    """A published CIFAR-10 ResNet (resnet_norms' loader: a corrupt or other-architecture file is one line)."""
+    from resnet_norms.model import PRETRAINED_MEAN, PRETRAINED_STD, load_pretrained_cifar_resnet
+
+    model, _ = load_pretrained_cifar_resnet(path.expanduser().resolve())
+    config = model.config
+    if config.in_channels != data.shape[0] or config.num_classes != len(data.classes):
+        raise UserError(f"--teacher-checkpoint {path} takes {config.in_channels}-channel images and "
+                        f"{config.num_classes} classes; the data have {data.shape[0]} and {len(data.classes)}")
+    return to_device(Renormalised(model, data.mean, data.std, PRETRAINED_MEAN, PRETRAINED_STD), device)
+
+
 def place_data(data: ImageTensors, device: str) -> ImageTensors:
     """Keep the whole set on the accelerator (channels_last) when it fits in a quarter of its free memory."""
     if device.startswith("cuda"):
@@ -207,6 +241,9 @@ def main(argv=None) -> dict:
     args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if args.teacher is not None and args.teacher_checkpoint is not None:
+        raise UserError("give --teacher (a checkpoint of this project) or --teacher-checkpoint (a published "
+                        "ResNet file), not both")
     args.student_seeds = args.student_seeds or [args.seed]
     if len(set(args.student_seeds)) != len(args.student_seeds):
         raise UserError(f"--student-seeds repeats a seed: {args.student_seeds}")
@@ -228,10 +265,13 @@ def distill(args, info: distributed.DistInfo) -> dict:
     if info.is_main:
         print(f"{ASSIGNMENT} distillation: {len(data.y_train):,} train / {len(data.y_test):,} test, data: "
               f"{data.source}; {info.world_size} process(es) on {info.device}; global batch {args.batch_size}")
-    if args.teacher is not None:
-        teacher_model = load_teacher(args.teacher, data, info.device)
+    if args.teacher is not None or args.teacher_checkpoint is not None:
+        if args.teacher is not None:
+            teacher_model = load_teacher(args.teacher, data, info.device)
+        else:
+            teacher_model = load_pretrained_teacher(args.teacher_checkpoint, data, info.device)
         teacher = phase.finish(None, "teacher", teacher_model, [], None)
-        teacher["loaded_from"] = str(args.teacher)
+        teacher["loaded_from"] = str(args.teacher or args.teacher_checkpoint)
     else:
         teacher_model = phase.build(args.t_layers, args.t_width, args.seed)
         teacher = phase.train("teacher", teacher_model, args.seed, args.teacher_epochs)

@@ -227,3 +227,55 @@ def test_step_bench_smoke_prints_the_ratio(capsys):
     kd_cifar10_step.main(["--smoke"])
     out = capsys.readouterr().out
     assert out.count("images/s") == 2 and "ratio ours / reference" in out
+
+
+# --teacher-checkpoint: the published CIFAR-10 ResNets as the teacher -------------------------------------
+
+def test_renormalised_teacher_sees_inputs_in_its_own_statistics():
+    torch.manual_seed(0)
+    inner = torch.nn.Conv2d(3, 2, 1)
+    inner.config = "cfg"
+    from_mean, from_std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    to_mean, to_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    wrapped = distill.Renormalised(inner, from_mean, from_std, to_mean, to_std)
+    x = torch.randn(4, 3, 5, 5)
+    view = lambda v: torch.tensor(v).view(1, 3, 1, 1)  # noqa: E731
+    pixels = x * view(from_std) + view(from_mean)
+    torch.testing.assert_close(wrapped(x), inner((pixels - view(to_mean)) / view(to_std)))
+    assert wrapped.config == "cfg"
+
+
+@pytest.fixture
+def published_resnet(tmp_path):
+    from resnet_norms.model import ResNetConfig, build_resnet
+    from tests.test_dfad_kd import published_layout
+
+    torch.manual_seed(0)
+    path = tmp_path / "resnet20-fake.th"
+    torch.save({"state_dict": published_layout(build_resnet(ResNetConfig(n=3))), "best_prec1": 12.5}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_teacher_checkpoint_takes_a_published_resnet(published_resnet, tmp_path):
+    summary = distill.main(["--smoke", "--out", str(tmp_path / "run"), "--teacher-checkpoint", str(published_resnet)])
+    assert summary["teacher"]["loaded_from"] == str(published_resnet)
+    assert summary["teacher"]["model"].startswith("ResNet-20") and summary["teacher"]["parameters"] == 269_722
+    assert not (tmp_path / "run" / "teacher").exists(), "a loaded teacher is not retrained"
+
+
+@pytest.mark.parametrize("case, message", [("corrupt", "corrupt checkpoint"), ("both", "not both"),
+                                           ("wrong", "does not fit")])
+def test_a_bad_teacher_checkpoint_is_one_line(case, message, published_resnet, tmp_path, capsys):
+    path = tmp_path / "bad.th"
+    if case == "corrupt":
+        path.write_bytes(b"\x80\x02 truncated")
+    elif case == "wrong":
+        state = torch.load(published_resnet, weights_only=True)["state_dict"]
+        state["module.linear.weight"] = torch.zeros(10, 7)
+        torch.save({"state_dict": state}, path)
+    extra = ["--teacher", str(published_resnet)] if case == "both" else []
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(distill.main, ["--smoke", "--out", str(tmp_path / "r"), "--teacher-checkpoint", str(path), *extra])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and err.strip().count("\n") == 0, err
