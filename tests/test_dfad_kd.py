@@ -1,0 +1,353 @@
+"""dfad_kd: the students' parameter ratios, what a student step and a generator step may change, the MAE
+loss by hand, the generator's shapes, teacher files (ours, the published ResNet layout, corrupt, another
+architecture), train.py and train_teacher.py end to end (smoke, baselines, kill and --resume), the report."""
+import json
+
+import pytest
+import torch
+
+from common.checkpoint import save_checkpoint
+from common.errors import UserError, run_cli
+from common.reporting import load_result
+from dfad_kd import report, train, train_teacher
+from dfad_kd.data import DATASETS, seed_test_subsets
+from dfad_kd.model import (RESNET34, Generator, GeneratorConfig, LeNet5Config, Teacher, build, freeze, held,
+                           load_teacher, mae, model_config_dict, parameter_count, student_config)
+from resnet_norms.model import ResNetConfig, build_resnet
+from tests.conftest import REPO, run_script
+
+PRETRAINED = REPO.parent / "shared" / "data" / "pretrained" / "cifar10_resnet"
+
+
+# models ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family, config", [("lenet5", LeNet5Config()), ("resnet", ResNetConfig(n=3))])
+@pytest.mark.parametrize("ratio", [0.1, 0.2])
+def test_students_have_about_the_asked_share_of_the_teachers_parameters(family, config, ratio):
+    student = student_config(family, config, ratio)
+    share = parameter_count(family, student) / parameter_count(family, config)
+    assert share == pytest.approx(ratio, abs=0.01)
+    assert type(student) is type(config)
+    model = build(family, student)
+    assert sum(p.numel() for p in model.parameters()) == parameter_count(family, student)
+
+
+@pytest.mark.slow
+def test_resnet34_students_are_resnet18_layouts_at_the_asked_share():
+    share = parameter_count("resnet", student_config("resnet", ResNetConfig(n=9), 0.1)) / parameter_count(
+        "resnet", ResNetConfig(n=9))
+    assert share == pytest.approx(0.1, abs=0.01)                   # ResNet-56 too
+    assert parameter_count("resnet34", RESNET34) == 21_282_122
+    for ratio in (0.1, 0.2):
+        student = student_config("resnet34", RESNET34, ratio)
+        assert student.layers == (2, 2, 2, 2)
+        assert parameter_count("resnet34", student) / 21_282_122 == pytest.approx(ratio, abs=0.01)
+
+
+def test_lenet5_is_lenet5():
+    model = build("lenet5", LeNet5Config())
+    assert sum(p.numel() for p in model.parameters()) == 61_706
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_mae_is_the_mean_absolute_logit_difference_by_hand():
+    student = [[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]]
+    teacher = [[0.5, 1.0, 0.5], [-2.0, 3.5, 1.0]]
+    by_hand = sum(abs(s - t) for rs, rt in zip(student, teacher) for s, t in zip(rs, rt)) / 6
+    assert by_hand == pytest.approx(8.0 / 6)
+    assert mae(torch.tensor(student), torch.tensor(teacher)).item() == pytest.approx(by_hand)
+
+
+@pytest.mark.parametrize("output", ["pixels", "batchnorm"])
+def test_generator_shapes_and_pixel_range(output):
+    mean, std = (0.1307,), (0.3081,)
+    g = Generator(GeneratorConfig(nz=8, ngf=4, channels=1, image_size=28, mean=mean, std=std, output=output))
+    x = g(torch.randn(5, 8))
+    assert x.shape == (5, 1, 28, 28)
+    if output == "pixels":   # tanh's range mapped to [0, 1] pixels, then the teacher's normalisation
+        assert x.min() >= (0 - mean[0]) / std[0] - 1e-5 and x.max() <= (1 - mean[0]) / std[0] + 1e-5
+    colour = Generator(GeneratorConfig(nz=8, ngf=4, channels=3, image_size=32, mean=(0.5,) * 3, std=(0.2,) * 3))
+    assert colour(torch.randn(2, 8)).shape == (2, 3, 32, 32)
+    with pytest.raises(UserError, match="divisible by 4"):
+        GeneratorConfig(image_size=30)
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _state(method="dfad"):
+    """A tiny BatchNorm teacher, student and generator, as train.py wires them."""
+    torch.manual_seed(0)
+    config = ResNetConfig(n=1, widths=(4, 8, 8), image_size=8)
+    teacher = freeze(Teacher(build("resnet", config), "resnet", (0.5,) * 3, (0.25,) * 3, "test"))
+    with torch.no_grad():                      # BN running statistics that are not the defaults
+        for buf in teacher.model.buffers():
+            if buf.is_floating_point():
+                buf.uniform_(0.5, 1.5)
+    student = build("resnet", student_config("resnet", config, 0.5))
+    generator = Generator(GeneratorConfig(nz=6, ngf=4, channels=3, image_size=8, mean=(0.5,) * 3, std=(0.25,) * 3,
+                                          output="batchnorm"))
+    args = train.parse(["--smoke", "--method", method, "--nz", "6", "--batch-size", "8", "--out", "/tmp/unused"])
+    return train.State(args, teacher, student, generator, torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9),
+                       torch.optim.Adam(generator.parameters(), lr=1e-2), None, torch.device("cpu"))
+
+
+def test_a_student_step_changes_only_the_student():
+    state = _state()
+    teacher, student, generator = (_snapshot(m) for m in (state.teacher.model, state.student, state.generator))
+    rng = torch.Generator().manual_seed(0)
+    with torch.no_grad(), held(state.generator):
+        x = state.generator.train()(train._z(state.args, rng, "cpu"))
+    train.student_step(state, x)
+    assert _same(teacher, _snapshot(state.teacher.model)) and not state.teacher.model.training
+    assert _same(generator, _snapshot(state.generator)), "the generator's weights and BN buffers stay"
+    assert not _same(student, _snapshot(state.student))
+    assert all(p.grad is None for p in state.generator.parameters())
+
+
+def test_the_balance_term_is_the_negative_entropy_of_the_mean_prediction_by_hand():
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+    p1 = (0.5 + 1 / (1 + torch.exp(torch.tensor(-2.0))).item()) / 2            # mean softmax of class 0
+    by_hand = p1 * torch.log(torch.tensor(p1)).item() + (1 - p1) * torch.log(torch.tensor(1 - p1)).item()
+    assert train.neg_class_entropy(logits).item() == pytest.approx(by_hand, rel=1e-6)
+    assert train.neg_class_entropy(torch.zeros(3, 10)).item() == pytest.approx(-2.302585, rel=1e-6)
+
+
+@pytest.mark.parametrize("balance", [0.0, 1.0])
+def test_a_generator_step_changes_only_the_generator(balance):
+    state = _state()
+    state.args.balance = balance
+    teacher, student, generator = (_snapshot(m) for m in (state.teacher.model, state.student, state.generator))
+    grads_before = [p.grad for p in state.student.parameters()]
+    loss = train.generator_step(state, torch.randn(8, 6))
+    assert loss.item() > 0
+    assert _same(teacher, _snapshot(state.teacher.model))
+    assert _same(student, _snapshot(state.student)), "the student's weights and BN running statistics stay"
+    assert [p.grad for p in state.student.parameters()] == grads_before
+    assert all(p.requires_grad for p in state.student.parameters()), "held() gives the gradients back"
+    assert not _same(generator, _snapshot(state.generator))
+
+
+def test_the_frozen_teacher_cannot_be_put_back_in_training_mode():
+    state = _state()
+    state.teacher.model.train()
+    assert not state.teacher.model.training
+    assert not any(p.requires_grad for p in state.teacher.model.parameters())
+
+
+def test_the_seed_test_subsets_are_fixed_and_nested():
+    subsets = seed_test_subsets(1000)
+    assert len(subsets["10"]) == 100 and len(subsets["20"]) == 200
+    assert set(subsets["10"].tolist()) <= set(subsets["20"].tolist())
+    assert torch.equal(seed_test_subsets(1000)["20"], subsets["20"])
+
+
+# teacher files -----------------------------------------------------------------------------------------
+
+def published_layout(model) -> dict:
+    """A resnet_norms ResNet's weights under the published files' key names (module.layer1.0.bn1.weight)."""
+    out = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        key = key.replace("stem_conv.", "conv1.").replace("stem_norm.", "bn1.").replace("head.", "linear.")
+        if key.startswith("stages."):
+            _, stage, block, rest = key.split(".", 3)
+            key = f"layer{int(stage) + 1}.{block}.{rest.replace('norm', 'bn')}"
+        out[f"module.{key}"] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def fake_published(tmp_path_factory):
+    """A ResNet-20 in the published file format (random weights): the pretrained path without ../shared."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("pre") / "resnet20-fake.th"
+    torch.save({"state_dict": published_layout(build_resnet(ResNetConfig(n=3))), "best_prec1": 12.5}, path)
+    return path
+
+
+def test_a_published_resnet_file_loads_as_a_frozen_resnet_teacher(fake_published):
+    teacher = load_teacher(fake_published)
+    assert teacher.family == "resnet" and teacher.config.depth == 20 and not teacher.model.training
+    assert teacher.mean == DATASETS["cifar10"][1] and "ResNet-20" in teacher.source
+
+
+@pytest.mark.skipif(not PRETRAINED.exists(), reason="needs ../shared/data/pretrained")
+def test_pretrained_shorthand_finds_the_shared_file():
+    path = train.resolve_teacher_path("pretrained:resnet20", REPO.parent / "shared" / "data")
+    assert path.name.startswith("resnet20-") and load_teacher(path).config.depth == 20
+
+
+def test_pretrained_shorthand_without_the_file_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="no resnet56-\\*.th in"):
+        train.resolve_teacher_path("pretrained:resnet56", tmp_path)
+
+
+def _exit_line(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(train.main, argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.strip().count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+def test_a_corrupt_teacher_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "teacher.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    assert "corrupt checkpoint" in _exit_line(["--smoke", "--teacher", str(bad), "--out", str(tmp_path / "r")], capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_teacher_of_another_architecture_is_one_line(tmp_path, capsys):
+    lenet = build("lenet5", LeNet5Config())
+    wrong = model_config_dict(lenet, (0.5,), (0.5,)) | {"channels": [6, 16, 32]}     # a config that does not build
+    save_checkpoint(tmp_path / "a.pt", {"model_config": wrong, "model": lenet.state_dict()})
+    assert "does not hold a dfad_kd model" in _exit_line(
+        ["--smoke", "--teacher", str(tmp_path / "a.pt"), "--out", str(tmp_path / "r")], capsys)
+    other = build("lenet5", LeNet5Config(channels=(4, 8)))                           # weights of another shape
+    save_checkpoint(tmp_path / "b.pt", {"model_config": model_config_dict(lenet, (0.5,), (0.5,)),
+                                        "model": other.state_dict()})
+    assert "does not hold a dfad_kd model" in _exit_line(
+        ["--smoke", "--teacher", str(tmp_path / "b.pt"), "--out", str(tmp_path / "r")], capsys)
+    state = published_layout(build_resnet(ResNetConfig(n=1)))
+    state["module.linear.weight"] = torch.zeros(10, 7)                                 # published layout, wrong shape
+    torch.save({"state_dict": state}, tmp_path / "c.th")
+    assert "does not fit" in _exit_line(["--smoke", "--dataset", "cifar10", "--teacher", str(tmp_path / "c.th"),
+                                         "--out", str(tmp_path / "r")], capsys)
+    save_checkpoint(tmp_path / "d.pt", {"weights": torch.zeros(3)})                   # another program's file
+    assert "is not a dfad_kd checkpoint" in _exit_line(
+        ["--smoke", "--teacher", str(tmp_path / "d.pt"), "--out", str(tmp_path / "r")], capsys)
+
+
+def test_a_teacher_of_another_data_set_is_one_line(fake_published, tmp_path, capsys):
+    err = _exit_line(["--smoke", "--dataset", "mnist", "--teacher", str(fake_published), "--out", str(tmp_path)],
+                     capsys)
+    assert "pick the teacher of this --dataset" in err
+
+
+# end to end --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke_teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    summary = train_teacher.main(["--smoke", "--out", str(out)])
+    return out / "checkpoint.pt", summary
+
+
+def _records(path):
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_teacher_smoke_writes_a_checkpoint_train_py_reloads(smoke_teacher):
+    path, summary = smoke_teacher
+    for name in ("config.json", "metrics.jsonl", "summary.json", "curves.png"):
+        assert (path.parent / name).stat().st_size > 0, name
+    teacher = load_teacher(path)
+    assert teacher.family == "lenet5" and teacher.mean == (0.1307,) and summary["parameters"] == 61_706
+    assert {"test_acc", "test_acc_10", "test_acc_20"} <= set(summary)
+
+
+def test_dfad_smoke_writes_every_artefact(smoke_teacher, tmp_path):
+    out = tmp_path / "run"
+    summary = train.main(["--smoke", "--teacher", str(smoke_teacher[0]), "--out", str(out)])
+    for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "best.pt", "curves.png",
+                 "class_histogram.png", "generated.png", "samples/epoch_001.png", "samples/epoch_002.png"):
+        assert (out / name).stat().st_size > 0, name
+    record = _records(out)[-1]
+    for key in ("loss_s", "loss_g", "class_entropy", "class_hist", "agree_input", "agree_real", "test_acc_10",
+                "test_acc_20"):
+        assert key in record, key
+    assert 0 <= record["class_entropy"] <= 1 and sum(record["class_hist"]) == pytest.approx(1)
+    assert summary["parameter_ratio"] == pytest.approx(0.2, abs=0.01) and summary["teacher_parameters"] == 61_706
+    from common.checkpoint import load_checkpoint
+    from dfad_kd.model import model_from_checkpoint
+
+    student = model_from_checkpoint(load_checkpoint(out / "best.pt"))     # rebuilt without the CLI
+    assert student.config.describe() == summary["student_model"]
+
+
+@pytest.mark.parametrize("method", ["noise", "real", "labels"])
+def test_baselines_run_without_a_generator(smoke_teacher, tmp_path, method):
+    out = tmp_path / method
+    summary = train.main(["--smoke", "--method", method, "--teacher", str(smoke_teacher[0]), "--out", str(out)])
+    record = _records(out)[-1]
+    assert summary["method"] == method and "loss_g" not in record and not (out / "generated.png").exists()
+    assert ("class_hist" in record) == (method != "labels")
+    assert len(_records(out)) == 2
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(smoke_teacher, tmp_path, monkeypatch):
+    flags = ["--smoke", "--teacher", str(smoke_teacher[0]), "--epochs", "2"]
+    whole = train.main(flags + ["--out", str(tmp_path / "whole")])
+    real_call, calls = train.Evaluator.__call__, {"n": 0}
+
+    def killed_in_epoch_2(self, student):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_call(self, student)
+
+    monkeypatch.setattr(train.Evaluator, "__call__", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(flags + ["--out", str(tmp_path / "split")])
+    assert [r["epoch"] for r in _records(tmp_path / "split")] == [1]
+    monkeypatch.setattr(train.Evaluator, "__call__", real_call)
+    resumed = train.main(flags + ["--out", str(tmp_path / "split"), "--resume"])
+    a, b = _records(tmp_path / "whole"), _records(tmp_path / "split")
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if k != "train_seconds"} == {k: v for k, v in y.items()
+                                                                        if k != "train_seconds"}
+    assert resumed["test_acc"] == whole["test_acc"] and resumed["best_test_acc"] == whole["best_test_acc"]
+
+
+@pytest.mark.slow
+def test_without_a_teacher_one_is_trained_first_and_kept_on_resume(tmp_path):
+    out = tmp_path / "run"
+    first = train.main(["--smoke", "--out", str(out)])
+    assert (out / "teacher" / "checkpoint.pt").exists() and first["teacher_parameters"] == 61_706
+    stamp = (out / "teacher" / "checkpoint.pt").stat().st_mtime_ns
+    again = train.main(["--smoke", "--out", str(out), "--resume", "--epochs", "2"])
+    assert (out / "teacher" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    assert again["test_acc"] == first["test_acc"]
+
+
+@pytest.mark.slow
+def test_a_published_resnet_teacher_distils_on_cifar_shapes(fake_published, tmp_path):
+    summary = train.main(["--smoke", "--dataset", "cifar10", "--teacher", str(fake_published), "--student-ratio",
+                          "0.1", "--out", str(tmp_path / "run")])
+    assert summary["teacher_model"].startswith("ResNet-20")
+    assert summary["parameter_ratio"] == pytest.approx(0.1, abs=0.01)
+
+
+@pytest.mark.slow
+def test_train_teacher_script_smoke_from_another_directory(tmp_path):
+    done = run_script(str(REPO / "dfad_kd" / "train_teacher.py"), "--smoke", "--out", str(tmp_path / "t"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "t" / "checkpoint.pt").exists() and "done: teacher test acc" in done.stdout
+    bad = run_script(str(REPO / "dfad_kd" / "train_teacher.py"), "--model", "nope")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+def test_report_builds_from_smoke_runs(smoke_teacher, tmp_path):
+    specs = report.runs(quick=True)
+    assert specs and len({s.name for s in specs}) == len(specs)
+    results = {}
+    for spec in specs:
+        out = tmp_path / "runs" / spec.name
+        argv = [*spec.args, "--smoke", "--data", "generated", "--out", str(out)]
+        (train if spec.script == "train.py" else train_teacher).main(argv)
+        results[spec.name] = load_result(spec.name, out)
+    markdown = report.build(results, tmp_path / "report")
+    assert "5.70 / 4.90" in markdown and "8.00 / 6.00" in markdown and "| Gaussian noise (data-free) |" in markdown
+    assert "DFAD (generator, data-free) + balance 1" in markdown
+    for line in markdown.splitlines():
+        if line.startswith("!["):
+            assert (tmp_path / line.split("](")[1].rstrip(")")).exists(), line
