@@ -3,13 +3,15 @@
 What the encoder reads: a class-conditioned generator has no input sketch at generation time, so the
 encoder reads a *class prompt*: the class embedding added to `prompt_len` learned position vectors,
 (B, K, E). A 2-layer bidirectional LSTM turns it into a memory (B, K, 2He) and its final states start
-the decoder. The 2-layer LSTM decoder reads the previous stroke-5 row and the class embedding
-(teacher forcing in training, its own samples when generating); at every step additive (Bahdanau)
+the decoder. The 2-layer LSTM decoder reads the previous stroke-5 row, the pen's state after it
+(where the pen is relative to the start, and how far it has turned: `pen_position`, `pen_turning`) and
+the class embedding (teacher forcing in training, its own samples when generating); at every step additive (Bahdanau)
 attention of its output over the memory gives a context, and [output; context] feeds the head.
 Generation therefore needs a class label and nothing else.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -36,11 +38,19 @@ class SketchConfig(ModelConfig):
     dropout: float = 0.0
     max_len: int = 300           # longest sketch the model writes (stroke-5 rows after the start token)
     scale: float = 1.0           # the offsets' std in pixels: model units x scale = pixels
+    pen_position: bool = False   # the decoder also reads where the pen is (False: checkpoints written before it)
+    pen_turning: bool = False    # ... and how far the pen has turned since the start (full turns, signed)
+
+    def position_scale(self) -> float:
+        """Model units -> the pen position the decoder reads: pixels / 255, the span drawings are scaled to."""
+        return self.scale / 255.0
 
     def describe(self) -> str:
         head = f"gmm (M={self.mixtures})" if self.head == "gmm" else self.head
+        reads = "".join(f" (+ pen {what})" for what, on in (("position", self.pen_position),
+                                                              ("turning", self.pen_turning)) if on)
         return (f"class prompt {self.prompt_len}x{self.embed_dim} -> {self.layers}x BiLSTM {self.encoder_hidden} -> "
-                f"attention {self.attention_dim} -> {self.layers}x LSTM {self.decoder_hidden} -> head {head}")
+                f"attention {self.attention_dim} -> {self.layers}x LSTM {self.decoder_hidden}{reads} -> head {head}")
 
 
 class AdditiveAttention(nn.Module):
@@ -67,7 +77,8 @@ class SketchGenerator(nn.Module):
                                dropout=c.dropout if c.layers > 1 else 0.0)
         self.init_h = nn.Linear(2 * c.encoder_hidden, c.decoder_hidden)
         self.init_c = nn.Linear(2 * c.encoder_hidden, c.decoder_hidden)
-        self.decoder = nn.LSTM(5 + c.embed_dim, c.decoder_hidden, c.layers, batch_first=True,
+        reads = 5 + 2 * c.pen_position + c.pen_turning + c.embed_dim     # a row, the pen's state, the class
+        self.decoder = nn.LSTM(reads, c.decoder_hidden, c.layers, batch_first=True,
                                dropout=c.dropout if c.layers > 1 else 0.0)
         self.attention = AdditiveAttention(c.decoder_hidden, 2 * c.encoder_hidden, c.attention_dim)
         self.combine = nn.Linear(c.decoder_hidden + 2 * c.encoder_hidden, c.decoder_hidden)
@@ -84,10 +95,18 @@ class SketchGenerator(nn.Module):
         state = (torch.tanh(self.init_h(h)).contiguous(), self.init_c(c).contiguous())
         return memory, state, classes
 
-    def decode(self, inputs: torch.Tensor, classes: torch.Tensor, memory: torch.Tensor, state):
-        """inputs (B, T, 5) previous rows -> head parameters for (B, T), the new state."""
+    def decode(self, inputs: torch.Tensor, classes: torch.Tensor, memory: torch.Tensor, state,
+               positions: torch.Tensor | None = None, turns: torch.Tensor | None = None):
+        """inputs (B, T, 5) previous rows (with pen_position: where each leaves the pen relative to the start,
+        (B, T, 2) in model units; with pen_turning: the pen's signed turning so far, (B, T) in full turns)
+        -> head parameters for (B, T), the new state."""
         steps = inputs.shape[1]
-        output, state = self.decoder(torch.cat([inputs, classes.unsqueeze(1).expand(-1, steps, -1)], -1), state)
+        parts = [inputs, classes.unsqueeze(1).expand(-1, steps, -1)]
+        if self.config.pen_turning:
+            parts.insert(1, turns.unsqueeze(-1))
+        if self.config.pen_position:
+            parts.insert(1, positions * self.config.position_scale())
+        output, state = self.decoder(torch.cat(parts, -1), state)
         context, _ = self.attention(output, memory)                          # (B, T, 2He)
         features = torch.tanh(self.combine(torch.cat([output, context], dim=-1)))  # (B, T, Hd)
         return self.head(features), state
@@ -95,7 +114,8 @@ class SketchGenerator(nn.Module):
     def forward(self, stroke5: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Teacher forcing: stroke5 (B, T + 1, 5) with its start token -> parameters for rows 1..T."""
         memory, state, classes = self.encode(labels)
-        params, _ = self.decode(stroke5[:, :-1], classes, memory, state)
+        inputs = stroke5[:, :-1]
+        params, _ = self.decode(inputs, classes, memory, state, inputs[..., :2].cumsum(1), turning(inputs))
         return params
 
     @torch.no_grad()
@@ -108,8 +128,11 @@ class SketchGenerator(nn.Module):
         row = torch.as_tensor(START_TOKEN, device=labels.device).expand(len(labels), 5).unsqueeze(1)
         end = torch.as_tensor(END_TOKEN, device=labels.device)
         finished = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
+        position = torch.zeros(len(labels), 1, 2, device=labels.device)      # the pen, relative to the start
+        heading, turns = torch.zeros(len(labels), 2, device=labels.device), torch.zeros(len(labels), 1,
+                                                                                         device=labels.device)
         for _ in range(max_len or self.config.max_len):
-            params, state = self.decode(row, classes, memory, state)
+            params, state = self.decode(row, classes, memory, state, position, turns)
             params = {k: v[:, 0] for k, v in params.items()}                 # (B, ...)
             offsets = self.head.sample(params, temperature, generator)        # (B, 2)
             pen_probs = F.softmax(params["pen"] / temperature, dim=-1)
@@ -120,12 +143,44 @@ class SketchGenerator(nn.Module):
             finished |= pen == PEN_END
             if bool(finished.all()):
                 return
+            drawn = (row[:, 0, 2] > 0.5) & moves(new[:, :2])                # the pen was down: a drawn move
+            turns = turns + (turn_between(heading, new[:, :2]) * drawn).unsqueeze(1)
+            heading = torch.where(drawn.unsqueeze(1), new[:, :2], heading)
             row = new.unsqueeze(1)
+            position = position + row[..., :2]
 
     def generate(self, labels: torch.Tensor, temperature: float = 0.5, generator: torch.Generator | None = None,
                  max_len: int | None = None) -> torch.Tensor:
         """(B, steps, 5) stroke-5 rows (no start token)."""
         return torch.stack(list(self.generate_steps(labels, temperature, generator, max_len)), dim=1)
+
+
+def moves(offsets: torch.Tensor) -> torch.Tensor:
+    """(..., 2) offsets -> (...) bool: the pen moved (the start and end tokens do not)."""
+    return offsets.abs().amax(-1) > 1e-6
+
+
+def turn_between(heading: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """(..., 2) last heading and next offsets -> (...) the signed turn from one to the other in full turns
+    (0 where either is a zero move)."""
+    cross = heading[..., 0] * offsets[..., 1] - heading[..., 1] * offsets[..., 0]
+    dot = (heading * offsets).sum(-1)
+    return torch.atan2(cross, dot) * moves(offsets) * moves(heading) / (2 * math.pi)
+
+
+def turning(rows: torch.Tensor) -> torch.Tensor:
+    """(B, T, 5) stroke-5 rows -> (B, T) how far the pen has turned after each row, in signed full turns: the
+    sum of the turns between consecutive drawn moves. A move with the pen up (to the next stroke) is not
+    drawn: it neither turns nor changes the heading."""
+    offsets = rows[..., :2]
+    pen_was_down = torch.cat([torch.zeros_like(rows[:, :1, 2]), rows[:, :-1, 2]], dim=1) > 0.5
+    drawn = pen_was_down & moves(offsets)                                   # (B, T)
+    steps = torch.arange(rows.shape[1], device=rows.device)
+    last = torch.where(drawn, steps, -1).cummax(dim=1).values               # the latest drawn move so far
+    heading = torch.gather(offsets, 1, last.clamp(min=0).unsqueeze(-1).expand(-1, -1, 2))
+    heading = heading * (last >= 0).unsqueeze(-1)                           # none yet: no heading
+    previous = torch.cat([torch.zeros_like(heading[:, :1]), heading[:, :-1]], dim=1)
+    return (turn_between(previous, offsets) * drawn).cumsum(1)
 
 
 def masks(lengths: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:

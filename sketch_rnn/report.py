@@ -1,8 +1,11 @@
 """The report: head `seed` vs `gmm` side by side (loss terms, pen-state accuracy, recognisability of
-samples), the curves, each head's sample grid and GIF, and examples of the training sketches."""
+samples), the default model's recognisability over three seeds (mean ± std, per class too), the curves,
+each head's sample grid and GIF, and examples of the training sketches."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from common.plots import plot_overlays
 from common.reporting import RunResult, RunSpec, copy_figure, markdown_table, pct
@@ -10,13 +13,51 @@ from common.reporting import RunResult, RunSpec, copy_figure, markdown_table, pc
 HEAD_RUNS = ("seed", "gmm")
 SEED_PEN_ACCURACY = 0.937  # the seed's "draw accuracy" (issue 6)
 QUICK_ARGS = ("--max-per-class", "500", "--epochs", "8")
+SEEDS = (0, 1, 2)          # the default model (head gmm) once per seed: the headline is their mean ± std
+DEFAULT_HEAD = "gmm"
 
 
 def runs(quick: bool) -> list[RunSpec]:
-    """One run per head with train.py's defaults; --quick: 500 drawings a class and 8 epochs (the
-    default run, 1,000 a class and 10 epochs, takes minutes per head on a 2-core CPU)."""
+    """One run per head with train.py's defaults (seed 0), and the default head again with seeds 1 and 2;
+    --quick: 500 drawings a class and 8 epochs (the default run, 1,000 a class and 10 epochs, takes minutes
+    per run on a 2-core CPU)."""
     extra = QUICK_ARGS if quick else ()
-    return [RunSpec(head, ("--head", head, *extra)) for head in HEAD_RUNS]
+    return ([RunSpec(head, ("--head", head, *extra)) for head in HEAD_RUNS]
+            + [RunSpec(seed_run(seed), ("--head", DEFAULT_HEAD, "--seed", str(seed), *extra)) for seed in SEEDS[1:]])
+
+
+def seed_run(seed: int) -> str:
+    """The name of the default head's run with this seed (seed 0 is the head comparison's own run)."""
+    return DEFAULT_HEAD if seed == SEEDS[0] else f"{DEFAULT_HEAD}_seed{seed}"
+
+
+def mean_std(values: list[float]) -> str:
+    """'84.00% ± 4.09' (std over runs, n - 1 in the denominator; a single run has no std)."""
+    spread = f" ± {100 * np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
+    return f"{100 * np.mean(values):.2f}%{spread}"
+
+
+def seeds_table(results: dict[str, RunResult]) -> tuple[str, str]:
+    """The default head's recognisability per seed and as mean ± std, overall and per class; and the headline."""
+    seeded = [results[seed_run(seed)] for seed in SEEDS if seed_run(seed) in results]
+    classes = seeded[0].summary["classes"]
+    rows, overall, per_class = [], [], {name: [] for name in classes}
+    for r in seeded:
+        s = r.summary
+        overall.append(s["recognisability"])
+        for name in classes:
+            per_class[name].append(s["recognisability_per_class"][name])
+        rows.append([r.config["args"]["seed"], r.config["hardware"].get("torch_threads", "—"),
+                     pct(s["recognisability"]), *(pct(s["recognisability_per_class"][n]) for n in classes),
+                     f"{r.records[-1]['train_seconds']:.0f} s"])
+    rows.append([f"**mean ± std** ({len(seeded)} seeds)", "", f"**{mean_std(overall)}**",
+                 *(mean_std(per_class[n]) for n in classes), ""])
+    s = seeded[0].summary
+    table = markdown_table(["seed", "threads", f"recognised (T={s['temperature']:g}, {s['samples_judged']} samples)",
+                            *classes, "train time"], rows)
+    headline = (f"{mean_std(overall)} over {len(seeded)} seeds (lowest seed {pct(min(overall))}, "
+                f"weakest class {min(classes, key=lambda n: np.mean(per_class[n]))})")
+    return table, headline
 
 
 def _row(result: RunResult) -> list:
@@ -43,7 +84,12 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
     figures = {(r.name, f): copy_figure(r, f, report_dir, f"{r.name}_{f}")
                for r in heads for f in ("samples.png", "samples.gif", "curves.png")}
     examples = copy_figure(first, "training_examples.png", report_dir, "training_examples.png")
+    seeds, headline = seeds_table(results)
     lines = [
+        f"## The default model over seeds: samples recognised {headline}", "",
+        f"The default head (`{DEFAULT_HEAD}`) trained once per seed; each seed also draws its own generated data "
+        f"set, split and recognizer. `threads` is the number of CPU threads the run used (`--threads auto`).", "",
+        seeds, "",
         "## Head `seed` vs `gmm`", "",
         f"Data: {s['data_source']}; {s['n_train']:,} train / {s['n_val']:,} val / {s['n_test']:,} test sketches; "
         f"seed {args['seed']}, batch {args['batch_size']}, AdamW lr {args['lr']:g} (cosine), gradient clipping "

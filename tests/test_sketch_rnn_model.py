@@ -8,7 +8,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 from sketch_rnn.heads import GMMHead, SeedHead
-from sketch_rnn.model import AdditiveAttention, SketchConfig, SketchGenerator, masks, sketch_loss
+from sketch_rnn.model import AdditiveAttention, SketchConfig, SketchGenerator, masks, sketch_loss, turning
 from sketch_rnn.render import animate_live, segments, write_gif
 
 TINY = dict(classes=["a", "b", "c"], embed_dim=6, prompt_len=3, encoder_hidden=5, decoder_hidden=8,
@@ -153,3 +153,46 @@ def test_gif_shows_the_strokes_being_drawn(tmp_path):
         gif.seek(gif.n_frames - 1)
         last = np.asarray(gif.convert("L"))
     assert (last < 128).sum() > (first < 128).sum()                        # more ink as it draws
+
+
+def test_the_pen_position_read_while_generating_is_the_one_teacher_forcing_reads():
+    """With pen_position the decoder reads where the pen is (the sum of the offsets so far): generating step by
+    step, feeding back the rows it wrote, gives the parameters teacher forcing gives on those rows."""
+    torch.manual_seed(0)
+    config = SketchConfig(head="gmm", pen_position=True, pen_turning=True, scale=40.0, **TINY)
+    model = SketchGenerator(config).eval()
+    labels = torch.tensor([0, 2])
+    rows = model.generate(labels, temperature=0.7, generator=torch.Generator().manual_seed(3), max_len=6)
+    stroke5 = torch.cat([torch.tensor([0, 0, 1.0, 0, 0]).expand(2, 1, 5), rows], dim=1)
+    memory, state, classes = model.encode(labels)
+    position, stepped = torch.zeros(2, 1, 2), []
+    for t in range(rows.shape[1]):
+        turns = turning(stroke5[:, :t + 1])[:, -1:]
+        params, state = model.decode(stroke5[:, t:t + 1], classes, memory, state, position, turns)
+        stepped.append(params["mu"])
+        position = position + stroke5[:, t + 1:t + 2, :2]
+    torch.testing.assert_close(torch.cat(stepped, 1), model(stroke5, labels)["mu"])
+    seen, decode = [], model.decode        # and generate() itself kept the same pen state as it went
+    model.decode = lambda *a: (seen.append((a[4], a[5])), decode(*a))[1]
+    again = model.generate(labels, temperature=0.7, generator=torch.Generator().manual_seed(3), max_len=6)
+    torch.testing.assert_close(again, rows)
+    torch.testing.assert_close(torch.cat([p for p, _ in seen], 1), stroke5[:, :-1, :2].cumsum(1))
+    torch.testing.assert_close(torch.cat([t for _, t in seen], 1), turning(stroke5[:, :-1]))
+    assert "pen position" in config.describe() and model.decoder.input_size == 5 + 2 + 1 + TINY["embed_dim"]
+
+
+def test_turning_counts_full_turns_either_way_and_skips_the_move_with_the_pen_up():
+    offsets = torch.tensor([[0, 0], [1, 0], [0, 1], [-0.1, 0.3], [-1, 0], [0, -1.0]])   # start token, ...
+    pens = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0.0]])  # lift after row 2
+    expected = torch.tensor([0, 0, 0.25, 0.25, 0.5, 0.75])     # row 3 moves to the next stroke: not a turn
+    torch.testing.assert_close(turning(torch.cat([offsets, pens], 1)[None])[0], expected)
+    mirrored = torch.cat([offsets * torch.tensor([1, -1.0]), pens], 1)
+    torch.testing.assert_close(turning(mirrored[None])[0], -expected)
+
+
+def test_a_config_written_before_the_pen_state_inputs_rebuilds_without_them():
+    saved = SketchConfig(head="gmm", **TINY).to_dict()
+    del saved["pen_position"], saved["pen_turning"]
+    config = SketchConfig.from_dict(saved)
+    assert not config.pen_position and not config.pen_turning
+    assert SketchGenerator(config).decoder.input_size == 5 + TINY["embed_dim"]

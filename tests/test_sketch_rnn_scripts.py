@@ -120,11 +120,17 @@ def test_report_builds_from_run_directories(smoke_run, tmp_path):
     from sketch_rnn import report
 
     out, summary = smoke_run
-    assert [s.name for s in report.runs(True)] == ["seed", "gmm"] and "--epochs" in report.runs(True)[0].args
-    results = {name: load_result(name, out) for name in ("seed", "gmm")}
+    specs = report.runs(True)
+    assert [s.name for s in specs] == ["seed", "gmm", "gmm_seed1", "gmm_seed2"] and "--epochs" in specs[0].args
+    assert [s.args[s.args.index("--seed") + 1] for s in specs[2:]] == ["1", "2"]
+    results = {s.name: load_result(s.name, out) for s in specs}
     markdown = report.build(results, tmp_path / "sketch_rnn")
     assert "| `seed` |" in markdown and "| `gmm` |" in markdown and "93.70%" in markdown
+    share = f"{100 * summary['recognisability']:.2f}%"
+    assert f"| **mean ± std** (3 seeds) |  | **{share} ± 0.00** |" in markdown, "three equal runs: no spread"
+    assert all(f"{name} |" in markdown for name in summary["classes"]), "a column per class"
     assert summary["data_source"] in markdown
     for line in markdown.splitlines():
         if line.startswith("!["):
             assert (tmp_path / line.split("](")[1].rstrip(")")).exists(), line
+
