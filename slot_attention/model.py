@@ -37,6 +37,7 @@ class SlotConfig(ModelConfig):
     decoder_channels: int = 32
     decoder_size: int = 0          # the decoder's CNN stops at this size (0: image_size), then bilinear x up
     implicit_grad: bool = False    # backpropagate through the last iteration only (Chang et al., 2022)
+    slot_init: str = "gaussian"    # a key of SLOT_INITS: shared Gaussian draws, or K learned queries (BO-QSA)
     epsilon: float = 1e-8
 
     def __post_init__(self):
@@ -46,6 +47,8 @@ class SlotConfig(ModelConfig):
                              f"times a power of two")
         if self.encoder_stride not in (1, 2, 4) or self.image_size % self.encoder_stride:
             raise ValueError(f"encoder stride must be 1, 2 or 4 and divide the image size, got {self.encoder_stride}")
+        if self.slot_init not in SLOT_INITS:
+            raise ValueError(f"slot init must be one of {', '.join(SLOT_INITS)}, got {self.slot_init!r}")
         out = self.output_size
         if not (self.broadcast <= out <= self.image_size) or math.log2(out / self.broadcast) % 1 \
                 or self.image_size % out:
@@ -63,7 +66,9 @@ class SlotConfig(ModelConfig):
     def describe(self) -> str:
         upsample = f", bilinear to {self.image_size}" if self.output_size != self.image_size else ""
         return (f"CNN encoder {self.encoder_channels}ch -> {self.feature_size}x{self.feature_size} features, "
-                f"{self.slots} slots x {self.slot_dim}, {self.iterations} iterations, broadcast decoder "
+                f"{self.slots} slots x {self.slot_dim}"
+                f"{' (learned queries, BO-QSA)' if self.slot_init == 'learned' else ''}, {self.iterations} iterations, "
+                f"broadcast decoder "
                 f"{self.broadcast}->{self.output_size}{upsample} ({self.decoder_channels}ch)")
 
 
@@ -86,20 +91,34 @@ class SoftPositionEmbed(nn.Module):
         return features + self.project(self.grid)
 
 
+SLOT_INITS = {
+    # K draws from one learned Gaussian N(mu, sigma^2) (the paper's): the slots are exchangeable
+    "gaussian": "K draws from a learned Gaussian (Locatello et al., 2020)",
+    # K learned query vectors, one per slot, with BO-QSA's bi-level straight-through update (Jia et al., 2023):
+    # the last iteration starts from the detached slots plus (queries - queries.detach()), so the
+    # queries get the gradient of that iteration as if they had been its input
+    "learned": "K learned queries with the straight-through bi-level update (BO-QSA, Jia et al., 2023)",
+}
+
+
 class SlotAttention(nn.Module):
     """Slots compete for the inputs: softmax over slots, weighted mean over inputs, GRU update and a
     residual MLP, `iterations` times. Equivariant in the slots, invariant to the order of the inputs."""
 
     def __init__(self, slots: int, dim: int, iterations: int = 3, mlp_hidden: int = 128, epsilon: float = 1e-8,
-                 implicit_grad: bool = False):
+                 implicit_grad: bool = False, init: str = "gaussian"):
         super().__init__()
+        if init not in SLOT_INITS:
+            raise ValueError(f"slot init must be one of {', '.join(SLOT_INITS)}, got {init!r}")
         self.slots, self.dim, self.iterations, self.epsilon = slots, dim, iterations, epsilon
-        self.implicit_grad = implicit_grad
+        self.implicit_grad, self.init = implicit_grad, init
         self.scale = dim ** -0.5
         # the paper's initialisation (Xavier-uniform for both): sigma starts near 1, so the K initial
         # slots differ enough to break their symmetry early (sigma ~ 0.1 leaves them identical for long)
         self.mu = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, dim)))
         self.log_sigma = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, 1, dim)))
+        if init == "learned":   # a parameter only then, so the Gaussian models' checkpoints load unchanged
+            self.queries = nn.Parameter(nn.init.xavier_uniform_(torch.empty(1, slots, dim)))
         self.norm_inputs, self.norm_slots, self.norm_mlp = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_k = nn.Linear(dim, dim, bias=False)
@@ -109,7 +128,12 @@ class SlotAttention(nn.Module):
 
     def initial_slots(self, batch: int, generator: torch.Generator | None = None, slots: int | None = None
                       ) -> torch.Tensor:
-        """(B, K, D) draws from the learned Gaussian N(mu, sigma^2)."""
+        """(B, K, D) draws from the learned Gaussian N(mu, sigma^2); with learned queries, the queries
+        (the first K of them, or the queries cycled when more are asked for: the library's baseline)."""
+        if self.init == "learned":
+            count = slots or self.slots
+            index = torch.arange(count, device=self.queries.device) % self.slots
+            return self.queries[:, index].expand(batch, -1, -1)
         noise = torch.randn(batch, slots or self.slots, self.dim, device=self.mu.device, generator=generator)
         return self.mu + self.log_sigma.exp() * noise.to(self.mu.dtype)
 
@@ -121,10 +145,13 @@ class SlotAttention(nn.Module):
         k, v = self.to_k(inputs), self.to_v(inputs)
         if slots is None:
             slots = self.initial_slots(inputs.shape[0], generator)
+        start = slots
         batch, count, dim = slots.shape
         attention = inputs.new_zeros(batch, count, inputs.shape[1])
         for iteration in range(self.iterations):
-            if self.implicit_grad and iteration == self.iterations - 1:
+            if self.init == "learned" and iteration == self.iterations - 1:
+                slots = slots.detach() + start - start.detach()   # BO-QSA: straight through to the queries
+            elif self.implicit_grad and iteration == self.iterations - 1:
                 slots = slots.detach()   # the fixed-point gradient: only the last iteration is differentiated
             previous = slots
             q = self.to_q(self.norm_slots(slots))
@@ -168,7 +195,7 @@ class SlotEncoder(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.slot_attention = SlotAttention(config.slots, config.slot_dim, config.iterations, config.mlp_hidden,
-                                            config.epsilon, config.implicit_grad)
+                                            config.epsilon, config.implicit_grad, config.slot_init)
 
     def forward(self, images: torch.Tensor, slots: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,7 +34,7 @@ from common.segmentation import segmentation_scores
 from common.schedules import warmup_halving
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
 from slot_attention.data import KINDS, SceneData, load_scenes
-from slot_attention.model import SlotAutoencoder, SlotConfig, predicted_segmentation, reconstruction_loss
+from slot_attention.model import SLOT_INITS, SlotAutoencoder, SlotConfig, predicted_segmentation, reconstruction_loss
 
 ASSIGNMENT = "slot_attention"
 SMOKE_MODEL = dict(image_size=32, slots=4, slot_dim=16, encoder_channels=8, mlp_hidden=16, decoder_channels=8,
@@ -62,6 +62,9 @@ def build_parser():
         help="the encoder's downsampling: 4 gives 16x16 features at 64x64 (default: %(default)s)")
     add("--implicit-grad", action="store_true",
         help="backpropagate through the last slot-attention iteration only (Chang et al., 2022) (default: off)")
+    add("--slot-init", choices=list(SLOT_INITS), default="gaussian",
+        help="initial slots: gaussian (K draws from one learned Gaussian) or learned (K learned queries with "
+             "BO-QSA's straight-through bi-level update) (default: %(default)s)")
     add("--mlp-hidden", type=positive_int, default=128, help="slot MLP width (default: %(default)s)")
     add("--broadcast", type=positive_int, default=8,
         help="the decoder's broadcast grid, doubled up to the image size (default: %(default)s)")
@@ -97,7 +100,7 @@ def model_config(args) -> SlotConfig:
                           slot_dim=args.slot_dim, encoder_channels=args.encoder_channels,
                           encoder_stride=args.encoder_stride, mlp_hidden=args.mlp_hidden, broadcast=args.broadcast,
                           decoder_channels=args.decoder_channels, decoder_size=args.decoder_size,
-                          implicit_grad=args.implicit_grad)
+                          implicit_grad=args.implicit_grad, slot_init=args.slot_init)
     except ValueError as err:
         raise UserError(f"{err}; change --image-size, --broadcast or --decoder-size") from None
 

@@ -53,6 +53,33 @@ def test_implicit_gradient_changes_the_gradient_path_not_the_forward_pass():
     assert slots.grad is None          # the initial slots are cut off from the gradient
 
 
+def test_learned_queries_keep_the_forward_pass_and_pass_the_gradient_straight_through():
+    torch.manual_seed(3)
+    plain = SlotAttention(slots=4, dim=8, iterations=3, mlp_hidden=8)
+    learned = SlotAttention(slots=4, dim=8, iterations=3, mlp_hidden=8, init="learned")
+    missing, unexpected = learned.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["queries"] and not unexpected      # a Gaussian model's weights still fit
+    inputs = torch.randn(3, 10, 8)
+    start = learned.initial_slots(3)                       # the same K queries for every image
+    torch.testing.assert_close(start, learned.queries.expand(3, -1, -1))
+    out, attention = learned(inputs)
+    torch.testing.assert_close(out, plain(inputs, start.detach())[0])   # the forward pass is the paper's
+    perm = torch.randperm(4)                               # still equivariant in the slots it is given
+    torch.testing.assert_close(learned(inputs, start[:, perm])[0], out[:, perm])
+    out.sum().backward()
+    assert learned.queries.grad is not None and learned.queries.grad.abs().sum() > 0
+    # straight through: the queries get exactly the last iteration's gradient with respect to its input
+    two, one = (SlotAttention(slots=4, dim=8, iterations=n, mlp_hidden=8) for n in (2, 1))
+    two.load_state_dict(plain.state_dict()), one.load_state_dict(plain.state_dict())
+    before_last = two(inputs, start.detach())[0].detach().requires_grad_()
+    one(inputs, before_last)[0].sum().backward()
+    torch.testing.assert_close(learned.queries.grad[0], before_last.grad.sum(dim=0))
+    assert learned.initial_slots(2, slots=6).shape == (2, 6, 8)   # cycled when more slots are asked for
+    with pytest.raises(ValueError, match="slot init"):
+        SlotConfig(slot_init="nope")
+    assert SlotConfig.from_dict({k: v for k, v in TINY.to_dict().items() if k != "slot_init"}).slot_init == "gaussian"
+
+
 def test_decoder_masks_sum_to_one_per_pixel_and_the_reconstruction_is_their_mixture():
     torch.manual_seed(1)
     model = SlotAutoencoder(TINY)
