@@ -25,13 +25,13 @@ import torch
 
 from common import distributed
 from common.models import count_parameters
-from common.cli import make_parser, non_negative_float, non_negative_int, parse_args, positive_float, positive_int
+from common.cli import make_parser, non_negative_int, parse_args, positive_int
 from common.divergence import DivergenceGuard
 from common.errors import UserError, run_cli
 from common.plots import plot_curves, plot_image_grid
 from common.runtime import seed_everything
 from common.segmentation import segmentation_scores
-from common.schedules import warmup_halving
+from common.schedules import add_step_schedule_flags, warmup_halving
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
 from slot_attention.data import KINDS, SceneData, load_scenes
 from slot_attention.model import SLOT_INITS, SlotAutoencoder, SlotConfig, predicted_segmentation, reconstruction_loss
@@ -42,8 +42,8 @@ SMOKE_MODEL = dict(image_size=32, slots=4, slot_dim=16, encoder_channels=8, mlp_
 EVAL_BATCH = 64
 
 
-def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=20, batch_size=16, lr=6e-4)
+def add_scene_flags(parser, *, n_val: int = 500, n_val_note: str = "") -> None:
+    """The data flags (slot_diffusion's scripts take the same ones, with their own --n-val default)."""
     add = parser.add_argument
     add("--stand-in", choices=KINDS, default="flat",
         help="the generated scenes used without CLEVRTex: flat (Multi-dSprites-like) or textured "
@@ -52,36 +52,50 @@ def build_parser():
     add("--subsample", type=positive_int, default=None,
         help="CLEVRTex: read only the first N scenes (default: all)")
     add("--n-train", type=positive_int, default=3000, help="generated training scenes (default: %(default)s)")
-    add("--n-val", type=positive_int, default=500,
-        help="generated val scenes; with CLEVRTex the val share is n-val / (n-train + n-val) (default: %(default)s)")
+    add("--n-val", type=positive_int, default=n_val,
+        help=f"generated val scenes{n_val_note}; with CLEVRTex the val share is n-val / (n-train + n-val) "
+             "(default: %(default)s)")
+
+
+def add_encoder_flags(parser) -> None:
+    """The slot encoder's flags (slot_diffusion's encoder is this one)."""
+    add = parser.add_argument
     add("--slots", type=positive_int, default=11, help="slots per image (default: %(default)s)")
     add("--iterations", type=positive_int, default=3, help="slot attention iterations (default: %(default)s)")
     add("--slot-dim", type=positive_int, default=64, help="slot size (default: %(default)s)")
     add("--encoder-channels", type=positive_int, default=32, help="encoder CNN width (default: %(default)s)")
     add("--encoder-stride", type=int, choices=(1, 2, 4), default=4,
-        help="the encoder's downsampling: 4 gives 16x16 features at 64x64 (default: %(default)s)")
+        help="the encoder's downsampling: 4 gives 16x16 features (and attention maps) at 64x64 "
+             "(default: %(default)s)")
     add("--implicit-grad", action="store_true",
         help="backpropagate through the last slot-attention iteration only (Chang et al., 2022) (default: off)")
+    add("--mlp-hidden", type=positive_int, default=128, help="slot MLP width (default: %(default)s)")
+
+
+def add_library_flags(parser) -> None:
+    """The slot library's flags (slot_diffusion builds the same library)."""
+    add = parser.add_argument
+    add("--clusters", type=positive_int, default=12, help="K-means clusters of the slot library (default: %(default)s)")
+    add("--library-images", type=positive_int, default=1000,
+        help="training images whose slots form the library (default: %(default)s)")
+
+
+def build_parser():
+    parser = make_parser(__doc__.splitlines()[0], epochs=20, batch_size=16, lr=6e-4)
+    add_scene_flags(parser)
+    add_encoder_flags(parser)
+    add = parser.add_argument
     add("--slot-init", choices=list(SLOT_INITS), default="gaussian",
         help="initial slots: gaussian (K draws from one learned Gaussian) or learned (K learned queries with "
              "BO-QSA's straight-through bi-level update) (default: %(default)s)")
-    add("--mlp-hidden", type=positive_int, default=128, help="slot MLP width (default: %(default)s)")
     add("--broadcast", type=positive_int, default=8,
         help="the decoder's broadcast grid, doubled up to the image size (default: %(default)s)")
     add("--decoder-channels", type=positive_int, default=32, help="decoder CNN width (default: %(default)s)")
     add("--decoder-size", type=non_negative_int, default=32,
         help="the decoder CNN stops at this size, then bilinear upsampling to the image size; 0: the image "
              "size (default: %(default)s)")
-    add("--warmup-steps", type=non_negative_int, default=300, help="linear LR warm-up steps (default: %(default)s)")
-    add("--decay-steps", type=positive_int, default=3000,
-        help="the LR halves every this many steps after warm-up (default: %(default)s)")
-    add("--grad-clip", type=positive_float, default=1.0, help="max global gradient norm (default: %(default)s)")
-    add("--explode-factor", type=non_negative_float, default=50.0,
-        help="stop when a step's loss exceeds this many times the running mean (0: only non-finite) "
-             "(default: %(default)s)")
-    add("--clusters", type=positive_int, default=12, help="K-means clusters of the slot library (default: %(default)s)")
-    add("--library-images", type=positive_int, default=1000,
-        help="training images whose slots form the library (default: %(default)s)")
+    add_step_schedule_flags(parser)
+    add_library_flags(parser)
     add("--fid-samples", type=non_negative_int, default=200,
         help="images per FID set; 0: no FID (Inception at 299x299 and the 2048x2048 matrix square root take "
              "minutes on a CPU; --smoke skips it) (default: %(default)s)")

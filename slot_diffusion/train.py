@@ -24,14 +24,15 @@ if __package__ in (None, ""):
 import torch
 
 from common import REPO_ROOT, distributed
-from common.cli import make_parser, non_negative_float, non_negative_int, parse_args, positive_float, positive_int
+from common.cli import make_parser, non_negative_int, parse_args, positive_int
 from common.divergence import DivergenceGuard
 from common.errors import UserError, run_cli
 from common.models import count_parameters
 from common.runtime import seed_everything
 from common.segmentation import segmentation_scores
-from common.schedules import warmup_halving
+from common.schedules import add_step_schedule_flags, warmup_halving
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from slot_attention.train import add_encoder_flags, add_library_flags, run_name
 from slot_diffusion import train_vae
 from slot_diffusion.data import load_scenes
 from slot_diffusion.ddpm import SAMPLERS, SCHEDULES
@@ -45,15 +46,8 @@ EVAL_BATCH = 64
 
 
 def add_model_flags(parser) -> None:
+    add_encoder_flags(parser)
     add = parser.add_argument
-    add("--slots", type=positive_int, default=11, help="slots per image (default: %(default)s)")
-    add("--iterations", type=positive_int, default=3, help="slot attention iterations (default: %(default)s)")
-    add("--slot-dim", type=positive_int, default=64, help="slot size (default: %(default)s)")
-    add("--encoder-channels", type=positive_int, default=32, help="encoder CNN width (default: %(default)s)")
-    add("--encoder-stride", type=int, choices=(1, 2, 4), default=4,
-        help="the encoder's downsampling: 4 gives 16x16 attention maps at 64x64 (default: %(default)s)")
-    add("--mlp-hidden", type=positive_int, default=128, help="slot MLP width (default: %(default)s)")
-    add("--implicit-grad", action="store_true", help="backpropagate through the last slot-attention iteration only")
     add("--unet-widths", type=train_vae.widths, default=[32, 64, 64],
         help="UNet widths, one per resolution level (x2 downsampling between levels) (default: 32,64,64)")
     add("--unet-blocks", type=positive_int, default=1, help="residual blocks per level (default: %(default)s)")
@@ -79,16 +73,8 @@ def build_parser():
         help="reverse-process steps when sampling (strided over the T steps) (default: %(default)s)")
     add("--sampler", choices=SAMPLERS, default="ddpm",
         help="ddpm: ancestral sampling with the posterior variance; ddim: deterministic DDIM (default: %(default)s)")
-    add("--warmup-steps", type=non_negative_int, default=300, help="linear LR warm-up steps (default: %(default)s)")
-    add("--decay-steps", type=positive_int, default=3000,
-        help="the LR halves every this many steps after warm-up (default: %(default)s)")
-    add("--grad-clip", type=positive_float, default=1.0, help="max global gradient norm (default: %(default)s)")
-    add("--explode-factor", type=non_negative_float, default=50.0,
-        help="stop when a step's loss exceeds this many times the running mean (0: only non-finite) "
-             "(default: %(default)s)")
-    add("--clusters", type=positive_int, default=12, help="K-means clusters of the slot library (default: %(default)s)")
-    add("--library-images", type=positive_int, default=1000,
-        help="training images whose slots form the library (default: %(default)s)")
+    add_step_schedule_flags(parser)
+    add_library_flags(parser)
     add("--fid-samples", type=non_negative_int, default=100,
         help="images per FID set; 0: no FID (each sampled image costs --sample-steps UNet passes and Inception "
              "takes 0.2-1.5 s an image on a CPU; --smoke skips it) (default: %(default)s)")
@@ -100,11 +86,6 @@ def build_parser():
     add("--baseline-epochs", type=positive_int, default=20,
         help="epochs of the slot_attention baseline under --baseline train (default: %(default)s)")
     return parser
-
-
-def run_name(args) -> str:
-    what = args.stand_in if args.data != "real" else "clevrtex"
-    return f"{what}_{args.data}_s{args.image_size}_k{args.slots}_b{args.batch_size}_lr{args.lr:g}_seed{args.seed}"
 
 
 def model_config(args, latent_size: int) -> SlotDiffusionConfig:

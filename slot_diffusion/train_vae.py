@@ -27,7 +27,8 @@ from common.models import count_parameters
 from common.plots import plot_curves, plot_image_grid
 from common.runtime import seed_everything
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
-from slot_diffusion.data import KINDS, load_scenes
+from slot_attention.train import add_scene_flags
+from slot_diffusion.data import load_scenes
 from slot_diffusion.vae import VAE, VAEConfig, psnr, vae_loss
 
 ASSIGNMENT = "slot_diffusion"
@@ -44,16 +45,8 @@ def widths(text: str) -> list[int]:
 
 
 def add_data_flags(parser) -> None:
-    """The data flags train.py shares with this script (so the VAE sees the same scenes)."""
-    add = parser.add_argument
-    add("--stand-in", choices=KINDS, default="flat",
-        help="the generated scenes used without CLEVRTex (default: %(default)s)")
-    add("--image-size", type=positive_int, default=64, help="square image side (default: %(default)s)")
-    add("--subsample", type=positive_int, default=None, help="CLEVRTex: read only the first N scenes (default: all)")
-    add("--n-train", type=positive_int, default=3000, help="generated training scenes (default: %(default)s)")
-    add("--n-val", type=positive_int, default=200,
-        help="generated val scenes (200: the val set of runs/slot_attention/recipe_e_flat_seed0_30ep) "
-             "(default: %(default)s)")
+    """slot_attention's data flags, which train.py shares with this script (so the VAE sees the same scenes)."""
+    add_scene_flags(parser, n_val=200, n_val_note=" (200: the val set of runs/slot_attention/recipe_e_flat_seed0_30ep)")
 
 
 def add_vae_flags(parser) -> None:
