@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.formats import write_idx
+from common.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.pop("WANDB_API_KEY", None)
@@ -48,3 +49,17 @@ def write_mnist_layout(root: Path, n_train: int = 120, n_test: int = 40, seed: i
 def mnist_root(tmp_path: Path) -> Path:
     write_mnist_layout(tmp_path / "data")
     return tmp_path / "data"
+
+
+def kill_after_first_checkpoint(main, argv: list[str], monkeypatch) -> None:
+    """Runs `main(argv)` with a Ctrl-C right after its first checkpoint is written (the run must stop there),
+    then undoes the test's monkeypatches, so that a `--resume` run can follow."""
+    save = RunDir.save_checkpoint
+
+    def save_then_interrupt(self, state):
+        save(self, state)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    monkeypatch.undo()

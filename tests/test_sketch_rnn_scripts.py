@@ -7,12 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from common.rundir import RunDir
 from sketch_rnn import train
 from sketch_rnn.recognizer import load_recognizer, predict
 from sketch_rnn.sample import load_generator
 from sketch_rnn.shapes import generated_lines
-from tests.conftest import REPO, run_script
+from tests.conftest import REPO, kill_after_first_checkpoint, run_script
 
 TINY = ["--embed-dim", "4", "--prompt-len", "2", "--encoder-hidden", "4", "--decoder-hidden", "8",
         "--attention-dim", "4", "--mixtures", "2", "--eval-per-class", "2", "--grid-per-class", "2",
@@ -93,15 +92,7 @@ def test_real_format_files_train_end_to_end_and_an_interrupted_run_resumes_to_th
               "--epochs", "2", *TINY]
     whole = train.main([*common, "--out", str(tmp_path / "whole")])
     assert whole["data_source"].startswith("real: Quick, Draw! (circle 12, square 12)")
-    save = RunDir.save_checkpoint
-
-    def save_then_interrupt(self, state):
-        save(self, state)
-        raise KeyboardInterrupt  # Ctrl-C right after the first epoch's checkpoint
-    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train.main([*common, "--out", str(tmp_path / "split")])
-    monkeypatch.undo()
+    kill_after_first_checkpoint(train.main, [*common, "--out", str(tmp_path / "split")], monkeypatch)
     resumed = train.main([*common, "--out", str(tmp_path / "split"), "--resume"])
     for key in ("train_loss", "val_pen_acc", "test_offset_loss", "recognisability"):
         assert resumed[key] == pytest.approx(whole[key], rel=1e-5), key

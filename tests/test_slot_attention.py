@@ -11,12 +11,11 @@ from PIL import Image
 
 from common.divergence import DivergenceGuard
 from common.errors import TrainingDiverged, UserError
-from common.rundir import RunDir
 from common.schedules import warmup_halving
 from slot_attention import train
 from slot_attention.data import generate_scenes, load_scenes, read_clevrtex
 from slot_attention.model import SlotAttention, SlotAutoencoder, SlotConfig, SlotEncoder, SpatialBroadcastDecoder
-from tests.conftest import REPO, run_script
+from tests.conftest import REPO, kill_after_first_checkpoint, run_script
 
 TINY = SlotConfig(image_size=16, slots=5, slot_dim=12, encoder_channels=6, mlp_hidden=10, broadcast=4,
                   decoder_channels=6)
@@ -187,15 +186,7 @@ def test_smoke_writes_every_artefact(smoke_run):
 def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
     flags = [*TINY_FLAGS, "--epochs", "2"]
     whole = train.main([*flags, "--out", str(tmp_path / "whole")])
-    save = RunDir.save_checkpoint
-
-    def save_then_interrupt(self, state):
-        save(self, state)
-        raise KeyboardInterrupt   # killed right after the first epoch's checkpoint
-    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train.main([*flags, "--out", str(tmp_path / "split")])
-    monkeypatch.undo()
+    kill_after_first_checkpoint(train.main, [*flags, "--out", str(tmp_path / "split")], monkeypatch)
     resumed = train.main([*flags, "--out", str(tmp_path / "split"), "--resume"])
     for key in ("train_loss", "val_loss", "val_ari", "val_fg_ari"):
         assert resumed[key] == pytest.approx(whole[key], rel=1e-6, abs=1e-9), key

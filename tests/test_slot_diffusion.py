@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from common.errors import UserError
-from common.rundir import RunDir
 from slot_diffusion import train, train_vae
 from slot_diffusion.ddpm import Diffusion, make_betas
 from slot_diffusion.model import SlotDiffusion, SlotDiffusionConfig, attention_masks
 from slot_diffusion.unet import UNet
 from slot_diffusion.vae import VAE, VAEConfig
-from tests.conftest import REPO, run_script
+from tests.conftest import REPO, kill_after_first_checkpoint, run_script
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -247,15 +246,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(smoke_runs, tmp_path, monke
                     "--out", str(vae)])
     flags = [*TINY_FLAGS, "--epochs", "2", "--vae", str(vae / "checkpoint.pt")]
     whole = train.main([*flags, "--out", str(tmp_path / "whole")])
-    save = RunDir.save_checkpoint
-
-    def save_then_interrupt(self, state):
-        save(self, state)
-        raise KeyboardInterrupt   # killed right after the first epoch's checkpoint
-    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train.main([*flags, "--out", str(tmp_path / "split")])
-    monkeypatch.undo()
+    kill_after_first_checkpoint(train.main, [*flags, "--out", str(tmp_path / "split")], monkeypatch)
     resumed = train.main([*flags, "--out", str(tmp_path / "split"), "--resume"])
     for key in ("train_loss", "val_loss", "val_ari", "val_fg_ari", "reconstruction_mse"):
         assert resumed[key] == pytest.approx(whole[key], rel=1e-6, abs=1e-9), key
