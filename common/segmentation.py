@@ -8,8 +8,12 @@ is not the background (Slot Attention's and CLEVRTex's headline number).
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
 from torch.nn import functional as F
+
+from common import distributed
 
 
 def adjusted_rand_index(true: torch.Tensor, pred: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -43,3 +47,25 @@ def foreground_ari(true: torch.Tensor, pred: torch.Tensor, background: int = 0) 
 def segmentation_scores(true: torch.Tensor, pred: torch.Tensor, background: int = 0) -> dict[str, torch.Tensor]:
     """Both indices per image: {"ari": (B,), "fg_ari": (B,)}."""
     return {"ari": adjusted_rand_index(true, pred), "fg_ari": foreground_ari(true, pred, background)}
+
+
+# one batch of a split -> (per-image loss (b,), true labels (b, H, W), predicted labels (b, H, W))
+SceneScorer = Callable[[list[torch.Tensor], torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@torch.no_grad()
+def mean_scene_scores(score_batch: SceneScorer, tensors: Sequence[torch.Tensor], seed: int, device,
+                      batch_size: int = 64) -> dict[str, float]:
+    """Mean per-image loss, ARI and FG-ARI over a split whose rows are `tensors` (images, masks, ...):
+    each rank scores its strided share (`distributed.shard`) in batches of `batch_size`, with a generator
+    seeded `seed + 1000 * rank`; one all_reduce of the sums."""
+    shares = [distributed.shard(t) for t in tensors]
+    generator = torch.Generator(device=device).manual_seed(seed + 1000 * distributed.rank())
+    sums = torch.zeros(4, dtype=torch.float64, device=device)       # loss, ARI, FG-ARI, images
+    for start in range(0, len(shares[0]), batch_size):
+        loss, true, predicted = score_batch([t[start:start + batch_size] for t in shares], generator)
+        scores = segmentation_scores(true, predicted)
+        sums += torch.stack([loss.double().sum(), scores["ari"].sum(), scores["fg_ari"].sum(),
+                             torch.tensor(float(len(loss)), dtype=torch.float64, device=device)])
+    loss, ari, fg_ari, count = distributed.all_reduce_sum(sums).tolist()
+    return {"loss": loss / count, "ari": ari / count, "fg_ari": fg_ari / count}

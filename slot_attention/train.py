@@ -30,7 +30,7 @@ from common.divergence import DivergenceGuard
 from common.errors import UserError, run_cli
 from common.plots import plot_curves, plot_image_grid
 from common.runtime import seed_everything
-from common.segmentation import segmentation_scores
+from common.segmentation import mean_scene_scores, segmentation_scores
 from common.schedules import add_step_schedule_flags, warmup_halving
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
 from slot_attention.data import KINDS, SceneData, load_scenes
@@ -123,18 +123,14 @@ def model_config(args) -> SlotConfig:
 def evaluate_scenes(model, images: torch.Tensor, masks: torch.Tensor, seed: int, device) -> dict:
     """Mean reconstruction MSE, ARI and FG-ARI over a split (a strided share per rank)."""
     model.eval()
-    images, masks = distributed.shard(images), distributed.shard(masks)
-    generator = torch.Generator(device=device).manual_seed(seed + 1000 * distributed.rank())
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
-    for start in range(0, len(images), EVAL_BATCH):
-        x = images[start:start + EVAL_BATCH].to(device).float() / 255
+
+    def score(batch: list[torch.Tensor], generator: torch.Generator):
+        x = batch[0].to(device).float() / 255                                    # (b, 3, H, W)
         out = model(x, generator=generator)
-        scores = segmentation_scores(masks[start:start + EVAL_BATCH].to(device), predicted_segmentation(out["masks"]))
-        mse = ((out["recon"] - x) ** 2).mean(dim=(1, 2, 3)).double()
-        sums += torch.stack([mse.sum(), scores["ari"].sum(), scores["fg_ari"].sum(),
-                             torch.tensor(float(len(x)), dtype=torch.float64, device=device)])
-    loss, ari, fg_ari, count = distributed.all_reduce_sum(sums).tolist()
-    return {"loss": loss / count, "ari": ari / count, "fg_ari": fg_ari / count}
+        mse = ((out["recon"] - x) ** 2).mean(dim=(1, 2, 3))                      # (b,)
+        return mse, batch[1].to(device), predicted_segmentation(out["masks"])
+
+    return mean_scene_scores(score, (images, masks), seed, device, EVAL_BATCH)
 
 
 def main(argv=None) -> dict:

@@ -29,7 +29,7 @@ from common.divergence import DivergenceGuard
 from common.errors import UserError, run_cli
 from common.models import count_parameters
 from common.runtime import seed_everything
-from common.segmentation import segmentation_scores
+from common.segmentation import mean_scene_scores
 from common.schedules import add_step_schedule_flags, warmup_halving
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
 from slot_attention.train import add_encoder_flags, add_library_flags, run_name
@@ -137,17 +137,13 @@ def encode_latents(vae: VAE, images: torch.Tensor) -> torch.Tensor:
 def evaluate_split(model: SlotDiffusion, images, latents, masks, seed: int, device) -> dict:
     """Val diffusion loss (fixed noise and steps), ARI and FG-ARI of the attention masks."""
     model.eval()
-    images, latents, masks = distributed.shard(images), distributed.shard(latents), distributed.shard(masks)
-    generator = torch.Generator(device=device).manual_seed(seed + 1000 * distributed.rank())
-    sums = torch.zeros(4, dtype=torch.float64, device=device)
-    for start in range(0, len(images), EVAL_BATCH):
-        x = images[start:start + EVAL_BATCH].float() / 255
-        loss, predicted = model.loss(x, latents[start:start + EVAL_BATCH], generator)
-        scores = segmentation_scores(masks[start:start + EVAL_BATCH], predicted.squeeze(2).argmax(dim=1))
-        sums += torch.stack([loss.double().sum(), scores["ari"].sum(), scores["fg_ari"].sum(),
-                             torch.tensor(float(len(x)), dtype=torch.float64, device=device)])
-    loss, ari, fg_ari, count = distributed.all_reduce_sum(sums).tolist()
-    return {"loss": loss / count, "ari": ari / count, "fg_ari": fg_ari / count}
+
+    def score(batch: list[torch.Tensor], generator: torch.Generator):
+        x, z, true = batch                                  # (b, 3, H, W) uint8, (b, C, h, w), (b, H, W)
+        loss, predicted = model.loss(x.float() / 255, z, generator)   # (b,), (b, K, 1, H, W)
+        return loss, true, predicted.squeeze(2).argmax(dim=1)
+
+    return mean_scene_scores(score, (images, latents, masks), seed, device, EVAL_BATCH)
 
 
 def main(argv=None) -> dict:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from common.segmentation import adjusted_rand_index, foreground_ari, segmentation_scores
+from common.segmentation import adjusted_rand_index, foreground_ari, mean_scene_scores, segmentation_scores
 
 HAND_MADE = [  # (true, pred) label maps of one 3x4 image each
     ([[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]),  # one segment each
@@ -49,6 +49,28 @@ def test_fg_ari_is_ari_on_the_foreground_pixels_only():
     np.testing.assert_allclose(got, expected, atol=1e-12)
     both = segmentation_scores(torch.tensor(true), torch.tensor(pred))
     np.testing.assert_allclose(both["fg_ari"].numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_mean_scene_scores_are_sklearns_means_over_the_split_in_any_batching(batch_size):
+    rng = np.random.default_rng(1)
+    true = torch.from_numpy(rng.integers(0, 3, (7, 5, 5)))
+    pred = torch.from_numpy(rng.integers(0, 4, (7, 5, 5)))
+    loss = torch.from_numpy(rng.random(7))
+    seen = []
+
+    def score(batch, generator):
+        seen.append(generator.initial_seed())
+        return batch[0], batch[1], batch[2]
+
+    means = mean_scene_scores(score, (loss, true, pred), seed=5, device="cpu", batch_size=batch_size)
+    fg = true != 0
+    expected_fg = np.mean([adjusted_rand_score(t[f], p[f]) for t, p, f in zip(true.numpy(), pred.numpy(), fg.numpy())])
+    assert means["loss"] == pytest.approx(float(loss.mean()))
+    assert means["ari"] == pytest.approx(np.mean([adjusted_rand_score(t.ravel(), p.ravel())
+                                                  for t, p in zip(true.numpy(), pred.numpy())]))
+    assert means["fg_ari"] == pytest.approx(expected_fg)
+    assert len(seen) == -(-7 // batch_size) and set(seen) == {5}
 
 
 def test_ari_rejects_maps_of_different_shapes():
