@@ -1,7 +1,9 @@
 """CPU threads: one training epoch of three default models at 1 thread, at every core and at `--threads auto`,
-each on the idle machine and beside a competing CPU-bound process that this script starts and stops itself.
+each on the idle machine, beside a competing CPU-bound process that this script starts and stops itself, and
+with that competitor starting 3 s after the run (`late`: `auto` chose its threads on an idle machine and must
+follow the load; common.runtime.ThreadGovernor).
 
-    python bench/cpu_threads.py                 # three workloads x three settings x idle/busy (about 10 min idle)
+    python bench/cpu_threads.py                 # three workloads x three settings x idle/busy/late (~15 min idle)
     python bench/cpu_threads.py --workloads sketch_rnn
 
 Each cell runs the assignment's own train.py for one epoch in a fresh process (`--epochs 1 --threads N`, the
@@ -17,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -36,13 +39,31 @@ WORKLOADS = {
 COMPETITOR = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
 
 
-def epoch_seconds(command: list[str], threads: str, out: Path) -> float:
+LATE_SECONDS = 3.0      # the `late` competitor starts this long after the run, after --threads auto chose
+CONDITIONS = ("idle", "busy", "late")
+
+
+def start_competitor() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", COMPETITOR])
+
+
+def epoch_seconds(command: list[str], threads: str, out: Path, competitor_after: float | None = None) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     argv = [sys.executable, str(REPO_ROOT / command[0]), *command[1:], "--epochs", "1", "--threads", threads,
             "--out", str(out), "--overwrite", "--wandb", "off"]
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
+    competitor = None
+    try:
+        if competitor_after is not None:
+            time.sleep(competitor_after)
+            competitor = start_competitor()
+        _, stderr = run.communicate()
+    finally:
+        if competitor is not None:
+            competitor.kill()
+            competitor.wait()
+    if run.returncode != 0:
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"{command[0]} failed with --threads {threads}: {tail}")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return float(records[-1]["train_seconds"])
@@ -50,11 +71,12 @@ def epoch_seconds(command: list[str], threads: str, out: Path) -> float:
 
 def measure(name: str, command: list[str], settings: dict[str, str], scratch: Path) -> dict[tuple[str, str], float]:
     seconds = {}
-    for condition in ("idle", "busy"):
-        competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR]) if condition == "busy" else None
+    for condition in CONDITIONS:
+        competitor = start_competitor() if condition == "busy" else None
+        late = LATE_SECONDS if condition == "late" else None
         try:
             for label, threads in settings.items():
-                seconds[condition, label] = epoch_seconds(command, threads, scratch / f"{label}_{condition}")
+                seconds[condition, label] = epoch_seconds(command, threads, scratch / f"{label}_{condition}", late)
                 print(f"  {name:<32} {condition:<5} {label:<10} {seconds[condition, label]:7.1f} s", flush=True)
         finally:
             if competitor is not None:
@@ -82,13 +104,14 @@ def main(argv=None) -> None:
             rows.append((name, seconds))
     if not rows:
         raise UserError("no workload ran; see the lines above")
-    print(f"\n{'workload':<32} {'setting':<10} {'idle s':>7} {'busy s':>7} {'busy/idle':>9} "
-          f"{'idle/auto':>9} {'busy/auto':>9}")
+    print(f"\n{'workload':<32} {'setting':<10} {'idle s':>7} {'busy s':>7} {'late s':>7} {'busy/idle':>9} "
+          f"{'late/idle':>9} {'idle/auto':>9} {'busy/auto':>9} {'late/auto':>9}")
     for name, seconds in rows:
         for label in settings:
-            idle, busy = seconds["idle", label], seconds["busy", label]
-            print(f"{name:<32} {label:<10} {idle:7.1f} {busy:7.1f} {busy / idle:9.2f} "
-                  f"{idle / seconds['idle', 'auto']:9.2f} {busy / seconds['busy', 'auto']:9.2f}")
+            idle, busy, late = (seconds[c, label] for c in CONDITIONS)
+            print(f"{name:<32} {label:<10} {idle:7.1f} {busy:7.1f} {late:7.1f} {busy / idle:9.2f} {late / idle:9.2f} "
+                  f"{idle / seconds['idle', 'auto']:9.2f} {busy / seconds['busy', 'auto']:9.2f} "
+                  f"{late / seconds['late', 'auto']:9.2f}")
 
 
 if __name__ == "__main__":

@@ -54,10 +54,19 @@ def free_cores() -> int:
 
 def set_cpu_threads(threads: str | int) -> int:
     """Apply --threads before any tensor work: 'auto' is free_cores() shared among torchrun's local
-    processes; sets torch's intra-op threads (when torch is loaded) and the BLAS pools' threads."""
+    processes, and keeps adapting during the run (`ThreadGovernor`, one process per machine only); sets
+    torch's intra-op threads (when torch is loaded) and the BLAS pools' threads."""
+    global _governor
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    adaptive = threads == "auto" and local_processes == 1
     if threads == "auto":
-        threads = max(1, free_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    threads = int(threads)
+        threads = max(1, free_cores() // local_processes)
+    threads = _apply_threads(int(threads))
+    _governor = ThreadGovernor(threads) if adaptive else None
+    return threads
+
+
+def _apply_threads(threads: int) -> int:
     torch = _torch_if_loaded()
     if torch is not None:
         torch.set_num_threads(threads)
@@ -65,6 +74,62 @@ def set_cpu_threads(threads: str | int) -> int:
 
     threadpool_limits(limits=threads, user_api="blas")   # a plain call applies the limit for the process
     return threads
+
+
+def cpu_counters() -> tuple[float, float]:
+    """(CPU seconds all processes have used, CPU seconds this process has used), for ThreadGovernor's
+    differences; the first is NaN where /proc/stat is missing."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+        busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        busy = float("nan")
+    return busy, time.process_time()
+
+
+class ThreadGovernor:
+    """--threads auto after start-up. A competitor that starts after this process has chosen its threads
+    (a second job, a browser tab, another run launched at the same moment) would otherwise leave it on the
+    spin-and-wait cliff (bench/cpu_threads.py: 27x slower). Every `period` seconds the loops' progress bars
+    call `tick()`: the cores other processes kept busy since the last look are the machine's busy CPU
+    seconds minus this process's own, over the wall seconds; the threads become the free cores, once two
+    looks in a row agree (no flapping). Ticks between looks cost one clock read."""
+
+    def __init__(self, threads: int, period: float = 5.0, counters=cpu_counters, apply=_apply_threads,
+                 clock=time.monotonic):
+        self.threads, self.period, self._counters, self._apply, self._clock = threads, period, counters, apply, clock
+        self._last, self._wanted = (*counters(), clock()), threads
+        self.changes: list[tuple[int, int]] = []          # (from, to), in order
+
+    def tick(self) -> int:
+        wall = self._clock()
+        if wall - self._last[2] < self.period:
+            return self.threads
+        now = (*self._counters(), wall)
+        (busy0, own0, wall0), (busy1, own1, wall1) = self._last, now
+        self._last = now
+        if busy1 != busy1:                                 # NaN: no /proc/stat, keep the start-up choice
+            return self.threads
+        others = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(wall1 - wall0, 1e-9)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        wanted = max(1, cores - round(others))
+        if wanted != self.threads and wanted == self._wanted:
+            self.changes.append((self.threads, wanted))
+            print(f"threads: {self.threads} -> {wanted} (other processes now keep {others:.1f} of {cores} "
+                  f"cores busy; --threads N pins it)", flush=True)
+            self.threads = self._apply(wanted)
+        self._wanted = wanted
+        return self.threads
+
+
+_governor: ThreadGovernor | None = None
+
+
+def adapt_threads() -> None:
+    """Called by every progress bar's iteration: lets --threads auto follow the machine's load."""
+    if _governor is not None:
+        _governor.tick()
 
 
 def choose_device(name: str) -> str:

@@ -20,6 +20,16 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 
 
+@pytest.fixture(autouse=True)
+def no_thread_governor_across_tests():
+    """A test's own `--threads auto` run may leave common.runtime's ThreadGovernor installed; the next test
+    must not have its thread count changed by it."""
+    yield
+    from common import runtime
+
+    runtime._governor = None
+
+
 def run_script(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run a repo script as a user would: `python <script> <args>`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -1,4 +1,6 @@
 """Seeding, device choice, and the shared flags' resolution."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +92,106 @@ def test_auto_threads_take_the_free_cores(monkeypatch, restore_threads, cores, l
     monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
     assert runtime.set_cpu_threads("auto") == expected
     assert torch.get_num_threads() == expected
+
+
+class FakeMachine:
+    """cpu_counters() for ThreadGovernor: `others` cores busy besides this process's `own` ones."""
+
+    def __init__(self):
+        self.busy = self.own = self.wall = 0.0
+        self.others, self.own_cores, self.reads = 0.0, 1.0, 0
+
+    def advance(self, seconds: float):
+        self.wall += seconds
+        self.own += self.own_cores * seconds
+        self.busy += (self.own_cores + self.others) * seconds
+
+    def __call__(self):
+        self.reads += 1
+        return self.busy, self.own
+
+    def clock(self):
+        return self.wall
+
+
+def test_thread_governor_follows_a_competitor_that_comes_and_goes(monkeypatch):
+    import os
+
+    from common.runtime import ThreadGovernor
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    machine, applied = FakeMachine(), []
+    governor = ThreadGovernor(2, period=5.0, counters=machine, apply=lambda n: applied.append(n) or n,
+                               clock=machine.clock)
+    machine.own_cores = 2.0
+    for _ in range(3):                               # idle: the start-up choice stands
+        machine.advance(5)
+        assert governor.tick() == 2
+    machine.others, machine.own_cores = 1.0, 1.0     # a competitor starts after start-up
+    machine.advance(5)
+    assert governor.tick() == 2 and applied == []    # one look is not enough
+    machine.advance(5)
+    assert governor.tick() == 1 and applied == [1]   # two looks agree: the free core only
+    machine.advance(5)
+    assert governor.tick() == 1 and applied == [1]
+    machine.others = 0.0                             # it goes away
+    machine.advance(5)
+    assert governor.tick() == 1
+    machine.advance(5)
+    assert governor.tick() == 2 and applied == [1, 2] and governor.changes == [(2, 1), (1, 2)]
+
+
+def test_thread_governor_reads_the_counters_once_per_period_and_ignores_missing_proc_stat(monkeypatch):
+    from common.runtime import ThreadGovernor
+
+    machine = FakeMachine()
+    governor = ThreadGovernor(2, period=5.0, counters=machine, apply=lambda n: n, clock=machine.clock)
+    machine.others = 1.0
+    for _ in range(10):
+        machine.advance(0.1)
+        governor.tick()
+    assert machine.reads == 1                        # ticks within a period read only the clock
+    machine.advance(4.5)
+    governor.tick()
+    assert machine.reads == 2 and governor._wanted == 1
+    nan = ThreadGovernor(2, period=1.0, counters=lambda: (float("nan"), 0.0), apply=lambda n: 0, clock=machine.clock)
+    for _ in range(3):
+        machine.advance(2)
+        assert nan.tick() == 2
+
+
+def test_cpu_counters_count_this_process_within_the_machine():
+    from common.runtime import cpu_counters
+
+    busy0, own0 = cpu_counters()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    busy1, own1 = cpu_counters()
+    assert own1 - own0 >= 0.3
+    if busy0 == busy0:                               # Linux: the machine's busy seconds include ours
+        assert busy1 - busy0 >= 0.8 * (own1 - own0)
+
+
+@pytest.mark.parametrize("threads, local_world, governed", [("auto", "1", True), ("2", "1", False),
+                                                            ("auto", "2", False)])
+def test_only_auto_on_one_process_per_machine_is_governed(monkeypatch, restore_threads, threads, local_world,
+                                                          governed):
+    from common import runtime
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
+    runtime.set_cpu_threads(threads)
+    assert (runtime._governor is not None) == governed
+
+
+def test_every_progress_bar_step_gives_the_governor_a_tick(monkeypatch):
+    from common import runtime
+    from common.progress import progress
+
+    ticks = []
+    monkeypatch.setattr(runtime, "_governor", type("G", (), {"tick": lambda self: ticks.append(1)})())
+    assert list(progress(range(7), desc="x", quiet=True)) == list(range(7))
+    assert len(ticks) == 7
 
 
 def test_threads_flag_is_applied_and_recorded(restore_threads):
