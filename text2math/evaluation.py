@@ -30,15 +30,16 @@ def decode(model: Seq2Seq, tensors: tuple[torch.Tensor, ...], problems: Sequence
            *, beam: int, max_len: int, alpha: float = 1.0, batch: int = 64, constrained: bool = True
            ) -> list[Hypotheses]:
     """Per source row, the decoded programs (without <eos>) best first: one for greedy (beam 1), the
-    beam's hypotheses otherwise. `tensors` = (src, mask, number positions)."""
+    beam's hypotheses otherwise. `tensors` = (src, mask, number positions[, tgt, retrieved])."""
     model.eval()
     sos, eos = config.tgt_vocab.index(SOS), config.tgt_vocab.index(EOS)
     grammar = Grammar(config.tgt_vocab)
     src, mask, numbers = tensors[:3]
+    retrieved = tensors[4] if len(tensors) > 4 else None
     out: list[Hypotheses] = []
     for i in range(0, len(src), batch):
         rows = slice(i, i + batch)
-        state = model.start(src[rows], mask[rows], numbers[rows])
+        state = model.start(src[rows], mask[rows], numbers[rows], None if retrieved is None else retrieved[rows])
         n = len(src[rows])
         step = model.decoder.step
         if constrained:

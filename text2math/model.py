@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from common.models import ModelConfig
 from text2math.pointer import FIRST_NUMBER, MAX_NUMBERS, NumberPointer, splice
+from text2math.retrieval import RetrievedCopy
 
 PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
 SPECIALS = (PAD, SOS, EOS, UNK)
@@ -29,6 +30,9 @@ class Seq2SeqConfig(ModelConfig):
     hidden: int = 128
     dropout: float = 0.2
     bert_layers: int | None = None  # keep only the first N layers of the BERT encoder
+    number_index: bool = False      # the pointer's keys also hold a learned embedding of each number's index
+    retrieve: int = 0               # programs of the K nearest training problems to attend to / copy from
+    retrieval_pool: dict = field(default_factory=dict)   # RetrievalPool.to_dict(): the training problems searched
 
     def __post_init__(self):
         numbers = [f"n{i}" for i in range(MAX_NUMBERS)]
@@ -98,7 +102,9 @@ class LSTMDecoder(nn.Module):
         self.bridge = nn.Linear(memory_dim, 2 * config.hidden)
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(config.hidden, len(config.tgt_vocab) - MAX_NUMBERS)   # every token but n_i
-        self.pointer = NumberPointer(memory_dim, config.hidden)
+        self.pointer = NumberPointer(memory_dim, config.hidden, config.number_index)
+        self.retrieval = RetrievedCopy(len(config.tgt_vocab), config.emb_dim, config.hidden) \
+            if config.retrieve else None
 
     def input_dim(self, config: Seq2SeqConfig) -> int:
         return config.emb_dim
@@ -111,8 +117,13 @@ class LSTMDecoder(nn.Module):
                 **self.pointer.start(memory, numbers)}
 
     def logits(self, features: torch.Tensor, state: State) -> torch.Tensor:
+        """(B, V) scores; with retrieval, log-probabilities of the generate / copy mixture."""
         features = self.dropout(features)
-        return splice(self.out(features), self.pointer(features, state))
+        if self.retrieval is None:
+            return splice(self.out(features), self.pointer(features, state))
+        features, weights, gate = self.retrieval(features, state)
+        scores = splice(self.out(features), self.pointer(features, state))
+        return self.retrieval.mix(scores, weights, gate, state["ret_ids"])
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """tokens (B,) -> logits (B, V) and the next state."""
@@ -179,15 +190,22 @@ class Seq2Seq(nn.Module):
             self.encoder = ENCODERS[spec.encoder](config)
         self.decoder = DECODERS[spec.decoder](config, self.encoder.out_dim)
 
-    def start(self, src: torch.Tensor, mask: torch.Tensor, numbers: torch.Tensor) -> State:
+    def start(self, src: torch.Tensor, mask: torch.Tensor, numbers: torch.Tensor,
+              retrieved: torch.Tensor | None = None) -> State:
+        """`retrieved` (B, R): the retrieved programs' token ids (retrieval.py), when config.retrieve."""
         memory, summary = self.encoder(src, mask)
-        return self.decoder.start(memory, summary, mask.bool(), numbers)
+        state = self.decoder.start(memory, summary, mask.bool(), numbers)
+        if self.decoder.retrieval is not None:
+            if retrieved is None:
+                raise ValueError("this model was trained with --retrieve: pass the retrieved programs")
+            state.update(self.decoder.retrieval.start(retrieved))
+        return state
 
     def forward(self, src: torch.Tensor, mask: torch.Tensor, numbers: torch.Tensor, tgt: torch.Tensor,
-                teacher_forcing: float = 1.0) -> torch.Tensor:
+                teacher_forcing: float = 1.0, retrieved: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for tgt (B, T) = <sos> y1 ... <eos> <pad>...; the input at step t is the
         gold token with probability `teacher_forcing`, else the model's own previous argmax."""
-        state = self.start(src, mask, numbers)
+        state = self.start(src, mask, numbers, retrieved)
         inputs = tgt[:, 0]
         logits = []
         for t in range(1, tgt.shape[1]):

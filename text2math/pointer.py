@@ -32,15 +32,21 @@ def word_positions(words: Sequence[str]) -> list[int]:
 class NumberPointer(nn.Module):
     """Bilinear scores between the decoder's query and the encoder states of the numbers."""
 
-    def __init__(self, memory_dim: int, query_dim: int):
+    def __init__(self, memory_dim: int, query_dim: int, index_embedding: bool = False):
         super().__init__()
         self.keys = nn.Linear(memory_dim, query_dim, bias=False)
+        # a learned vector per number index (n0, n1, ...): programs use the numbers largely in order,
+        # and a BERT encoder's state at `nK` starts with the same word piece `n` for every K
+        self.index = nn.Embedding(MAX_NUMBERS, query_dim) if index_embedding else None
 
     def start(self, memory: torch.Tensor, positions: torch.Tensor) -> dict[str, torch.Tensor]:
         """memory (B, S, D), positions (B, MAX_NUMBERS) with -1 where absent."""
         index = positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, memory.shape[-1])
         states = memory.gather(1, index)                                    # (B, K, D)
-        return {"number_keys": self.keys(states), "number_mask": positions >= 0}
+        keys = self.keys(states)
+        if self.index is not None:
+            keys = keys + self.index.weight.unsqueeze(0)                    # (B, K, H)
+        return {"number_keys": keys, "number_mask": positions >= 0}
 
     def forward(self, query: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, K) scores; -inf for numbers the problem does not have."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from common.cli import OneLineParser, positive_float, positive_int, thread_count
-from common.errors import run_cli
+from common.errors import UserError, run_cli
 from common.rundir import write_json
 from common.runtime import set_cpu_threads
 from text2math.data import carve_validation, load_mathqa
@@ -73,6 +73,9 @@ def main(argv=None) -> dict:
     path = resolve_checkpoint(args.checkpoint)
     model, tokenizer = load_model(path)
     config = model.config
+    if config.retrieve:
+        raise UserError(f"{path} was trained with --retrieve (retrieval inside the model): rerank.py is for "
+                        "models without it; use evaluate.py")
     data = carve_validation(load_mathqa(args.data, args.data_root.expanduser().resolve(), seed=args.seed), 0.1,
                             args.seed)
     memory = data.train + data.val

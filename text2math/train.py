@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
@@ -34,6 +35,7 @@ from text2math.bert import default_bert, load_bert
 from text2math.data import MathQASplits, carve_validation, load_mathqa, read_glove, with_files
 from text2math.evaluation import decode, score_predictions
 from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig, sequence_loss
+from text2math.retrieval import RetrievalPool, retrieved_tensor
 from text2math.vocab import encode_sources, encode_targets, glove_matrix, source_vocab, target_vocab
 
 ASSIGNMENT = "text2math"
@@ -107,6 +109,16 @@ def build_parser():
     add("--n-generated", type=positive_int, default=3000, help="generated problems (default: %(default)s)")
     add("--tolerance", type=positive_float, default=0.02,
         help="relative tolerance of execution accuracy (default: %(default)s)")
+    add("--number-index", action=argparse.BooleanOptionalAction, default=True,
+        help="add a learned embedding of each number's index (n0, n1, ...) to the pointer's keys "
+             "(default: %(default)s)")
+    add("--retrieve", type=int, default=0, metavar="K",
+        help="retrieval-augmented decoding: the decoder also attends to and may copy from the programs of the K "
+             "nearest TRAINING problems (TF-IDF; a training problem never retrieves itself); 0: off "
+             "(default: %(default)s)")
+    add("--fit-check", type=int, default=200, metavar="N",
+        help="after every epoch, greedy exact match / execution accuracy on N training problems (how well the "
+             "model fits what it trains on); 0: off (default: %(default)s)")
     return parser
 
 
@@ -131,6 +143,8 @@ def main(argv=None) -> dict:
     args.bert = (args.bert or default_bert()) if is_bert else args.bert
     if args.teacher_forcing > 1:
         raise UserError(f"--teacher-forcing is a probability: got {args.teacher_forcing}")
+    if args.retrieve < 0 or args.fit_check < 0:
+        raise UserError(f"--retrieve and --fit-check count problems: got {args.retrieve} and {args.fit_check}")
     with distributed.launch(args) as info:
         return train(args, info)
 
@@ -149,13 +163,21 @@ def load_data(args) -> MathQASplits:
 
 
 def encode(problems, config: Seq2SeqConfig, tokenizer, args, *, train: bool):
-    """(src, mask, number positions, tgt) and the problems they hold (training drops programs that do
-    not fit: too long, or using a number the pointer cannot reach)."""
+    """(src, mask, number positions, tgt, retrieved) and the problems they hold (training drops programs
+    that do not fit: too long, or using a number the pointer cannot reach). `retrieved` holds the programs
+    of each problem's config.retrieve nearest problems of the training pool (retrieval.py; training
+    problems are the pool, in order, and never retrieve themselves); a (N, 1) placeholder when off."""
     src, mask, numbers = encode_sources(problems, config.src_vocab, tokenizer, args.max_src_len)
     tgt, kept = encode_targets(problems, config.tgt_vocab, args.max_program_len, truncate=not train,
                                positions=numbers)
+    if config.retrieve:
+        retrieved = retrieved_tensor(RetrievalPool.from_dict(config.retrieval_pool), [p.text for p in problems],
+                                     config.tgt_vocab, config.retrieve, exclude_self=train,
+                                     max_len=args.max_program_len)
+    else:
+        retrieved = torch.zeros((len(problems), 1), dtype=torch.long)
     keep = torch.tensor(kept, dtype=torch.bool)
-    return (src[keep], mask[keep], numbers[keep], tgt), [p for p, k in zip(problems, kept) if k]
+    return (src[keep], mask[keep], numbers[keep], tgt, retrieved[keep]), [p for p, k in zip(problems, kept) if k]
 
 
 def train(args, info: distributed.DistInfo) -> dict:
@@ -170,8 +192,10 @@ def train(args, info: distributed.DistInfo) -> dict:
     vectors = read_glove(glove, src_words) if (glove and not is_bert) else {}
     if vectors:
         args.emb_dim = len(next(iter(vectors.values())))
+    pool = RetrievalPool.from_problems(data.train).to_dict() if args.retrieve else {}   # training part only
     config = Seq2SeqConfig(args.model, target_vocab(data.train), src_words, args.bert or "",   # training programs only
-                           args.emb_dim, args.hidden_size, args.dropout, args.bert_layers)
+                           args.emb_dim, args.hidden_size, args.dropout, args.bert_layers, args.number_index,
+                           args.retrieve, pool)
     torch.manual_seed(args.seed)
     model = Seq2Seq(config, trunk)
     embedding_note = ""
@@ -204,14 +228,22 @@ def train(args, info: distributed.DistInfo) -> dict:
     optimizer = build_optimizer(model, args, is_bert and not spec.freeze_encoder)
     scheduler = SCHEDULES[args.lr_schedule](optimizer, args)
 
+    fit_rows = torch.randperm(len(train_problems), generator=torch.Generator().manual_seed(args.seed))[:args.fit_check]
+    fit_tensors = tuple(t[fit_rows] for t in train_tensors)
+    fit_problems = [train_problems[i] for i in fit_rows.tolist()]
+
     def train_step(batch):
-        src, mask, numbers, tgt = trim(*batch)
-        logits = net(src, mask, numbers, tgt, teacher_forcing=args.teacher_forcing)
+        src, mask, numbers, tgt, retrieved = trim(*batch)
+        logits = net(src, mask, numbers, tgt, teacher_forcing=args.teacher_forcing, retrieved=retrieved)
         loss_sum, tokens, correct = sequence_loss(logits, tgt, args.label_smoothing)
         return loss_sum / tokens.clamp(min=1), {"n": tokens, "loss": loss_sum.detach(), "token_acc": correct}
 
     def evaluate(epoch: int) -> dict:   # each rank a strided share of the validation problems
         record = teacher_forced_loss(model, test_tensors, "test")
+        if fit_problems and distributed.is_main_process():   # how well it fits its own training problems
+            scores = score_predictions(decode(model, fit_tensors, fit_problems, config, beam=1,
+                                              max_len=args.max_program_len), fit_problems, config, args.tolerance)
+            record.update({f"fit_{k}": scores[k] for k in ("exact_match", "exec_acc")})
         if val_problems:
             record.update(teacher_forced_loss(model, val_tensors, "val"))
             share, problems = tuple(distributed.shard(t) for t in val_tensors), distributed.shard(val_problems)
@@ -264,10 +296,13 @@ def feature_cache(args) -> Path | None:
     return None if args.smoke else args.out.parent / "feature_cache"
 
 
-def trim(src: torch.Tensor, mask: torch.Tensor, numbers: torch.Tensor, tgt: torch.Tensor):
-    """Drop the padding columns every row of this batch has (sources and targets)."""
+def trim(src: torch.Tensor, mask: torch.Tensor, numbers: torch.Tensor, tgt: torch.Tensor,
+         retrieved: torch.Tensor | None = None):
+    """Drop the padding columns every row of this batch has (sources, targets, retrieved programs)."""
     source_len, target_len = int(mask.sum(1).max()), int((tgt != 0).sum(1).max())
-    return src[:, :source_len], mask[:, :source_len], numbers, tgt[:, :target_len]
+    if retrieved is not None:
+        retrieved = retrieved[:, :max(int((retrieved != 0).sum(1).max()), 1)]
+    return src[:, :source_len], mask[:, :source_len], numbers, tgt[:, :target_len], retrieved
 
 
 def build_optimizer(model: Seq2Seq, args, fine_tune_bert: bool) -> torch.optim.Optimizer:
@@ -308,10 +343,9 @@ def cache_features(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, device
 
 def teacher_forced_loss(model: Seq2Seq, tensors, name: str, batch: int = 128) -> dict:
     total, count = 0.0, 0
-    src, mask, numbers, tgt = tensors
-    for i in range(0, len(src), batch):
-        part = trim(src[i:i + batch], mask[i:i + batch], numbers[i:i + batch], tgt[i:i + batch])
-        loss_sum, tokens, _ = sequence_loss(model(*part), part[3])
+    for i in range(0, len(tensors[0]), batch):
+        src, mask, numbers, tgt, retrieved = trim(*(t[i:i + batch] for t in tensors))
+        loss_sum, tokens, _ = sequence_loss(model(src, mask, numbers, tgt, retrieved=retrieved), tgt)
         total, count = total + float(loss_sum), count + int(tokens)
     return distributed.reduce_means({f"{name}_loss": total / max(count, 1)}, count)   # over every rank's tokens
 
@@ -319,7 +353,8 @@ def teacher_forced_loss(model: Seq2Seq, tensors, name: str, batch: int = 128) ->
 def write_artefacts(run: RunDir, model: Seq2Seq, data, config: Seq2SeqConfig, test_tensors, args) -> dict:
     records = run.metrics()
     plot_curves(records, {"loss (per program token)": ["train_loss", "val_loss", "test_loss"],
-                          "accuracy": ["train_token_acc", "val_exact_match", "val_exec_acc"]},
+                          "accuracy": ["train_token_acc", "fit_exact_match", "fit_exec_acc", "val_exact_match",
+                                       "val_exec_acc"]},
                 run.file("curves.png"), title=f"{config.describe()} ({short_source(data.source)})")
     best_epoch = int(load_checkpoint(run.path / BEST)["epoch"]) if (run.path / BEST).exists() else len(records)
     beams = evaluate_beams(model, test_tensors, data.test, config, args, run.file("predictions.jsonl"))
@@ -334,7 +369,7 @@ def write_artefacts(run: RunDir, model: Seq2Seq, data, config: Seq2SeqConfig, te
         "parameters": count_parameters(model, trainable_only=True),
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "tolerance": args.tolerance,
-        "model_config": {k: v for k, v in config.to_dict().items() if not k.endswith("vocab")},
+        "model_config": {k: v for k, v in config.to_dict().items() if not k.endswith(("vocab", "pool"))},
     }, records)
     print(f"done (weights of epoch {best_epoch}, best on validation): " + describe_beams(beams)
           + f" on {len(data.test):,} test problems; run directory {run.path}")
