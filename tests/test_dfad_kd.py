@@ -9,11 +9,13 @@ import torch
 from common.checkpoint import save_checkpoint
 from common.errors import UserError, run_cli
 from common.reporting import load_result
-from dfad_kd import report, train, train_teacher
+from dfad_kd import evaluation, methods, report, teachers, train, train_teacher
 from dfad_kd.data import DATASETS, seed_test_subsets
+from dfad_kd.losses import BatchNormMatch, bn_statistics_gap, neg_class_entropy
 from dfad_kd.model import (RESNET34, Generator, GeneratorConfig, LeNet5Config, Teacher, build, freeze, held,
                            load_teacher, mae, model_config_dict, parameter_count, student_config)
 from resnet_norms.model import ResNetConfig, build_resnet
+from resnet_norms.norms import BatchNorm as OurBatchNorm
 from tests.conftest import REPO, run_script
 
 PRETRAINED = REPO.parent / "shared" / "data" / "pretrained" / "cifar10_resnet"
@@ -93,7 +95,7 @@ def _state(method="dfad"):
     generator = Generator(GeneratorConfig(nz=6, ngf=4, channels=3, image_size=8, mean=(0.5,) * 3, std=(0.25,) * 3,
                                           output="batchnorm"))
     args = train.parse(["--smoke", "--method", method, "--nz", "6", "--batch-size", "8", "--out", "/tmp/unused"])
-    return train.State(args, teacher, student, generator, torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9),
+    return methods.State(args, teacher, student, generator, torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9),
                        torch.optim.Adam(generator.parameters(), lr=1e-2), None, torch.device("cpu"))
 
 
@@ -102,8 +104,8 @@ def test_a_student_step_changes_only_the_student():
     teacher, student, generator = (_snapshot(m) for m in (state.teacher.model, state.student, state.generator))
     rng = torch.Generator().manual_seed(0)
     with torch.no_grad(), held(state.generator):
-        x = state.generator.train()(train._z(state.args, rng, "cpu"))
-    train.student_step(state, x)
+        x = state.generator.train()(methods._z(state.args, rng, "cpu"))
+    methods.student_step(state, x)
     assert _same(teacher, _snapshot(state.teacher.model)) and not state.teacher.model.training
     assert _same(generator, _snapshot(state.generator)), "the generator's weights and BN buffers stay"
     assert not _same(student, _snapshot(state.student))
@@ -114,8 +116,8 @@ def test_the_balance_term_is_the_negative_entropy_of_the_mean_prediction_by_hand
     logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
     p1 = (0.5 + 1 / (1 + torch.exp(torch.tensor(-2.0))).item()) / 2            # mean softmax of class 0
     by_hand = p1 * torch.log(torch.tensor(p1)).item() + (1 - p1) * torch.log(torch.tensor(1 - p1)).item()
-    assert train.neg_class_entropy(logits).item() == pytest.approx(by_hand, rel=1e-6)
-    assert train.neg_class_entropy(torch.zeros(3, 10)).item() == pytest.approx(-2.302585, rel=1e-6)
+    assert neg_class_entropy(logits).item() == pytest.approx(by_hand, rel=1e-6)
+    assert neg_class_entropy(torch.zeros(3, 10)).item() == pytest.approx(-2.302585, rel=1e-6)
 
 
 @pytest.mark.parametrize("balance", [0.0, 1.0])
@@ -124,13 +126,83 @@ def test_a_generator_step_changes_only_the_generator(balance):
     state.args.balance = balance
     teacher, student, generator = (_snapshot(m) for m in (state.teacher.model, state.student, state.generator))
     grads_before = [p.grad for p in state.student.parameters()]
-    loss = train.generator_step(state, torch.randn(8, 6))
-    assert loss.item() > 0
+    out = methods.generator_step(state, torch.randn(8, 6))
+    assert set(out) == {"loss_g"} and out["loss_g"].item() > 0           # no BN term without --bn-match
     assert _same(teacher, _snapshot(state.teacher.model))
     assert _same(student, _snapshot(state.student)), "the student's weights and BN running statistics stay"
     assert [p.grad for p in state.student.parameters()] == grads_before
     assert all(p.requires_grad for p in state.student.parameters()), "held() gives the gradients back"
     assert not _same(generator, _snapshot(state.generator))
+
+
+# the BatchNorm statistics loss (--bn-match) ------------------------------------------------------------
+
+def test_the_bn_gap_by_hand():
+    # channel 0 holds 1 and 3 (mean 2, biased var 1), channel 1 holds 0 and 4 (mean 2, var 4)
+    features = torch.tensor([[[[1.0]], [[0.0]]], [[[3.0]], [[4.0]]]])                 # (B=2, C=2, 1, 1)
+    gap = bn_statistics_gap(features, torch.tensor([1.0, 2.0]), torch.tensor([1.0, 1.0]))
+    assert gap.item() == pytest.approx(((2 - 1) ** 2 + 0 ** 2) ** 0.5 + (0 ** 2 + (4 - 1) ** 2) ** 0.5)   # 1 + 3
+
+
+@pytest.mark.parametrize("norm", [torch.nn.BatchNorm2d, OurBatchNorm])
+def test_the_bn_loss_is_zero_when_the_batch_has_the_running_statistics(norm):
+    torch.manual_seed(0)
+    layer = norm(3).eval()
+    x = torch.randn(8, 3, 5, 5) * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1) + 3
+    with torch.no_grad():
+        layer.running_mean.copy_(x.mean((0, 2, 3)))
+        layer.running_var.copy_(x.var((0, 2, 3), unbiased=False))
+    match = BatchNormMatch(torch.nn.Sequential(torch.nn.Identity(), layer))
+    assert match.layers == [layer]
+    with match.recording():
+        layer(x)
+    assert match.loss().item() == pytest.approx(0, abs=1e-5)
+    with match.recording():
+        layer(x + 1)                                                          # every mean off by 1
+    assert match.loss().item() == pytest.approx(3 ** 0.5, rel=1e-4)
+    layer(x)                                                                  # outside recording(): nothing kept
+    assert len(match.collected) == 1
+
+
+def test_the_bn_loss_reaches_the_generator_and_never_moves_the_teachers_buffers():
+    state = _state()
+    state.args.bn_match, state.args.balance = 1.0, 0.0
+    state.bn_match = BatchNormMatch(state.teacher.model)
+    assert len(state.bn_match.layers) == sum(1 for _ in state.teacher.model.modules()
+                                            if type(_).__name__ == "BatchNorm")
+    teacher, student = _snapshot(state.teacher.model), _snapshot(state.student)
+    x = state.generator(torch.randn(8, 6))                                    # the BN gap alone: gradients
+    with state.bn_match.recording():
+        state.teacher.model(x)
+    state.bn_match.loss().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in state.generator.project.parameters())
+    assert _same(teacher, _snapshot(state.teacher.model))
+    state.generator.zero_grad(set_to_none=True)
+    generator = _snapshot(state.generator)
+    out = methods.generator_step(state, torch.randn(8, 6))
+    assert set(out) == {"loss_g", "loss_bn"} and out["loss_bn"].item() > 0
+    assert _same(teacher, _snapshot(state.teacher.model)) and not state.teacher.model.training
+    assert _same(student, _snapshot(state.student))
+    assert not _same(generator, _snapshot(state.generator))
+
+
+def test_the_bn_loss_changes_the_generators_step():
+    steps = {}
+    for weight in (0.0, 1.0):
+        state = _state()
+        state.args.bn_match = weight
+        state.bn_match = BatchNormMatch(state.teacher.model) if weight else None
+        methods.generator_step(state, torch.randn(8, 6, generator=torch.Generator().manual_seed(1)))
+        steps[weight] = _snapshot(state.generator)
+    assert not _same(steps[0.0], steps[1.0])
+
+
+def test_bn_match_needs_a_teacher_with_batchnorm(smoke_teacher, tmp_path, capsys):
+    with pytest.raises(UserError, match="no(ne)? BatchNorm|has none"):
+        BatchNormMatch(build("lenet5", LeNet5Config()))
+    err = _exit_line(["--smoke", "--teacher", str(smoke_teacher[0]), "--bn-match", "1", "--out", str(tmp_path)],
+                     capsys)
+    assert "--bn-match needs a teacher with BatchNorm layers" in err
 
 
 def test_the_frozen_teacher_cannot_be_put_back_in_training_mode():
@@ -145,6 +217,64 @@ def test_the_seed_test_subsets_are_fixed_and_nested():
     assert len(subsets["10"]) == 100 and len(subsets["20"]) == 200
     assert set(subsets["10"].tolist()) <= set(subsets["20"].tolist())
     assert torch.equal(seed_test_subsets(1000)["20"], subsets["20"])
+
+
+def test_compare_plots_runs_side_by_side_and_rejects_bad_specs(tmp_path):
+    from dfad_kd import compare
+    for name, accs in (("a", [0.1, 0.3]), ("b", [0.1, 0.12, 0.11])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": i + 1, "test_acc": a, "agree_real": a}) + "\n" for i, a in enumerate(accs)))
+    runs = compare.read_runs([f"DFAD={tmp_path / 'a'}", f"noise={tmp_path / 'b'}"])
+    assert list(runs) == ["DFAD", "noise"] and [r["test_acc"] for r in runs["noise"]] == [0.1, 0.12, 0.11]
+    out = compare.main([f"DFAD={tmp_path / 'a'}", f"noise={tmp_path / 'b'}", "--out", str(tmp_path / "c.png")])
+    assert out.stat().st_size > 0
+    with pytest.raises(UserError, match="LABEL=RUN_DIR"):
+        compare.read_runs([str(tmp_path / "a")])
+    with pytest.raises(UserError, match="does not exist"):
+        compare.read_runs([f"x={tmp_path / 'missing'}"])
+
+
+# per-data-set presets -----------------------------------------------------------------------------------
+
+def test_each_dataset_brings_its_recipe_as_defaults():
+    from dfad_kd.options import PRESETS
+    mnist = train.parse(["--out", "/tmp/unused"])                               # --dataset mnist by default
+    assert (mnist.batch_size, mnist.ngf, mnist.student_optimizer, mnist.lr, mnist.balance, mnist.bn_match) == (
+        128, 16, "adam", 1e-3, 1.0, 0.0)
+    cifar = train.parse(["--dataset", "cifar10", "--out", "/tmp/unused"])
+    for key, value in PRESETS["cifar10"].items():
+        assert getattr(cifar, key) == value, key
+    assert cifar.bn_match > 0 and cifar.gen_output == "pixels"
+    assert PRESETS["mnist"]["batch_size"] != PRESETS["cifar10"]["batch_size"]   # the two presets differ
+
+
+def test_explicit_flags_win_over_the_preset():
+    args = train.parse(["--dataset", "cifar10", "--out", "/tmp/unused", "--batch-size", "32", "--bn-match", "0",
+                        "--balance", "0", "--gen-output", "batchnorm", "--student-optimizer", "sgd", "--lr", "0.1",
+                        "--epochs", "3"])
+    assert (args.batch_size, args.bn_match, args.balance, args.gen_output, args.student_optimizer, args.lr,
+            args.epochs) == (32, 0.0, 0.0, "batchnorm", "sgd", 0.1, 3)
+    assert train.parse(["--out", "/tmp/unused", "--dataset=cifar10"]).bn_match > 0          # --flag=value form too
+    assert train.parse(["--out", "/tmp/unused", "--balance", "0"]).balance == 0.0   # the generic default value
+
+
+def test_the_short_mnist_command_is_the_measured_one():
+    """README: the 96.60% run's explicit command and the preset's short one parse to the same run."""
+    common = ["--teacher", "t.pt", "--data-root", "../shared/data", "--data", "real", "--out", "/tmp/unused"]
+    long = train.parse(common + ["--batch-size", "128", "--ngf", "16", "--epochs", "30", "--iters-per-epoch", "30",
+                                 "--student-optimizer", "adam", "--lr", "1e-3", "--balance", "1", "--student-ratio",
+                                 "0.2"])
+    assert vars(train.parse(common)) == vars(long)
+    cifar = train.parse(["--data", "real", "--dataset", "cifar10", "--out", "/tmp/unused"])    # --data is no --dataset
+    assert cifar.bn_match > 0 and cifar.data == "real"
+
+
+def test_the_help_shows_each_presets_value(capsys):
+    with pytest.raises(SystemExit):
+        train.parse(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--dataset cifar10: 10" in text and "--dataset mnist: 128" in text
 
 
 # teacher files -----------------------------------------------------------------------------------------
@@ -180,13 +310,13 @@ def test_a_published_resnet_file_loads_as_a_frozen_resnet_teacher(fake_published
 
 @pytest.mark.skipif(not PRETRAINED.exists(), reason="needs ../shared/data/pretrained")
 def test_pretrained_shorthand_finds_the_shared_file():
-    path = train.resolve_teacher_path("pretrained:resnet20", REPO.parent / "shared" / "data")
+    path = teachers.resolve_teacher_path("pretrained:resnet20", REPO.parent / "shared" / "data")
     assert path.name.startswith("resnet20-") and load_teacher(path).config.depth == 20
 
 
 def test_pretrained_shorthand_without_the_file_is_one_line(tmp_path):
     with pytest.raises(UserError, match="no resnet56-\\*.th in"):
-        train.resolve_teacher_path("pretrained:resnet56", tmp_path)
+        teachers.resolve_teacher_path("pretrained:resnet56", tmp_path)
 
 
 def _exit_line(argv, capsys) -> str:
@@ -285,7 +415,7 @@ def test_baselines_run_without_a_generator(smoke_teacher, tmp_path, method):
 def test_kill_and_resume_equals_an_uninterrupted_run(smoke_teacher, tmp_path, monkeypatch):
     flags = ["--smoke", "--teacher", str(smoke_teacher[0]), "--epochs", "2"]
     whole = train.main(flags + ["--out", str(tmp_path / "whole")])
-    real_call, calls = train.Evaluator.__call__, {"n": 0}
+    real_call, calls = evaluation.Evaluator.__call__, {"n": 0}
 
     def killed_in_epoch_2(self, student):
         calls["n"] += 1
@@ -293,11 +423,11 @@ def test_kill_and_resume_equals_an_uninterrupted_run(smoke_teacher, tmp_path, mo
             raise KeyboardInterrupt
         return real_call(self, student)
 
-    monkeypatch.setattr(train.Evaluator, "__call__", killed_in_epoch_2)
+    monkeypatch.setattr(evaluation.Evaluator, "__call__", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train.main(flags + ["--out", str(tmp_path / "split")])
     assert [r["epoch"] for r in _records(tmp_path / "split")] == [1]
-    monkeypatch.setattr(train.Evaluator, "__call__", real_call)
+    monkeypatch.setattr(evaluation.Evaluator, "__call__", real_call)
     resumed = train.main(flags + ["--out", str(tmp_path / "split"), "--resume"])
     a, b = _records(tmp_path / "whole"), _records(tmp_path / "split")
     assert len(a) == len(b) == 2
