@@ -69,9 +69,10 @@ def epoch_seconds(command: list[str], threads: str, out: Path, competitor_after:
     return float(records[-1]["train_seconds"])
 
 
-def measure(name: str, command: list[str], settings: dict[str, str], scratch: Path) -> dict[tuple[str, str], float]:
+def measure(name: str, command: list[str], settings: dict[str, str], scratch: Path,
+            conditions=CONDITIONS) -> dict[tuple[str, str], float]:
     seconds = {}
-    for condition in CONDITIONS:
+    for condition in conditions:
         competitor = start_competitor() if condition == "busy" else None
         late = LATE_SECONDS if condition == "late" else None
         try:
@@ -89,6 +90,8 @@ def main(argv=None) -> None:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS),
                         help="which default models to time (default: all)")
+    parser.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS),
+                        help="idle, busy (competitor from the start), late (competitor 3 s in) (default: all)")
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     settings = {"1 thread": "1", f"{cores} threads": str(cores), "auto": "auto"}
@@ -97,21 +100,23 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.workloads:
             try:
-                seconds = measure(name, WORKLOADS[name], settings, Path(scratch) / name.split()[0])
+                seconds = measure(name, WORKLOADS[name], settings, Path(scratch) / name.split()[0], args.conditions)
             except UserError as err:    # another assignment's train.py changed under us: the others still count
                 print(f"  {name}: skipped ({err})", flush=True)
                 continue
             rows.append((name, seconds))
     if not rows:
         raise UserError("no workload ran; see the lines above")
-    print(f"\n{'workload':<32} {'setting':<10} {'idle s':>7} {'busy s':>7} {'late s':>7} {'busy/idle':>9} "
-          f"{'late/idle':>9} {'idle/auto':>9} {'busy/auto':>9} {'late/auto':>9}")
+    conditions = [c for c in CONDITIONS if c in args.conditions]
+    loaded = [c for c in conditions if c != "idle" and "idle" in conditions]
+    print(f"\n{'workload':<32} {'setting':<10} " + " ".join(f"{c + ' s':>7}" for c in conditions)
+          + "".join(f" {c + '/idle':>9}" for c in loaded) + "".join(f" {c + '/auto':>9}" for c in conditions))
     for name, seconds in rows:
         for label in settings:
-            idle, busy, late = (seconds[c, label] for c in CONDITIONS)
-            print(f"{name:<32} {label:<10} {idle:7.1f} {busy:7.1f} {late:7.1f} {busy / idle:9.2f} {late / idle:9.2f} "
-                  f"{idle / seconds['idle', 'auto']:9.2f} {busy / seconds['busy', 'auto']:9.2f} "
-                  f"{late / seconds['late', 'auto']:9.2f}")
+            cells = [f"{seconds[c, label]:7.1f}" for c in conditions]
+            cells += [f"{seconds[c, label] / seconds['idle', label]:9.2f}" for c in loaded]
+            cells += [f"{seconds[c, label] / seconds[c, 'auto']:9.2f}" for c in conditions]
+            print(f"{name:<32} {label:<10} " + " ".join(cells))
 
 
 if __name__ == "__main__":
