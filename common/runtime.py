@@ -91,12 +91,12 @@ def cpu_counters() -> tuple[float, float]:
 class ThreadGovernor:
     """--threads auto after start-up. A competitor that starts after this process has chosen its threads
     (a second job, a browser tab, another run launched at the same moment) would otherwise leave it on the
-    spin-and-wait cliff (bench/cpu_threads.py: 27x slower). Every `period` seconds the loops' progress bars
+    spin-and-wait cliff (bench/cpu_threads.py: 27x slower). Every `period` seconds (2) the loops' progress bars
     call `tick()`: the cores other processes kept busy since the last look are the machine's busy CPU
     seconds minus this process's own, over the wall seconds; the threads become the free cores, once two
     looks in a row agree (no flapping). Ticks between looks cost one clock read."""
 
-    def __init__(self, threads: int, period: float = 5.0, counters=cpu_counters, apply=_apply_threads,
+    def __init__(self, threads: int, period: float = 2.0, counters=cpu_counters, apply=_apply_threads,
                  clock=time.monotonic):
         self.threads, self.period, self._counters, self._apply, self._clock = threads, period, counters, apply, clock
         self._last, self._wanted = (*counters(), clock()), threads
