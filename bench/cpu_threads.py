@@ -14,7 +14,6 @@ Run it on an otherwise idle machine: other work running at the same time is a co
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -28,6 +27,8 @@ if __package__ in (None, ""):
 from common import REPO_ROOT
 from common.cli import OneLineParser
 from common.errors import UserError, run_cli
+from common.rundir import read_metrics
+from common.runtime import usable_cores
 
 # workload -> the train.py command (without --threads/--out) whose one epoch is timed
 WORKLOADS = {
@@ -65,8 +66,7 @@ def epoch_seconds(command: list[str], threads: str, out: Path, competitor_after:
     if run.returncode != 0:
         tail = (stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"{command[0]} failed with --threads {threads}: {tail}")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return float(records[-1]["train_seconds"])
+    return float(read_metrics(out)[-1]["train_seconds"])
 
 
 def measure(name: str, command: list[str], settings: dict[str, str], scratch: Path,
@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     parser.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS),
                         help="idle, busy (competitor from the start), late (competitor 3 s in) (default: all)")
     args = parser.parse_args(argv)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     settings = {"1 thread": "1", f"{cores} threads": str(cores), "auto": "auto"}
     print(f"one training epoch, seconds ({cores} cores; busy = beside one competing CPU-bound process)")
     rows = []

@@ -22,18 +22,26 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """(all, idle + iowait) clock ticks of every CPU since boot, from /proc/stat's first line (Linux; raises
+    OSError, ValueError or IndexError elsewhere)."""
+    with open("/proc/stat") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)
+
+
+def usable_cores() -> int:
+    """The cores in this process's affinity mask (all of them where the platform has no mask)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def busy_cores(sample_seconds: float = 0.25) -> float:
     """How many cores other work keeps busy now: from /proc/stat over `sample_seconds` where Linux has it
     (it sees a competitor that started a second ago), else the 1-minute load average."""
-    def times() -> tuple[int, int]:
-        with open("/proc/stat") as handle:
-            fields = [int(v) for v in handle.readline().split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)       # idle + iowait
-        return sum(fields), idle
     try:
-        total0, idle0 = times()
+        total0, idle0 = cpu_jiffies()
         time.sleep(sample_seconds)
-        total1, idle1 = times()
+        total1, idle1 = cpu_jiffies()
         cpus = os.cpu_count() or 1
         return cpus * (1 - (idle1 - idle0) / max(total1 - total0, 1))
     except (OSError, ValueError, IndexError):
@@ -48,8 +56,7 @@ def free_cores() -> int:
     the busy ones (rounded), at least 1. Small models are many small operations: a thread that cannot get
     a core spins and waits, so on a busy machine fewer threads run faster (issue 19: sketch_rnn's step
     0.48 s with 1 thread against 4.38 s with 2 beside two other processes)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - round(busy_cores()))
+    return max(1, usable_cores() - round(busy_cores()))
 
 
 def set_cpu_threads(threads: str | int) -> int:
@@ -80,9 +87,8 @@ def cpu_counters() -> tuple[float, float]:
     """(CPU seconds all processes have used, CPU seconds this process has used), for ThreadGovernor's
     differences; the first is NaN where /proc/stat is missing."""
     try:
-        with open("/proc/stat") as handle:
-            fields = [int(v) for v in handle.readline().split()[1:]]
-        busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
+        total, idle = cpu_jiffies()
+        busy = (total - idle) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         busy = float("nan")
     return busy, time.process_time()
@@ -112,7 +118,7 @@ class ThreadGovernor:
         if busy1 != busy1:                                 # NaN: no /proc/stat, keep the start-up choice
             return self.threads
         others = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(wall1 - wall0, 1e-9)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         wanted = max(1, cores - round(others))
         if wanted != self.threads and wanted == self._wanted:
             self.changes.append((self.threads, wanted))

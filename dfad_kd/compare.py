@@ -9,7 +9,6 @@ same student steps per epoch).
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ if __package__ in (None, ""):
 from common.cli import OneLineParser
 from common.errors import UserError, run_cli
 from common.plots import plot_overlays
+from common.rundir import METRICS, read_metrics
 
 
 def read_runs(specs: list[str]) -> dict[str, list[dict]]:
@@ -28,10 +28,10 @@ def read_runs(specs: list[str]) -> dict[str, list[dict]]:
         label, sep, folder = spec.partition("=")
         if not sep or not label or not folder:
             raise UserError(f"expected LABEL=RUN_DIR, got '{spec}'")
-        path = Path(folder).expanduser() / "metrics.jsonl"
+        path = Path(folder).expanduser() / METRICS
         if not path.is_file():
             raise UserError(f"{path} does not exist: point {label}= at a train.py run directory")
-        runs[label] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        runs[label] = read_metrics(path.parent)
     return runs
 
 

@@ -96,13 +96,6 @@ def _describe_presets(parser: argparse.ArgumentParser) -> None:
             action.help = action.help.replace("(default: %(default)s)", f"(default: %(default)s; {per})")
 
 
-def preset_for(argv) -> dict:
-    """The PRESETS entry of the --dataset in argv (read by the full parser, so '--data real' is not taken
-    for an abbreviated --dataset)."""
-    known, _ = build_parser().parse_known_args(argv)
-    return PRESETS.get(known.dataset, {})
-
-
 def run_name(args) -> str:
     teacher = Path(str(args.teacher)).stem.split("-")[0].replace(":", "-") if args.teacher else "own"
     return (f"{args.dataset}_{args.method}_t{teacher}_r{args.student_ratio:g}_e{args.epochs}x{args.iters_per_epoch}"
@@ -111,7 +104,8 @@ def run_name(args) -> str:
 
 def parse(argv=None) -> argparse.Namespace:
     parser = build_parser()
-    parser.set_defaults(**preset_for(argv))          # the data set's recipe; flags on the command line win
+    known, _ = parser.parse_known_args(argv)         # the full parser: '--data real' is not an abbreviated --dataset
+    parser.set_defaults(**PRESETS.get(known.dataset, {}))   # the data set's recipe; flags on the command line win
     args = parse_args(parser, argv, assignment=ASSIGNMENT, run_name=run_name)
     if args.smoke:
         args.epochs, args.iters_per_epoch = min(args.epochs, 2), min(args.iters_per_epoch, 2)

@@ -15,14 +15,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np
-
 from common.cli import OneLineParser, open_fraction, positive_float, positive_int
 from common.errors import run_cli
 from common.rundir import write_json
 from text2math.data import load_mathqa, with_files
 from text2math.evaluation import value_of
 from text2math.program import matches
+from text2math.retrieval import RetrievalPool
 
 
 def build_parser():
@@ -43,14 +42,9 @@ def build_parser():
 
 def knn_scores(train, test, k: int, tolerance: float) -> dict:
     """Top-1 and option-aware execution accuracy of nearest-neighbour program retrieval."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"\S+")
-    memory = vectorizer.fit_transform([p.text for p in train])
-    similarity = (vectorizer.transform([p.text for p in test]) @ memory.T).toarray()
     top1 = option = 0
-    for row, problem in zip(similarity, test):
-        nearest = np.argsort(-row, kind="stable")[:k]
+    neighbours = RetrievalPool.from_problems(train).neighbours([p.text for p in test], k)
+    for nearest, problem in zip(neighbours, test):
         values = [value_of(train[j].program, problem.numbers) for j in nearest]
         top1 += values[0] is not None and matches(values[0], problem.answers, tolerance)
         chosen = next((v for v in values if v is not None and any(matches(v, o, tolerance) for o in problem.options)),
