@@ -37,6 +37,7 @@ class SlotConfig(ModelConfig):
     decoder_channels: int = 32
     decoder_size: int = 0          # the decoder's CNN stops at this size (0: image_size), then bilinear x up
     implicit_grad: bool = False    # backpropagate through the last iteration only (Chang et al., 2022)
+    colour_shortcut: bool = False  # add a linear map of each token's mean input colour to the CNN features
     slot_init: str = "gaussian"    # a key of SLOT_INITS: shared Gaussian draws, or K learned queries (BO-QSA)
     epsilon: float = 1e-8
 
@@ -65,8 +66,8 @@ class SlotConfig(ModelConfig):
 
     def describe(self) -> str:
         upsample = f", bilinear to {self.image_size}" if self.output_size != self.image_size else ""
-        return (f"CNN encoder {self.encoder_channels}ch -> {self.feature_size}x{self.feature_size} features, "
-                f"{self.slots} slots x {self.slot_dim}"
+        return (f"CNN encoder {self.encoder_channels}ch{' + colour shortcut' if self.colour_shortcut else ''} -> "
+                f"{self.feature_size}x{self.feature_size} features, {self.slots} slots x {self.slot_dim}"
                 f"{' (learned queries, BO-QSA)' if self.slot_init == 'learned' else ''}, {self.iterations} iterations, "
                 f"broadcast decoder "
                 f"{self.broadcast}->{self.output_size}{upsample} ({self.decoder_channels}ch)")
@@ -180,9 +181,17 @@ class Encoder(nn.Module):
         self.position = SoftPositionEmbed(c.slot_dim, c.feature_size)
         self.mlp = nn.Sequential(nn.LayerNorm(c.slot_dim), nn.Linear(c.slot_dim, c.slot_dim), nn.ReLU(),
                                  nn.Linear(c.slot_dim, c.slot_dim))
+        # the colour shortcut: the input averaged over each token's stride x stride patch, projected to D and
+        # added to the CNN's features, so every token carries its colour from the first step (without it the
+        # slots learn brightness and position first, and blob-shaped slots split the objects; README)
+        self.colour = nn.Linear(c.channels, c.slot_dim) if c.colour_shortcut else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.cnn(images * 2 - 1).permute(0, 2, 3, 1)        # (B, h, w, D)
+        x = images * 2 - 1                                               # (B, C, H, W) in [-1, 1]
+        features = self.cnn(x).permute(0, 2, 3, 1)                      # (B, h, w, D)
+        if self.colour is not None:
+            patches = F.adaptive_avg_pool2d(x, features.shape[1:3]).permute(0, 2, 3, 1)   # (B, h, w, C)
+            features = features + self.colour(patches)
         features = self.position(features).flatten(1, 2)                # (B, N, D)
         return self.mlp(features)
 

@@ -13,6 +13,7 @@ composed from it, the Gaussian baseline and FIDs against the val images.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -88,13 +89,16 @@ def build_parser():
     add("--slot-init", choices=list(SLOT_INITS), default="gaussian",
         help="initial slots: gaussian (K draws from one learned Gaussian) or learned (K learned queries with "
              "BO-QSA's straight-through bi-level update) (default: %(default)s)")
+    add("--colour-shortcut", action=argparse.BooleanOptionalAction, default=True,
+        help="add a linear map of each token's mean input colour to the encoder's CNN features (the slots then "
+             "carry colour from the start; README) (default: %(default)s)")
     add("--broadcast", type=positive_int, default=8,
         help="the decoder's broadcast grid, doubled up to the image size (default: %(default)s)")
     add("--decoder-channels", type=positive_int, default=32, help="decoder CNN width (default: %(default)s)")
-    add("--decoder-size", type=non_negative_int, default=32,
+    add("--decoder-size", type=non_negative_int, default=16,
         help="the decoder CNN stops at this size, then bilinear upsampling to the image size; 0: the image "
              "size (default: %(default)s)")
-    add_step_schedule_flags(parser)
+    add_step_schedule_flags(parser, decay=10000)
     add_library_flags(parser)
     add("--fid-samples", type=non_negative_int, default=200,
         help="images per FID set; 0: no FID (Inception at 299x299 and the 2048x2048 matrix square root take "
@@ -114,7 +118,8 @@ def model_config(args) -> SlotConfig:
                           slot_dim=args.slot_dim, encoder_channels=args.encoder_channels,
                           encoder_stride=args.encoder_stride, mlp_hidden=args.mlp_hidden, broadcast=args.broadcast,
                           decoder_channels=args.decoder_channels, decoder_size=args.decoder_size,
-                          implicit_grad=args.implicit_grad, slot_init=args.slot_init)
+                          implicit_grad=args.implicit_grad, slot_init=args.slot_init,
+                          colour_shortcut=args.colour_shortcut)
     except ValueError as err:
         raise UserError(f"{err}; change --image-size, --broadcast or --decoder-size") from None
 

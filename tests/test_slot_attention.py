@@ -103,6 +103,31 @@ def test_config_round_trips_and_the_encoder_is_reusable_without_the_decoder():
         SlotConfig(image_size=48, broadcast=8)
 
 
+@pytest.mark.parametrize("stride", [2, 4])
+def test_colour_shortcut_adds_each_tokens_mean_patch_colour_and_old_configs_load_without_it(stride):
+    from slot_attention.model import Encoder
+
+    config = dataclasses.replace(TINY, encoder_stride=stride, colour_shortcut=True)
+    encoder = Encoder(config).double()
+    with torch.no_grad():                     # silence the CNN: the tokens are then the shortcut alone
+        encoder.cnn[-2].weight.zero_()
+        encoder.cnn[-2].bias.zero_()
+        encoder.position.project.weight.zero_()
+        encoder.position.project.bias.zero_()
+    encoder.mlp = torch.nn.Identity()
+    images = torch.rand(2, 3, 16, 16, dtype=torch.double)
+    tokens = encoder(images)                                                  # (2, N, D)
+    side = 16 // stride
+    x = images * 2 - 1
+    means = x.reshape(2, 3, side, stride, side, stride).mean(dim=(3, 5))      # (2, 3, side, side) by hand
+    expected = means.permute(0, 2, 3, 1).reshape(2, side * side, 3) @ encoder.colour.weight.T + encoder.colour.bias
+    torch.testing.assert_close(tokens, expected)
+    old = {k: v for k, v in TINY.to_dict().items() if k != "colour_shortcut"}   # a config written before the flag
+    assert SlotConfig.from_dict(old).colour_shortcut is False
+    assert "colour shortcut" in config.describe() and "colour shortcut" not in TINY.describe()
+    assert Encoder(TINY).colour is None
+
+
 @pytest.mark.parametrize("kind", ["flat", "textured"])
 def test_generated_scenes_are_deterministic_with_masks_and_objects_in_range(kind):
     images, masks = generate_scenes(40, 32, kind, seed=3)
