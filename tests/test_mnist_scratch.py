@@ -181,17 +181,28 @@ def test_wandb_offline_run_holds_the_config_and_every_logged_metric(tmp_path):
     out = tmp_path / "r"
     summary = train.main(["--smoke", "--wandb", "offline", "--out", str(out)])
     (run_file,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
-    history, config, final = [], {}, {}
-    for record in wandb_offline_records(run_file):
-        kind = record.WhichOneof("record_type")
-        if kind == "history":
-            history.append({_key(item): json.loads(item.value_json) for item in record.history.item})
-        elif kind in ("run", "config"):
-            items = record.run.config.update if kind == "run" else record.config.update
-            config.update({_key(item): json.loads(item.value_json) for item in items})
-        elif kind == "summary":
-            final.update({_key(item): json.loads(item.value_json) for item in record.summary.update})
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    def read_run():
+        history, config, final = [], {}, {}
+        for record in wandb_offline_records(run_file):
+            kind = record.WhichOneof("record_type")
+            if kind == "history":
+                history.append({_key(item): json.loads(item.value_json) for item in record.history.item})
+            elif kind in ("run", "config"):
+                items = record.run.config.update if kind == "run" else record.config.update
+                config.update({_key(item): json.loads(item.value_json) for item in items})
+            elif kind == "summary":
+                final.update({_key(item): json.loads(item.value_json) for item in record.summary.update})
+        return history, config, final
+
+    # wandb's service process may still be writing the file when finish() returns (seen once in a
+    # fresh-clone CI run: no history record read); read again until it is complete or 20 s pass
+    deadline = time.monotonic() + 20
+    history, config, final = read_run()
+    while (len(history) < len(logged) or not final) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        history, config, final = read_run()
     assert len(history) == len(logged) == 2
     for row, line in zip(history, logged):
         assert {k: row[k] for k in line} == line
