@@ -8,8 +8,10 @@
 Per epoch: train and val reconstruction MSE, val ARI and FG-ARI (argmax of the slot masks against the
 true instance masks; FG-ARI over the foreground pixels). LR: linear warm-up, then halving every
 --decay-steps; gradients clipped; a non-finite or exploding loss stops the run naming the step, with
-the last good checkpoint kept. At the end: curves, a mask grid, the slot library (K-means), scenes
-composed from it, the Gaussian baseline and FIDs against the val images.
+the last good checkpoint kept. The loss is the reconstruction MSE plus, from --area-penalty-start, a
+penalty on the sum of the slots' squared mask shares that keeps the spare slots on the background.
+At the end: curves, a mask grid, the slot library (K-means), scenes composed from it, the Gaussian
+baseline and FIDs against the val images.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import torch
 
 from common import distributed
 from common.models import count_parameters
-from common.cli import make_parser, non_negative_int, parse_args, positive_int
+from common.cli import make_parser, non_negative_float, non_negative_int, parse_args, positive_int
 from common.divergence import DivergenceGuard
 from common.errors import UserError, run_cli
 from common.plots import plot_curves, plot_image_grid
@@ -35,12 +37,14 @@ from common.segmentation import mean_scene_scores, segmentation_scores
 from common.schedules import add_step_schedule_flags, warmup_halving
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
 from slot_attention.data import KINDS, SceneData, load_scenes
-from slot_attention.model import SLOT_INITS, SlotAutoencoder, SlotConfig, predicted_segmentation, reconstruction_loss
+from slot_attention.model import (SLOT_INITS, SlotAutoencoder, SlotConfig, mask_area_penalty, predicted_segmentation,
+                                  reconstruction_loss)
 
 ASSIGNMENT = "slot_attention"
 SMOKE_MODEL = dict(image_size=32, slots=4, slot_dim=16, encoder_channels=8, mlp_hidden=16, decoder_channels=8,
                    decoder_size=16)
 EVAL_BATCH = 64
+AREA_PENALTY_RAMP = 1000   # steps over which the mask-area penalty's weight rises linearly from 0 to --area-penalty
 
 
 def add_scene_flags(parser, *, n_val: int = 500, n_val_note: str = "") -> None:
@@ -98,6 +102,12 @@ def build_parser():
     add("--decoder-size", type=non_negative_int, default=16,
         help="the decoder CNN stops at this size, then bilinear upsampling to the image size; 0: the image "
              "size (default: %(default)s)")
+    add("--area-penalty", type=non_negative_float, default=0.05,
+        help="weight of the mask-area penalty (the sum of the slots' squared image shares): keeps the spare slots "
+             "on the background instead of on the objects; 0: off, the paper's loss (default: %(default)s)")
+    add("--area-penalty-start", type=non_negative_int, default=2500,
+        help=f"training step where the penalty starts, rising to its weight over {AREA_PENALTY_RAMP} steps; on the "
+             "early plateau, where all slots are alike, it would hold them alike (default: %(default)s)")
     add_step_schedule_flags(parser, decay=10000)
     add_library_flags(parser)
     add("--fid-samples", type=non_negative_int, default=200,
@@ -110,6 +120,11 @@ def build_parser():
 def run_name(args) -> str:
     what = args.stand_in if args.data != "real" else "clevrtex"
     return f"{what}_{args.data}_s{args.image_size}_k{args.slots}_b{args.batch_size}_lr{args.lr:g}_seed{args.seed}"
+
+
+def area_penalty_weight(step: int, weight: float, start: int, ramp: int = AREA_PENALTY_RAMP) -> float:
+    """0 before `start`, then rising linearly to `weight` over `ramp` steps."""
+    return weight * min(1.0, max(0.0, (step - start) / ramp))
 
 
 def model_config(args) -> SlotConfig:
@@ -167,11 +182,14 @@ def main(argv=None) -> dict:
         clock = {"since": time.perf_counter()}
 
         def train_step(batch):
-            images = batch[0].float() / 255
-            loss = reconstruction_loss(trained(images)["recon"], images)
+            images = batch[0].float() / 255                                    # (B, 3, H, W)
+            out = trained(images)
+            loss = reconstruction_loss(out["recon"], images)
             guard.check(loss, scheduler.last_epoch // steps)
+            penalty = mask_area_penalty(out["masks"])
+            weight = area_penalty_weight(scheduler.last_epoch, args.area_penalty, args.area_penalty_start)
             n = torch.tensor(float(len(images)), device=device)
-            return loss, {"loss": loss.detach() * n, "n": n}
+            return loss + weight * penalty, {"loss": loss.detach() * n, "area_penalty": penalty.detach() * n, "n": n}
 
         def evaluate(epoch: int) -> dict:
             scores = evaluate_scenes(model, data.val_images, data.val_masks, args.seed, device)

@@ -14,7 +14,8 @@ from common.errors import TrainingDiverged, UserError
 from common.schedules import warmup_halving
 from slot_attention import train
 from slot_attention.data import generate_scenes, load_scenes, read_clevrtex
-from slot_attention.model import SlotAttention, SlotAutoencoder, SlotConfig, SlotEncoder, SpatialBroadcastDecoder
+from slot_attention.model import (SlotAttention, SlotAutoencoder, SlotConfig, SlotEncoder, SpatialBroadcastDecoder,
+                                  mask_area_penalty)
 from tests.conftest import REPO, kill_after_first_checkpoint, run_script
 
 TINY = SlotConfig(image_size=16, slots=5, slot_dim=12, encoder_channels=6, mlp_hidden=10, broadcast=4,
@@ -199,8 +200,9 @@ def test_smoke_writes_every_artefact(smoke_run):
                  "compositional.png", "gaussian_baseline.png", "slot_library.npz"):
         assert (out / name).stat().st_size > 0, name
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    for key in ("train_loss", "val_loss", "val_ari", "val_fg_ari", "wall_seconds", "lr"):
+    for key in ("train_loss", "train_area_penalty", "val_loss", "val_ari", "val_fg_ari", "wall_seconds", "lr"):
         assert key in record, key
+    assert 1 / 4 - 1e-6 <= record["train_area_penalty"] <= 1   # the smoke model's 4 slots
     assert -1 <= summary["val_fg_ari"] <= 1 and summary["data_source"].startswith("generated: flat")
     library = np.load(out / "slot_library.npz")
     assert library["slots"].shape[0] == 16 * 4 and len(library["roles"]) == 4
@@ -209,7 +211,8 @@ def test_smoke_writes_every_artefact(smoke_run):
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
-    flags = [*TINY_FLAGS, "--epochs", "2"]
+    # the mask-area penalty's weight ramps with the step count, which must carry over the restart
+    flags = [*TINY_FLAGS, "--epochs", "2", "--area-penalty", "5", "--area-penalty-start", "1"]
     whole = train.main([*flags, "--out", str(tmp_path / "whole")])
     kill_after_first_checkpoint(train.main, [*flags, "--out", str(tmp_path / "split")], monkeypatch)
     resumed = train.main([*flags, "--out", str(tmp_path / "split"), "--resume"])
@@ -241,6 +244,36 @@ def test_divergence_guard_catches_an_exploding_finite_loss():
         guard.check(torch.tensor(0.05), epoch=0)
     with pytest.raises(TrainingDiverged, match="exploded to 5 .* at step 41"):
         guard.check(torch.tensor(5.0), epoch=0)
+
+
+def one_hot_masks(labels: torch.Tensor, slots: int) -> torch.Tensor:
+    """(H, W) slot labels -> (1, K, 1, H, W) hard masks."""
+    return torch.nn.functional.one_hot(labels, slots).permute(2, 0, 1)[None, :, None].float()
+
+
+def test_mask_area_penalty_is_the_sum_of_squared_shares_and_prefers_splitting_the_largest_segment():
+    torch.manual_seed(0)
+    masks = torch.softmax(torch.randn(3, 5, 1, 8, 8), dim=1)
+    by_hand = sum(sum(float(masks[b, k].mean()) ** 2 for k in range(5)) for b in range(3)) / 3
+    assert float(mask_area_penalty(masks)) == pytest.approx(by_hand, rel=1e-5)
+    assert float(mask_area_penalty(torch.full((2, 4, 1, 6, 6), 0.25))) == pytest.approx(1 / 4)
+    assert float(mask_area_penalty(one_hot_masks(torch.zeros(6, 6, dtype=torch.long), 4))) == pytest.approx(1.0)
+    scene = torch.zeros(8, 8, dtype=torch.long)     # background (48 pixels) in slot 0, an object (16) in slot 1
+    scene[6:] = 1
+    background_split, object_split = scene.clone(), scene.clone()
+    background_split[:3] = 2                         # the spare slot 2 takes half the background
+    object_split[7:] = 2                             # ... or half the object
+    base, split_bg, split_obj = (float(mask_area_penalty(one_hot_masks(s, 4)))
+                                 for s in (scene, background_split, object_split))
+    assert split_bg < split_obj < base
+
+
+def test_area_penalty_weight_is_zero_until_its_start_then_ramps_to_its_weight():
+    weight = train.area_penalty_weight
+    assert weight(2499, 0.02, 2500) == 0 and weight(2500, 0.02, 2500) == 0
+    assert weight(3000, 0.02, 2500, ramp=1000) == pytest.approx(0.01)
+    assert weight(3500, 0.02, 2500, ramp=1000) == pytest.approx(0.02) == weight(10 ** 6, 0.02, 2500)
+    assert weight(10 ** 6, 0.0, 0) == 0
 
 
 def test_lr_warms_up_then_halves_every_decay_steps():
