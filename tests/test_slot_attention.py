@@ -14,8 +14,8 @@ from common.errors import TrainingDiverged, UserError
 from common.schedules import warmup_halving
 from slot_attention import train
 from slot_attention.data import generate_scenes, load_scenes, read_clevrtex
-from slot_attention.model import (SlotAttention, SlotAutoencoder, SlotConfig, SlotEncoder, SpatialBroadcastDecoder,
-                                  mask_area_penalty)
+from slot_attention.model import (Encoder, SlotAttention, SlotAutoencoder, SlotConfig, SlotEncoder,
+                                  SpatialBroadcastDecoder, mask_area_penalty)
 from tests.conftest import REPO, kill_after_first_checkpoint, run_script
 
 TINY = SlotConfig(image_size=16, slots=5, slot_dim=12, encoder_channels=6, mlp_hidden=10, broadcast=4,
@@ -106,8 +106,6 @@ def test_config_round_trips_and_the_encoder_is_reusable_without_the_decoder():
 
 @pytest.mark.parametrize("stride", [2, 4])
 def test_colour_shortcut_adds_each_tokens_mean_patch_colour_and_old_configs_load_without_it(stride):
-    from slot_attention.model import Encoder
-
     config = dataclasses.replace(TINY, encoder_stride=stride, colour_shortcut=True)
     encoder = Encoder(config).double()
     with torch.no_grad():                     # silence the CNN: the tokens are then the shortcut alone
