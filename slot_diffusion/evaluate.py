@@ -2,10 +2,11 @@
 scenes, the Gaussian-slot baseline, sampling time, FID against the val images, and (with --baseline)
 slot_attention's broadcast decoder on the same val images, side by side.
 
-Compositional generation uses slot_attention/library.py unchanged (its rule: one background slot and
-as many object slots as a random training scene has, each from a K-means cluster of that role drawn
-in proportion to its size, each from a different training image); the slot roles come from the area
-of each slot's attention mask. Slot sets of the same size are sampled together.
+Compositional generation uses slot_attention/library.py unchanged (its rule: the background slots of
+one random training scene and as many object slots as another has, each from a K-means cluster drawn in
+proportion to its object slots, each from a different training image); the slot roles come from the
+region each slot's attention mask wins (its area and spread). Slot sets of the same size are sampled
+together.
 """
 from __future__ import annotations
 

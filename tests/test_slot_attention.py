@@ -204,7 +204,10 @@ def test_smoke_writes_every_artefact(smoke_run):
     assert -1 <= summary["val_fg_ari"] <= 1 and summary["data_source"].startswith("generated: flat")
     library = np.load(out / "slot_library.npz")
     assert library["slots"].shape[0] == 16 * 4 and len(library["roles"]) == 4
-    assert "background" in set(library["roles"])
+    assert len(library["slot_roles"]) == len(library["areas"]) == len(library["spreads"]) == 16 * 4
+    assert set(library["slot_roles"]) <= {"background", "object", "empty"} and library["areas"].sum() == pytest.approx(16)
+    assert summary["library"]["background_slots"] + summary["library"]["object_slots"] + \
+        summary["library"]["empty_slots"] == 16 * 4
 
 
 @pytest.mark.slow
@@ -294,18 +297,59 @@ def test_bad_inputs_are_one_line_errors_with_exit_2(tmp_path, flags, message):
     assert message in done.stderr and "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0
 
 
-def test_library_roles_and_composition_rule():
-    from slot_attention.library import SlotLibrary, cluster_roles, compose
+def test_owned_regions_match_numpy_on_hand_made_masks():
+    from slot_attention.library import owned_regions
 
-    areas = np.array([0.6, 0.05, 0.0, 0.5, 0.04, 0.0005])
-    labels = np.array([0, 1, 2, 0, 1, 2])
-    assert cluster_roles(labels, areas, 3) == ["background", "object", "empty"]
-    library = SlotLibrary(np.arange(12, dtype=np.float32).reshape(6, 2), areas, np.array([0, 0, 0, 1, 1, 1]),
-                          labels, np.zeros((3, 2), np.float32), ["background", "object", "empty"])
-    sets = compose(library, 10, seed=0)
-    assert all(len(s) == 2 for s in sets)            # one background + one object (each scene has one)
-    assert all(s[0].tolist() in ([0, 1], [6, 7]) and s[1].tolist() in ([2, 3], [8, 9]) for s in sets)
-    assert all(s[0, 0] != s[1, 0] - 2 for s in sets)  # the two slots come from different scenes
+    labels = np.zeros((8, 8), np.int64)
+    labels[1:3, 2:6] = 1                                   # a 2x4 block
+    labels[7, 7] = 2                                       # a single pixel
+    masks = torch.nn.functional.one_hot(torch.from_numpy(labels), 4).permute(2, 0, 1).float()
+    masks = (masks * 5).softmax(dim=0)[None, :, None]      # (1, 4, 1, 8, 8): soft, argmax = labels
+    area, spread = owned_regions(masks)
+    for k in range(4):
+        rows, cols = np.nonzero(labels == k)
+        assert area[0, k].item() == pytest.approx(len(rows) / 64)
+        expected = np.sqrt(np.var((cols + 0.5) / 8) + np.var((rows + 0.5) / 8)) if len(rows) else 0.0
+        assert spread[0, k].item() == pytest.approx(expected, abs=1e-6)
+    assert spread[0, 2].item() == 0.0 and area[0, 3].item() == 0.0   # one pixel; a slot that owns nothing
+
+
+def test_slot_roles_from_area_and_spread():
+    from slot_attention.library import cluster_roles, slot_roles
+
+    areas = np.array([0.6, 0.05, 0.08, 0.001, 0.05])
+    spreads = np.array([0.3, 0.08, 0.35, 0.0, 0.19])
+    roles = slot_roles(areas, spreads)
+    assert roles.tolist() == ["background", "object", "background", "empty", "object"]   # large; compact; scattered
+    assert cluster_roles(np.array([0, 0, 1, 1, 1]), np.array(["background", "object", "object", "empty", "object"]),
+                         3) == ["background", "object", "empty"]   # ties: the first role; no members: empty
+
+
+def test_composition_takes_one_scenes_background_and_objects_from_others():
+    from slot_attention.library import SlotLibrary, compose
+
+    # scene 0: background split over two slots (0, 1) + one object (2); scene 1: one background (3) + one object (4)
+    roles = np.array(["background", "background", "object", "background", "object", "empty"])
+    library = SlotLibrary(np.arange(12, dtype=np.float32).reshape(6, 2), np.array([0.1, 0.1, 0.05, 0.6, 0.04, 0.0]),
+                          np.array([0.3, 0.3, 0.1, 0.3, 0.1, 0.0]), np.array([0, 0, 0, 1, 1, 1]),
+                          np.array([0, 0, 1, 0, 1, 2]), np.zeros((3, 2), np.float32), roles,
+                          ["background", "object", "empty"])
+    sets = [s[:, 0].astype(int) // 2 for s in compose(library, 20, seed=0)]   # back to slot indices
+    assert {tuple(s) for s in sets} == {(0, 1, 4), (3, 2)}   # a scene's whole background + one object from the other
+    assert library.role_counts() == {"background": 1, "object": 1, "empty": 1, "background_slots": 3,
+                                     "object_slots": 2, "empty_slots": 1}
+
+
+def test_mask_ceiling_is_exact_at_full_resolution_and_costs_at_coarse_grids():
+    from slot_attention.data import generate_scenes
+    from slot_attention.mask_ceiling import ceiling_segmentation, ceilings, main
+
+    masks = torch.from_numpy(generate_scenes(20, 32, "flat", 0, "val")[1]).long()
+    assert torch.equal(ceiling_segmentation(masks, 32), masks)   # the full grid gives the segments back
+    scores = ceilings(masks, [4, 8, 32])
+    assert scores[32]["fg_ari"] == pytest.approx(1.0) and scores[4]["fg_ari"] < scores[8]["fg_ari"] < 1.0
+    with pytest.raises(UserError, match="larger than the image"):
+        main(["--image-size", "16", "--scenes", "2", "--sizes", "32"])
 
 
 def test_report_builds_from_run_directories(smoke_run, tmp_path):
