@@ -14,8 +14,8 @@
    a cluster with probability proportional to its object-role members, then one of those uniformly, from
    a training scene not used yet in this new scene (so every object comes from a different image, and
    none from the background's). The drawn slots are decoded together (masks softmaxed over them).
-4. `gaussian_slots`: the baseline: all K slots drawn from slot attention's initial Gaussian and
-   decoded without any image.
+4. `gaussian_slots`: the baseline: all K slots drawn from slot attention's initial Gaussian (with
+   learned queries, the queries' per-dimension Gaussian) and decoded without any image.
 """
 from __future__ import annotations
 
@@ -166,10 +166,18 @@ def decode_slot_sets(model, slot_sets: list[np.ndarray]) -> torch.Tensor:
 
 @torch.no_grad()
 def gaussian_slots(model, count: int, seed: int) -> torch.Tensor:
-    """The baseline: (count, K, D) slots from slot attention's initial Gaussian."""
+    """The baseline: (count, K, D) slots from slot attention's initial Gaussian. With learned queries
+    (`--slot-init learned`) the initial slots are the same K queries for every image, so the baseline
+    draws each slot from the diagonal Gaussian of the queries instead (per dimension, their mean and
+    standard deviation over the K queries)."""
+    attention = model.slot_encoder.slot_attention
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    return model.slot_encoder.slot_attention.initial_slots(count, generator)
+    if attention.init != "learned":
+        return attention.initial_slots(count, generator)
+    queries = attention.queries[0]                                          # (K, D)
+    noise = torch.randn(count, *queries.shape, device=device, generator=generator)
+    return queries.mean(dim=0) + queries.std(dim=0) * noise                 # (count, K, D)
 
 
 @torch.no_grad()

@@ -353,6 +353,27 @@ def test_mask_ceiling_is_exact_at_full_resolution_and_costs_at_coarse_grids():
         main(["--image-size", "16", "--scenes", "2", "--sizes", "32"])
 
 
+def test_gaussian_baseline_draws_fresh_slots_for_learned_queries_too():
+    from slot_attention.library import gaussian_slots
+
+    for init in ("gaussian", "learned"):
+        torch.manual_seed(0)
+        model = SlotAutoencoder(SlotConfig(image_size=16, slots=3, slot_dim=8, encoder_channels=4, mlp_hidden=8,
+                                           decoder_channels=4, slot_init=init))
+        slots = gaussian_slots(model, 2000, seed=0)
+        assert slots.shape == (2000, 3, 8) and not torch.allclose(slots[0], slots[1])
+        assert torch.equal(slots, gaussian_slots(model, 2000, seed=0))   # seeded
+        attention = model.slot_encoder.slot_attention
+        if init == "learned":   # each slot ~ N(mean, std^2) of the queries, per dimension
+            queries = attention.queries[0].detach()
+            mean, std = queries.mean(0), queries.std(0)
+        else:
+            mean, std = attention.mu[0, 0].detach(), attention.log_sigma[0, 0].exp().detach()
+        drawn = slots.flatten(0, 1)
+        assert torch.allclose(drawn.mean(0), mean, atol=4 * std.max().item() / 77)
+        assert torch.allclose(drawn.std(0), std, rtol=0.05)
+
+
 def test_report_builds_from_run_directories(smoke_run, tmp_path):
     from common.reporting import load_result
     from slot_attention import report
