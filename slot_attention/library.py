@@ -60,7 +60,7 @@ def owned_regions(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, K, 1, H, W) masks -> area (B, K): the share of the image where slot k's mask is the largest, and
     spread (B, K): the root of the summed variances of those pixels' x and y (pixel centres, in image widths;
     0 for a slot that owns nothing)."""
-    batch, count, _, height, width = masks.shape
+    count, height, width = masks.shape[1], masks.shape[-2], masks.shape[-1]
     owner = F.one_hot(masks.squeeze(2).argmax(dim=1), count).permute(0, 3, 1, 2).float()   # (B, K, H, W)
     pixels = owner.sum(dim=(2, 3))                                                          # (B, K)
     x = (torch.arange(width, device=masks.device, dtype=torch.float32) + 0.5) / width     # (W,) in image widths
@@ -94,7 +94,8 @@ def collect_slots(model, images: torch.Tensor, *, batch_size: int = 64, seed: in
         out = model(images[start:start + batch_size].to(device).float() / 255, generator=generator)
         slots.append(out["slots"].flatten(0, 1).float().cpu())
         area, spread = owned_regions(out["masks"].float())
-        areas.append(area.flatten().cpu()), spreads.append(spread.flatten().cpu())
+        areas.append(area.flatten().cpu())
+        spreads.append(spread.flatten().cpu())
     per_scene = model.config.slots
     scenes = np.repeat(np.arange(len(images)), per_scene)
     return torch.cat(slots).numpy(), torch.cat(areas).numpy(), torch.cat(spreads).numpy(), scenes
