@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from slot_attention.model import predicted_segmentation
+
 BACKGROUND_AREA, EMPTY_AREA, BACKGROUND_SPREAD = 0.20, 0.002, 0.20
 ROLES = ("background", "object", "empty")
 
@@ -61,7 +63,7 @@ def owned_regions(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     spread (B, K): the root of the summed variances of those pixels' x and y (pixel centres, in image widths;
     0 for a slot that owns nothing)."""
     count, height, width = masks.shape[1], masks.shape[-2], masks.shape[-1]
-    owner = F.one_hot(masks.squeeze(2).argmax(dim=1), count).permute(0, 3, 1, 2).float()   # (B, K, H, W)
+    owner = F.one_hot(predicted_segmentation(masks), count).permute(0, 3, 1, 2).float()     # (B, K, H, W)
     pixels = owner.sum(dim=(2, 3))                                                          # (B, K)
     x = (torch.arange(width, device=masks.device, dtype=torch.float32) + 0.5) / width     # (W,) in image widths
     y = (torch.arange(height, device=masks.device, dtype=torch.float32) + 0.5) / width    # (H,)

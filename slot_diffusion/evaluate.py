@@ -19,6 +19,7 @@ import torch
 
 from common.plots import plot_curves, plot_image_grid
 from common.segmentation import segmentation_scores
+from slot_attention.model import predicted_segmentation
 
 EVAL_BATCH = 64
 
@@ -65,7 +66,7 @@ def mask_grid(images, vae_recon, recon, true_masks, masks, slots_recon_title: st
     from matplotlib import colormaps
 
     palette = colormaps["tab20"](np.arange(20))[:, :3]
-    segments = masks.squeeze(2).argmax(dim=1)
+    segments = predicted_segmentation(masks)
     scores = segmentation_scores(true_masks, segments)
     tiles, titles = [], []
     for i in range(len(images)):
@@ -172,7 +173,7 @@ def evaluate_baseline(path, data, args, diffusion_recon, reference, n_fid: int, 
     from common.errors import UserError
     from common.models import rebuild_model
     from slot_attention.library import build_library, compose, decode_slot_sets
-    from slot_attention.model import SlotAutoencoder, SlotConfig, predicted_segmentation
+    from slot_attention.model import SlotAutoencoder, SlotConfig
 
     device = data.val_images.device
     state = load_checkpoint(path)

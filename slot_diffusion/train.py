@@ -32,6 +32,7 @@ from common.runtime import seed_everything
 from common.segmentation import mean_scene_scores
 from common.schedules import add_step_schedule_flags, warmup_halving
 from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from slot_attention.model import predicted_segmentation
 from slot_attention.train import add_encoder_flags, add_library_flags, run_name
 from slot_diffusion import train_vae
 from slot_diffusion.data import load_scenes
@@ -141,7 +142,7 @@ def evaluate_split(model: SlotDiffusion, images, latents, masks, seed: int, devi
     def score(batch: list[torch.Tensor], generator: torch.Generator):
         x, z, true = batch                                  # (b, 3, H, W) uint8, (b, C, h, w), (b, H, W)
         loss, predicted = model.loss(x.float() / 255, z, generator)   # (b,), (b, K, 1, H, W)
-        return loss, true, predicted.squeeze(2).argmax(dim=1)
+        return loss, true, predicted_segmentation(predicted)
 
     return mean_scene_scores(score, (images, latents, masks), seed, device, EVAL_BATCH)
 
