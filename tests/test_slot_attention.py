@@ -387,3 +387,46 @@ def test_report_builds_from_run_directories(smoke_run, tmp_path):
     for line in markdown.splitlines():
         if line.startswith("!["):
             assert (tmp_path / line.split("](")[1].rstrip(")")).exists(), line
+
+
+def test_diagnosis_separates_cut_objects_from_shared_segments_on_hand_made_segmentations():
+    from sklearn.metrics import adjusted_rand_score
+
+    from slot_attention.diagnose import diagnose, interior_pixels
+
+    true = torch.zeros(1, 8, 8, dtype=torch.long)
+    true[0, 1:7, 0:4], true[0, 1:7, 4:8] = 1, 2                              # two 6x4 objects side by side
+    perfect = diagnose(true, true.clone())
+    assert perfect == {**perfect, "fg_ari": 1.0, "interior_fg_ari": 1.0, "uncut_fg_ari": 1.0, "largest_share": 1.0,
+                       "cut_objects": 0.0, "shared_objects": 0.0, "objects": 2}
+    cut = true.clone()
+    cut[0, 4:7, 0:4] = 3                                                     # object 1 cut in two halves
+    scores = diagnose(true, cut)
+    foreground = (true[0] > 0).flatten()
+    assert scores["fg_ari"] == pytest.approx(adjusted_rand_score(true[0].flatten()[foreground],
+                                                                 cut[0].flatten()[foreground]))
+    assert scores["fg_ari"] < 1 and scores["uncut_fg_ari"] == 1.0            # the merge undoes the cut
+    assert scores["largest_share"] == 0.75 and scores["cut_objects"] == 0.5 and scores["shared_objects"] == 0.0
+    shared = diagnose(true, (true > 0).long())                               # both objects in one segment
+    assert shared["fg_ari"] == 0.0 and shared["uncut_fg_ari"] == 0.0 and shared["shared_objects"] == 1.0
+    labels = torch.randint(0, 3, (2, 9, 9))
+    expected = torch.zeros_like(labels, dtype=torch.bool)
+    for b, y, x in np.ndindex(2, 9, 9):                                      # brute force: one label in 5x5
+        window = labels[b, max(y - 2, 0):y + 3, max(x - 2, 0):x + 3]
+        expected[b, y, x] = bool((window == labels[b, y, x]).all())
+    assert torch.equal(interior_pixels(labels, 2), expected)
+
+
+def test_diagnose_reads_a_run_and_scores_as_training_did(smoke_run, tmp_path):
+    from slot_attention.diagnose import main
+
+    out, summary = smoke_run
+    result = main([str(out)])
+    assert result["fg_ari"] == pytest.approx(summary["val_fg_ari"])
+    assert result["ari"] == pytest.approx(summary["val_ari"])
+    assert 0 <= result["largest_share"] <= 1 and result["objects"] > 0
+    with pytest.raises(UserError, match="no config.json"):
+        main([str(tmp_path)])
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="not a slot_attention/train.py run config"):
+        main([str(tmp_path)])
