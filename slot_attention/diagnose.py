@@ -26,13 +26,11 @@ if __package__ in (None, ""):
 import torch
 from torch.nn import functional as F
 
-from common.checkpoint import load_checkpoint
 from common.cli import positive_int
 from common.errors import UserError, run_cli
-from common.models import rebuild_model
 from common.segmentation import adjusted_rand_index, segmentation_scores
 from slot_attention.data import load_scenes
-from slot_attention.model import SlotAutoencoder, SlotConfig, predicted_segmentation
+from slot_attention.model import SlotAutoencoder, load_autoencoder, predicted_segmentation
 
 CUT_SHARE = 0.6   # an object whose largest segment holds less than this share of it counts as cut
 DATA_KEYS = ("data", "data_root", "stand_in", "image_size", "n_train", "n_val", "subsample", "seed")
@@ -119,8 +117,7 @@ def main(argv=None) -> dict:
                         help="interior pixels: no other true label within this many pixels (default: %(default)s)")
     args = parser.parse_args(argv)
     data_args, checkpoint = read_run(args.run)
-    model = rebuild_model(load_checkpoint(checkpoint), lambda d: SlotAutoencoder(SlotConfig.from_dict(d)),
-                          checkpoint, "slot_attention/train.py").eval()
+    model = load_autoencoder(checkpoint)[0].eval()
     data = load_scenes(data_args["data"], Path(data_args["data_root"]), kind=data_args["stand_in"],
                        image_size=data_args["image_size"], n_train=data_args["n_train"], n_val=data_args["n_val"],
                        subsample=data_args["subsample"], seed=data_args["seed"], smoke=data_args["smoke"],

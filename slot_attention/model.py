@@ -258,6 +258,17 @@ class SlotAutoencoder(nn.Module):
         return {**self.decode(slots), "slots": slots, "attention": attention}
 
 
+def load_autoencoder(path) -> tuple[SlotAutoencoder, dict]:
+    """A SlotAutoencoder from a checkpoint.pt of slot_attention/train.py (a clear error for any other file),
+    and the checkpoint's whole state (epoch, ...)."""
+    from common.checkpoint import load_checkpoint
+    from common.models import rebuild_model
+
+    state = load_checkpoint(path)
+    return rebuild_model(state, lambda d: SlotAutoencoder(SlotConfig.from_dict(d)), path,
+                         "slot_attention/train.py"), state
+
+
 def reconstruction_loss(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Mean squared error per pixel and channel (the paper's loss)."""
     return F.mse_loss(recon, images)

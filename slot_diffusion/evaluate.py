@@ -169,15 +169,12 @@ def write_artefacts(run, model, vae, data, args, baseline_path, vae_path: str) -
 def evaluate_baseline(path, data, args, diffusion_recon, reference, n_fid: int, run) -> dict:
     """slot_attention's SlotAutoencoder on the same val images: FG-ARI / ARI (all val), MSE and FID of its
     reconstructions, FID of its composed scenes, decoding seconds per image; a side-by-side grid."""
-    from common.checkpoint import load_checkpoint
     from common.errors import UserError
-    from common.models import rebuild_model
     from slot_attention.library import build_library, compose, decode_slot_sets
-    from slot_attention.model import SlotAutoencoder, SlotConfig
+    from slot_attention.model import load_autoencoder
 
     device = data.val_images.device
-    state = load_checkpoint(path)
-    model = rebuild_model(state, lambda d: SlotAutoencoder(SlotConfig.from_dict(d)), path, "slot_attention/train.py")
+    model, state = load_autoencoder(path)
     model = model.to(device).eval()
     if model.config.image_size != args.image_size:
         raise UserError(f"--baseline {path} was trained at {model.config.image_size} px, this run at "
