@@ -86,11 +86,11 @@ def add_library_flags(parser) -> None:
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=16, lr=6e-4)
+    parser = make_parser(__doc__.splitlines()[0], epochs=20, batch_size=16, lr=6e-4)
     add_scene_flags(parser)
     add_encoder_flags(parser)
     add = parser.add_argument
-    add("--slot-init", choices=list(SLOT_INITS), default="learned",
+    add("--slot-init", choices=list(SLOT_INITS), default="gaussian",
         help="initial slots: gaussian (K draws from one learned Gaussian) or learned (K learned queries with "
              "BO-QSA's straight-through bi-level update) (default: %(default)s)")
     add("--colour-shortcut", action=argparse.BooleanOptionalAction, default=True,
