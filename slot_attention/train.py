@@ -86,11 +86,11 @@ def add_library_flags(parser) -> None:
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=20, batch_size=16, lr=6e-4)
+    parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=16, lr=6e-4)
     add_scene_flags(parser)
     add_encoder_flags(parser)
     add = parser.add_argument
-    add("--slot-init", choices=list(SLOT_INITS), default="gaussian",
+    add("--slot-init", choices=list(SLOT_INITS), default="learned",
         help="initial slots: gaussian (K draws from one learned Gaussian) or learned (K learned queries with "
              "BO-QSA's straight-through bi-level update) (default: %(default)s)")
     add("--colour-shortcut", action=argparse.BooleanOptionalAction, default=True,
@@ -174,7 +174,9 @@ def main(argv=None) -> dict:
         run = distributed.run_dir(args, data_source=data.source, device=str(device))
         print(f"{ASSIGNMENT}: {config.describe()}, {count_parameters(model):,} parameters; "
               f"{len(data.train_images):,} train / {len(data.val_images):,} val; data: {data.source}")
-        trained = distributed.wrap_model(model, info.device)
+        # learned queries leave the Gaussian's mu / log-sigma outside the loss (they stay in the model so
+        # every checkpoint keeps one layout): DDP must not wait for their gradients
+        trained = distributed.wrap_model(model, info.device, find_unused_parameters=config.slot_init == "learned")
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_halving(args.warmup_steps, args.decay_steps))
         guard = DivergenceGuard(args.explode_factor, run.path, scheduler)
