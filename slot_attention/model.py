@@ -64,6 +64,12 @@ class SlotConfig(ModelConfig):
     def feature_size(self) -> int:
         return self.image_size // self.encoder_stride
 
+    @property
+    def has_unused_parameters(self) -> bool:
+        """Learned queries leave the Gaussian's mu / log-sigma outside the loss (SlotAttention keeps them, so
+        every checkpoint has one layout): DistributedDataParallel must not wait for their gradients."""
+        return self.slot_init == "learned"
+
     def describe(self) -> str:
         upsample = f", bilinear to {self.image_size}" if self.output_size != self.image_size else ""
         return (f"CNN encoder {self.encoder_channels}ch{' + colour shortcut' if self.colour_shortcut else ''} -> "

@@ -174,9 +174,7 @@ def main(argv=None) -> dict:
         run = distributed.run_dir(args, data_source=data.source, device=str(device))
         print(f"{ASSIGNMENT}: {config.describe()}, {count_parameters(model):,} parameters; "
               f"{len(data.train_images):,} train / {len(data.val_images):,} val; data: {data.source}")
-        # learned queries leave the Gaussian's mu / log-sigma outside the loss (they stay in the model so
-        # every checkpoint keeps one layout): DDP must not wait for their gradients
-        trained = distributed.wrap_model(model, info.device, find_unused_parameters=config.slot_init == "learned")
+        trained = distributed.wrap_model(model, info.device, find_unused_parameters=config.has_unused_parameters)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_halving(args.warmup_steps, args.decay_steps))
         guard = DivergenceGuard(args.explode_factor, run.path, scheduler)
