@@ -1,4 +1,5 @@
-"""tqdm progress bars for every long loop: shown on a terminal, quiet under --smoke or in logs."""
+"""tqdm progress bars for every long loop: shown on a terminal, quiet under --smoke, in logs and on torchrun's
+ranks other than 0."""
 from __future__ import annotations
 
 import sys
@@ -6,6 +7,7 @@ from typing import Iterable
 
 from tqdm.auto import tqdm
 
+from common.distributed import is_main_process
 from common.runtime import adapt_threads
 
 
@@ -20,5 +22,5 @@ class _Progress(tqdm):
 
 def progress(iterable: Iterable, *, desc: str, total: int | None = None, quiet: bool = False,
              leave: bool = False) -> Iterable:
-    disable = quiet or not sys.stderr.isatty()
+    disable = quiet or not sys.stderr.isatty() or not is_main_process()
     return _Progress(iterable, desc=desc, total=total, disable=disable, leave=leave, dynamic_ncols=True)

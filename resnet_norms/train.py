@@ -12,8 +12,8 @@ share of Grad-CAM mass on the central region for correct vs incorrect test predi
 """
 from __future__ import annotations
 
-import math
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
+from torch.nn import functional as F
 
 from common import distributed
 from common.classify import evaluate_classifier, predict_logits
@@ -33,7 +34,10 @@ from common.metrics import confusion
 from common.models import count_parameters
 from common.plots import plot_confusion, plot_curves, plot_image_grid
 from common.runtime import seed_everything
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from common.progress import progress
+from common.schedules import lr_lambda
+from common.training import (EpochGuard, Meter, autocast, batch_count, checkpoint, end_epoch, finished_records,
+                             prefixed, resume, tensor_batches)
 from resnet_norms.data import DATASETS, SEED_CLASSES, SPLITS, SplitTensors, load_data, parse_split
 from resnet_norms.gradcam import central_fraction, grad_cam, overlay
 from resnet_norms.model import SHORTCUTS, ResNetConfig, build_resnet
@@ -45,11 +49,6 @@ PRESETS = {
     "default": {},   # SGD + Nesterov momentum 0.9, lr 0.05, batch 64, weight decay 5e-4, warm-up, cosine, crop+flip
     "seed": {"lr": 1e-4, "epochs": 50, "momentum": 0.0, "weight_decay": 0.0, "warmup_epochs": 0.0,
              "schedule": "constant"},   # the course seed's setting: plain SGD, lr 1e-4, 50 epochs
-}
-SCHEDULES = {  # (step, total steps, warm-up steps) -> multiplier of --lr
-    "cosine": lambda step, total, warm: min(1.0, (step + 1) / warm) if step < warm else
-    0.5 * (1 + math.cos(math.pi * min(step - warm, total - warm) / max(total - warm, 1))),
-    "constant": lambda step, total, warm: min(1.0, (step + 1) / warm) if step < warm else 1.0,
 }
 GRADCAM_PER_CLASS = 2
 
@@ -82,7 +81,8 @@ def build_parser():
         help="weight decay (never on BIN's gates) (default: %(default)s)")
     add("--warmup-epochs", type=non_negative_float, default=2.0,
         help="linear learning-rate warm-up, in epochs (default: %(default)s)")
-    add("--schedule", choices=list(SCHEDULES), default="cosine", help="after warm-up, per step (default: %(default)s)")
+    add("--schedule", choices=["cosine", "constant"], default="cosine",
+        help="after warm-up, per step (common.schedules) (default: %(default)s)")
     add("--augment", choices=list(AUGMENTATIONS), default="crop_flip",
         help="training-batch augmentation, on the device (default: %(default)s)")
     return parser
@@ -135,7 +135,7 @@ def train(args, info: distributed.DistInfo) -> dict:
     batch = distributed.per_rank_batch(args.batch_size)
     steps = batch_count(len(y_train), batch)
     total, warm = steps * args.epochs, int(round(args.warmup_epochs * steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: SCHEDULES[args.schedule](step, total, warm))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.schedule, total, warm))
     augment, generator = AUGMENTATIONS[args.augment], torch.Generator(device=device)
     run = distributed.run_dir(args, data_source=data.source, device=str(device))
     sizes = data.sizes()
@@ -143,29 +143,39 @@ def train(args, info: distributed.DistInfo) -> dict:
           f"(SGD lr {args.lr:g} momentum {args.momentum:g} {args.schedule}), {sizes['train']:,}/{sizes['val']:,}/"
           f"{sizes['test']:,} train/val/test, {args.image_size}px, data: {data.source}")
 
-    def batches(epoch: int):
+    start, elapsed = resume(run, net, optimizer, scheduler)
+    guard = EpochGuard(run)
+    for epoch in range(start, args.epochs):
+        tic = time.perf_counter()
+        net.train()
+        meter = Meter()
         generator.manual_seed(distributed.rank_seed(args.seed * 1_000_003 + epoch))  # the same after --resume
-        return tensor_batches((x_train, y_train), batch, seed=args.seed, epoch=epoch)
+        batches = tensor_batches((x_train, y_train), batch, seed=args.seed, epoch=epoch)
+        for x, y in progress(batches, desc=f"epoch {epoch + 1}/{args.epochs}", total=steps, quiet=args.smoke):
+            with autocast(device):
+                logits = net(augment(x, generator))                                   # (B, classes)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            meter.add(loss, len(y), acc=(logits.argmax(1) == y).sum())
+        train = guard.check(meter, net, epoch)
+        elapsed += time.perf_counter() - tic
 
-    def train_step(batch):
-        x, y = batch
-        logits = net(augment(x, generator))                                   # (B, classes)
-        loss = nn.functional.cross_entropy(logits, y)
-        n = torch.tensor(float(len(y)), device=y.device)
-        return loss, {"loss": loss.detach() * n, "acc": (logits.argmax(1) == y).sum().float(), "n": n}
-
-    def evaluate(epoch: int) -> dict:
-        record = {}
-        for split in ("val", "test"):
-            result = evaluate_classifier(model, *data.split(split), len(data.classes), device)
-            record.update({f"{split}_loss": result["test_loss"], f"{split}_acc": result["test_acc"]})
-        if gates(model):
-            record["rho_mean"] = torch.cat([g.detach().flatten() for g in gates(model)]).mean().item()
-        return record
-
-    settings = FitSettings(epochs=args.epochs, quiet=args.smoke, steps_per_epoch=steps)
-    records = fit(net, optimizer, run, batches, train_step, evaluate, settings, config.to_dict(),
-                  scheduler=scheduler, step_scheduler_per_batch=True, device=device)
+        net.eval()
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **prefixed("train", train)}
+        with torch.no_grad():   # validation and test loss / accuracy, each rank scoring its share
+            for split in ("val", "test"):
+                result = evaluate_classifier(model, *data.split(split), len(data.classes), device)
+                record.update({f"{split}_loss": result["test_loss"], f"{split}_acc": result["test_acc"]})
+            if gates(model):
+                record["rho_mean"] = torch.cat([g.flatten() for g in gates(model)]).mean().item()
+        record["train_seconds"] = elapsed
+        end_epoch(run, record, checkpoint(epoch + 1, elapsed, config.to_dict(), net, optimizer, scheduler),
+                  quiet=args.smoke)
+    net.eval()
+    records = finished_records(run)
     if not info.is_main:
         return {}
     return write_artefacts(run, model, data, args, records, device)
