@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Iterable
 
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from common.distributed import is_main_process
 from common.runtime import adapt_threads
 
 
@@ -22,5 +22,6 @@ class _Progress(tqdm):
 
 def progress(iterable: Iterable, *, desc: str, total: int | None = None, quiet: bool = False,
              leave: bool = False) -> Iterable:
-    disable = quiet or not sys.stderr.isatty() or not is_main_process()
+    other_rank = dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+    disable = quiet or not sys.stderr.isatty() or other_rank
     return _Progress(iterable, desc=desc, total=total, disable=disable, leave=leave, dynamic_ncols=True)
