@@ -26,7 +26,8 @@ What each piece keeps true:
 - `tensor_batches` orders an epoch's batches by (seed, epoch) alone, so a resumed run sees the batches an
   uninterrupted one sees; under torchrun each rank takes its share (`order_batches`).
 - `Meter` sums the epoch's statistics on the device and moves them to the host once, summed over ranks.
-- `EpochGuard.check` stops a run whose loss became NaN or infinite, exploded, or whose parameters or buffers
+- `EpochGuard.check` moves the epoch's sums, its first and largest step loss and a finiteness flag of the model
+  to the host in one sync, and stops a run whose loss became NaN or infinite, exploded, or whose parameters or buffers
   did, naming the epoch and the last good checkpoint (common.divergence; the run exits 3).
 - `end_epoch` writes on rank 0 only: one metrics record, then the checkpoint (atomically), so the last
   checkpoint always matches the last record.
@@ -69,36 +70,47 @@ class Meter:
         self.first: torch.Tensor | None = None
         self.peak: torch.Tensor | None = None
 
-    def add(self, loss: torch.Tensor, n: int | torch.Tensor, **sums: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, n: int | torch.Tensor, /, **sums: torch.Tensor) -> None:
         step = loss.detach().float()
         if self.first is None:
             self.first, self.peak = step.clone(), step.clone()
         else:
             self.peak = torch.maximum(self.peak, step)       # NaN propagates
         count = n if isinstance(n, torch.Tensor) else torch.tensor(float(n), device=step.device)
-        batch = {"loss": step * count, **sums, "n": count}
-        if self.sums is None:
-            self.sums = {k: v.detach().float().clone() for k, v in batch.items()}
-        else:
-            for key, value in batch.items():
-                self.sums[key] += value.detach().float()
+        self.sums = self.sums if self.sums is not None else {}
+        for key, value in {"loss": step * count, **sums, "n": count}.items():
+            value = value.detach().float()
+            if key in self.sums:
+                self.sums[key] += value
+            else:
+                self.sums[key] = value.clone()
 
-    def means(self) -> dict[str, float]:
-        """The epoch's means over all ranks: one all_reduce, one move to the host."""
+    def reduced(self) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """(names, their sums over all ranks, [first, peak] over all ranks), still on the device."""
         if self.sums is None:
             raise TrainingDiverged("the training set gave no batches: check --batch-size against the data size")
         names = sorted(self.sums)
-        totals = dict(zip(names, all_reduce_sum(torch.stack([self.sums[k] for k in names])).tolist()))
-        count = totals.pop("n")
-        return {k: v / max(count, 1.0) for k, v in totals.items()}
-
-    def first_and_peak(self) -> tuple[float, float]:
-        """(first, peak): rank 0's first step loss and the largest over all ranks."""
+        sums = all_reduce_sum(torch.stack([self.sums[k] for k in names]))
         pair = torch.stack([self.first, self.peak])
         if is_distributed():
             dist.all_reduce(pair, op=dist.ReduceOp.MAX)
-        first, peak = pair.tolist()
+        return names, sums, pair
+
+    def means(self) -> dict[str, float]:
+        """The epoch's means over all ranks (one host sync)."""
+        names, sums, _ = self.reduced()
+        return _means(names, sums.tolist())
+
+    def first_and_peak(self) -> tuple[float, float]:
+        """(first, peak): rank 0's first step loss and the largest over all ranks."""
+        first, peak = self.reduced()[2].tolist()
         return first, peak
+
+
+def _means(names: list[str], sums: list[float]) -> dict[str, float]:
+    totals = dict(zip(names, sums))
+    count = totals.pop("n")
+    return {k: v / max(count, 1.0) for k, v in totals.items()}
 
 
 class EpochGuard:
@@ -114,12 +126,15 @@ class EpochGuard:
     def check(self, meter: Meter, model: torch.nn.Module, epoch: int) -> dict[str, float]:
         """The epoch's training means ({"loss": ..., ...}); TrainingDiverged when the loss or the model went bad.
         `epoch` counts from 0: the epoch that just ran."""
-        means = meter.means()
-        first, peak = meter.first_and_peak()
+        names, sums, pair = meter.reduced()
+        finite = torch.stack([torch.isfinite(t).all() for t in unwrap(model).state_dict().values()
+                              if isinstance(t, torch.Tensor) and t.is_floating_point()] or [pair.new_ones(())])
+        values = torch.cat([sums, pair, finite.all().float().reshape(1).to(sums.device)]).tolist()  # the one sync
+        means, (first, peak, model_finite) = _means(names, values[:len(names)]), values[len(names):]
         kept = epoch if self.where is not None else 0   # every finished epoch wrote a checkpoint
         check_loss(peak, first if self.reference is None else self.reference, epoch + 1, kept, self.where)
         self.reference = means.get("loss", first)
-        if not all_finite(unwrap(model).state_dict()):
+        if not model_finite:
             raise TrainingDiverged(diverged("the parameters or buffers became NaN or infinite", epoch + 1, kept,
                                             self.where))
         return means

@@ -1,5 +1,8 @@
-"""The shared PyTorch epoch loop: it learns, resumes to the same numbers, and stops on a NaN loss."""
+"""The pieces a train.py's loop calls (common.training), in a loop written out as the scripts write it: it
+learns, resumes to the same numbers, stops on a NaN or exploding loss keeping the last good checkpoint, and
+sums its statistics on the device."""
 import argparse
+import time
 
 import pytest
 import torch
@@ -8,7 +11,8 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import TrainingDiverged, UserError
 from common.rundir import RunDir, read_metrics
 from common import distributed
-from common.torch_fit import FitSettings, all_finite, batch_count, fit, order_batches, tensor_batches
+from common.training import (EpochGuard, Meter, all_finite, batch_count, checkpoint, end_epoch, finished_records,
+                             order_batches, prefixed, resume, tensor_batches)
 
 
 def _args(out, resume=False, epochs=4):
@@ -23,37 +27,50 @@ def _problem():
     return x, y
 
 
-def _train(out, epochs, resume=False, lr=0.1, model=None, blow_up_at=None):
+def _train(out, epochs, resumed=False, lr=0.1, model=None, blow_up_at=None):
     x, y = _problem()
     torch.manual_seed(1)
     model = model or torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 2))
     steps = []
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
-    run = RunDir(_args(out, resume, epochs), data_source="generated: test")
+    run = RunDir(_args(out, resumed, epochs), data_source="generated: test")
 
-    def step(batch):
-        xb, yb = batch
-        logits = model(xb)
-        loss = torch.nn.functional.cross_entropy(logits, yb)
-        steps.append(1)
-        if blow_up_at is not None and len(steps) >= blow_up_at:   # a finite loss that has run away
-            loss = loss * 1e9
-        correct = (logits.argmax(1) == yb).sum()
-        return loss, {"loss": loss.detach() * len(yb), "acc": correct, "n": torch.tensor(len(yb))}
+    start, elapsed = resume(run, model, optimizer, scheduler)
+    guard = EpochGuard(run)
+    for epoch in range(start, epochs):
+        tic = time.perf_counter()
+        model.train()
+        meter = Meter()
+        for xb, yb in tensor_batches((x, y), 16, seed=0, epoch=epoch):
+            logits = model(xb)
+            loss = torch.nn.functional.cross_entropy(logits, yb)
+            steps.append(1)
+            if blow_up_at is not None and len(steps) >= blow_up_at:   # a finite loss that has run away
+                loss = loss * 1e9
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            meter.add(loss, len(yb), acc=(logits.argmax(1) == yb).sum())
+        train = guard.check(meter, model, epoch)
+        scheduler.step()
+        elapsed += time.perf_counter() - tic
+        model.eval()
+        with torch.no_grad():
+            val_acc = (model(x).argmax(1) == y).float().mean().item()
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **prefixed("train", train),
+                  "val_acc": val_acc, "train_seconds": elapsed}
+        end_epoch(run, record, checkpoint(epoch + 1, elapsed, {"kind": "linear"}, model, optimizer, scheduler),
+                  quiet=True)
+    return finished_records(run)
 
-    def evaluate(epoch):
-        return {"val_acc": (model(x).argmax(1) == y).float().mean().item()}
 
-    return fit(model, optimizer, run, lambda e: tensor_batches((x, y), 16, seed=0, epoch=e), step, evaluate,
-               FitSettings(epochs=epochs, grad_clip=5.0, quiet=True), {"kind": "linear"}, scheduler=scheduler)
-
-
-def test_fit_learns_and_resumes_to_the_same_numbers(tmp_path):
+def test_the_loop_learns_and_resumes_to_the_same_numbers(tmp_path):
     whole = _train(tmp_path / "whole", 4)
     assert whole[-1]["val_acc"] > 0.9 and whole[-1]["train_loss"] < whole[0]["train_loss"]
     _train(tmp_path / "split", 2)
-    resumed = _train(tmp_path / "split", 4, resume=True)
+    resumed = _train(tmp_path / "split", 4, resumed=True)
     assert [r["epoch"] for r in resumed] == [1, 2, 3, 4]
     for a, b in zip(whole, resumed):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
@@ -149,6 +166,47 @@ def test_resume_from_a_foreign_checkpoint_is_one_line_and_touches_nothing(tmp_pa
         save_checkpoint(tmp_path / "r" / "checkpoint.pt", foreign)
     before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
     with pytest.raises(UserError, match="not a checkpoint of this script|does not fit this run's model") as info:
-        _train(tmp_path / "r", 4, resume=True)
+        _train(tmp_path / "r", 4, resumed=True)
     assert "\n" not in str(info.value)
     assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+
+
+def test_meter_means_are_the_epochs_sums_over_its_examples():
+    meter = Meter()
+    meter.add(torch.tensor(2.0), 4, acc=torch.tensor(3))
+    meter.add(torch.tensor(5.0), 2, acc=torch.tensor(1), penalty=torch.tensor(0.5))
+    means = meter.means()
+    assert means == pytest.approx({"loss": (2 * 4 + 5 * 2) / 6, "acc": 4 / 6, "penalty": 0.5 / 6})
+    assert meter.first_and_peak() == (2.0, 5.0)
+
+
+def test_a_loss_entry_replaces_the_recorded_loss_but_the_step_loss_is_watched():
+    meter = Meter()
+    meter.add(torch.tensor(float("nan")), 2, loss=torch.tensor(1.0))
+    assert meter.means()["loss"] == 0.5
+    with pytest.raises(TrainingDiverged, match="became nan in epoch 1"):
+        EpochGuard(None).check(meter, torch.nn.Linear(1, 1), 0)
+
+
+def test_an_epoch_without_batches_is_one_clear_error():
+    with pytest.raises(TrainingDiverged, match="no batches"):
+        Meter().means()
+
+
+def test_an_epoch_moves_its_statistics_to_the_host_once(monkeypatch):
+    """Meter.add never syncs; EpochGuard.check syncs once (sums, first / peak loss and the model's finiteness)."""
+    syncs = []
+    for name in ("tolist", "item", "__bool__", "__float__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **k):
+            syncs.append(_name)
+            return _original(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    model, meter = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)), Meter()
+    for step in range(5):
+        loss = model(torch.randn(4, 3)).pow(2).mean()
+        meter.add(loss, 4, acc=torch.tensor(step))
+    assert syncs == []
+    means = EpochGuard(None).check(meter, model, 0)
+    assert syncs == ["tolist"] and means["acc"] == pytest.approx(10 / 20)
