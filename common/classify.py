@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from common import distributed
-from common.torch_fit import autocast_for
+from common.training import autocast
 
 EVAL_BATCH = 1000
 
@@ -22,7 +22,7 @@ def evaluate_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
     sums = torch.zeros(2 + 2 * num_classes, device=device)     # loss, correct, per-class correct, per-class n
     was_training = model.training
     model.eval()
-    with torch.no_grad(), autocast_for(device):
+    with torch.no_grad(), autocast(device):
         for start in range(0, len(y), EVAL_BATCH):
             xb = to_memory_format(x[start:start + EVAL_BATCH].to(device, non_blocking=True), str(device))
             yb = y[start:start + EVAL_BATCH].to(device, non_blocking=True)
@@ -42,6 +42,6 @@ def evaluate_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, device) -> torch.Tensor:
     """The (fixed) teacher's logits for every row of x: (N, K) float32, on x's device."""
     model.eval()
-    with torch.no_grad(), autocast_for(device):
+    with torch.no_grad(), autocast(device):
         return torch.cat([model(x[i:i + EVAL_BATCH].to(device)).float().to(x.device)
                           for i in range(0, len(x), EVAL_BATCH)])

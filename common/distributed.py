@@ -7,8 +7,9 @@ group when torchrun says there is more than one process (gloo on the CPU, nccl o
 local rank; a no-op for a plain `python script.py`), picks this process's device, checks that the
 global batch splits, silences stdout on ranks other than 0 and leaves the group at the end. Inside,
 `run_dir` gives rank 0 the RunDir and the others a FollowerRun, `wrap_model` adds DDP (and
-SyncBatchNorm with `--sync-bn`, a flag `add_sync_bn_flag` adds), and common.torch_fit shards the
-batches (tensor_batches), sums the epoch's stats over ranks and writes on rank 0 only. An evaluation
+SyncBatchNorm with `--sync-bn`, a flag `add_sync_bn_flag` adds), and the script's loop, with
+common.training's pieces, shards the batches (tensor_batches), sums the epoch's statistics over ranks
+(Meter) and writes on rank 0 only (end_epoch). An evaluation
 is sharded with `shard` and its sums reduced with `all_reduce_sum` / `reduce_means` / `gather`.
 
 Batch convention used with these helpers: a script's --batch-size is the GLOBAL batch; each rank
@@ -56,10 +57,6 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def init_from_env(device: str = "cpu") -> DistInfo:
@@ -118,7 +115,7 @@ def run_dir(args: argparse.Namespace, *, data_source: str, device: str) -> "RunD
 
 def on_rank0(fn: Callable[..., R], *args, **kwargs) -> R | dict:
     """fn(*args, **kwargs) on rank 0 alone, as one process (rank 0 of 1, no collectives: a recognizer
-    trained with common.torch_fit.fit, a final evaluation), for a run's end-of-run artefacts; the other
+    trained after the main model, a final evaluation), for a run's end-of-run artefacts; the other
     ranks return {} without waiting for it."""
     global _alone
     if not is_main_process():
@@ -236,8 +233,8 @@ def wrap_model(model: torch.nn.Module, device: str, *, sync_batchnorm: bool = Fa
 
 class FollowerRun:
     """What a rank other than 0 needs of a run directory: the checkpoint to resume from (read only)
-    and the metrics rank 0 writes. Hand it to common.torch_fit.fit in place of the RunDir, so every
-    rank resumes from the same epoch; fit writes nothing through it (it writes on rank 0 only)."""
+    and the metrics rank 0 writes. common.training's resume and end_epoch take it in place of the RunDir, so
+    every rank resumes from the same epoch; nothing is written through it (end_epoch writes on rank 0 only)."""
 
     def __init__(self, path: Path, resume: bool):
         self.path, self.resume = Path(path), resume

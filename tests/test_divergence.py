@@ -9,7 +9,7 @@ import pytest
 from common.checkpoint import load_checkpoint
 from common.divergence import diverged, explosion_limit
 from common.errors import TrainingDiverged
-from common.torch_fit import all_finite
+from common.training import all_finite
 
 SCRIPTS = ["fashion_mnist_ffn.train", "mnist_scratch.train", "sketch_rnn.train", "text2math.train",
            "kd_cifar10.train", "cifar100_multitask.train"]

@@ -1,6 +1,7 @@
 """Every PyTorch train.py under `torchrun --nproc_per_node=2` on the CPU (gloo): it exits 0 and rank 0
 alone writes the run (one metrics record per epoch, one summary); kd_cifar10/train.py's two processes
 give one process's metrics; and the common.distributed helpers behind it, in two forked processes."""
+import argparse
 import json
 import os
 import socket
@@ -12,6 +13,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from common import distributed
+from common.errors import UserError
+from common.training import EpochGuard, Meter, checkpoint, end_epoch, finished_records, order_batches, tensor_batches
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -100,12 +104,6 @@ def _free_port() -> int:
 
 
 def _helpers_worker(rank: int, port: int, out: str, results) -> None:
-    import argparse
-
-    from common import distributed
-    from common.errors import UserError
-    from common.torch_fit import FitSettings, fit, order_batches, tensor_batches
-
     torch.set_num_threads(1)   # a forked child: no OpenMP pool of its own (as DataLoader's workers do)
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -129,20 +127,25 @@ def _helpers_worker(rank: int, port: int, out: str, results) -> None:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         x = torch.randn(8, 3)
 
-        def step(batch):
-            loss = model(batch[0]).pow(2).mean()
-            return loss, {"loss": loss.detach() * len(batch[0]), "n": torch.tensor(float(len(batch[0])))}
-
-        records = fit(model, optimizer, run, lambda e: tensor_batches((x,), 2, seed=0, epoch=e), step,
-                      lambda e: {}, FitSettings(epochs=2, quiet=True), {})
+        guard = EpochGuard(run)
+        for epoch in range(2):
+            meter = Meter()
+            for (xb,) in tensor_batches((x,), 2, seed=0, epoch=epoch):
+                loss = model(xb).pow(2).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                meter.add(loss, len(xb))
+            train = guard.check(meter, model, epoch)
+            end_epoch(run, {"epoch": epoch + 1, "train_loss": train["loss"]},
+                      checkpoint(epoch + 1, 0.0, {}, model, optimizer), quiet=True)
+        records = finished_records(run)
         results[rank] = dict(info=(info.rank, info.world_size), batches=batches, drawn=drawn, means=means,
                              gathered=gathered, alone=alone, uneven=uneven, run=type(run).__name__,
                              epochs=[r["epoch"] for r in records], weight=model.module.weight.detach().tolist())
 
 
 def test_helpers_in_two_processes(tmp_path):
-    from common.torch_fit import tensor_batches
-
     results = mp.Manager().dict()
     mp.start_processes(_helpers_worker, args=(_free_port(), str(tmp_path / "run"), results), nprocs=2,
                        start_method="fork")   # no second import of torch: seconds, not tens of seconds
