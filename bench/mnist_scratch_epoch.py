@@ -23,10 +23,9 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from common import REPO_ROOT
-from common.scratch.fit import blas_threads_for
-from common.scratch.losses import LOSSES
-from common.scratch.optim import build_optimizer
-from common.scratch.trainer import init_states, train_epoch
+from mnist_scratch.engine.losses import LOSSES
+from mnist_scratch.engine.optim import build_optimizer
+from mnist_scratch.engine.training import add_l2_grads, blas_threads_for, init_states, shuffled_batches
 from mnist_scratch.data import load_mnist_split
 from mnist_scratch.model import MLPConfig, build_model
 
@@ -34,11 +33,16 @@ from mnist_scratch.model import MLPConfig, build_model
 def numpy_epoch(x, y, batch_size, seed, l2) -> float:
     net = build_model(MLPConfig(), seed)
     optimizer = build_optimizer("momentum", 0.05, momentum=0.9)
-    states = init_states(net, optimizer)
+    states, params, loss_fn = init_states(net, optimizer), net.params(), LOSSES["cross_entropy"]
     tic = time.perf_counter()
     with threadpool_limits(limits=blas_threads_for(batch_size), user_api="blas"):  # as train.py runs it
-        train_epoch(net, optimizer, states, x, y, batch_size=batch_size, rng=np.random.default_rng(seed),
-                    loss_fn=LOSSES["cross_entropy"], l2=l2, quiet=True)
+        for xb, yb in shuffled_batches(x, y, batch_size, seed=seed, epoch=0):     # train.py's steps
+            logits, caches = net.forward(xb)
+            _, dlogits = loss_fn(logits, yb)
+            grads = net.backward(dlogits, caches)
+            add_l2_grads(grads, params, l2)
+            for name, w in params.items():
+                optimizer.update(w, grads[name], states[name])
     return time.perf_counter() - tic
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.scratch.conv import conv2d_backward, conv2d_forward
+from mnist_scratch.engine.conv import conv2d_backward, conv2d_forward
 
 # (name, N, C, H, W, F, K, stride, pad)
 SHAPES = [("conv1 1->32 28x28", 64, 1, 28, 28, 32, 3, 1, 1),

@@ -70,7 +70,7 @@ def _read_keras(cache: Path) -> tuple[ImageDataset, str]:
 
 def _keras_load_data():
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    from keras.datasets import fashion_mnist
+    from keras.datasets import fashion_mnist   # keras is heavy (seconds): only for its download
 
     try:
         return fashion_mnist.load_data()

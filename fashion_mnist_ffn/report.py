@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.plots import plot_overlays
-from common.reporting import RunResult, RunSpec, copy_figure, markdown_table, pct
-from common.scratch.optim import OPTIMIZERS
-from common.sweep import format_value, load_trials
-from common.sweep_analysis import runs_table
+from common.reporting import Headline, RunResult, RunSpec, copy_figure, markdown_table, pct
+from mnist_scratch.engine.optim import OPTIMIZERS
+from fashion_mnist_ffn.sweep_analysis import runs_table
+from fashion_mnist_ffn.sweep_runner import format_value, load_trials
 
 LOSS_RUNS = {"cross_entropy": "best", "squared_error": "squared_error"}  # loss -> run name
 TOP_RUNS = 5
@@ -123,7 +123,7 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
         f"`train.py` builds 784 → hidden layers → 10 with a softmax output from `--num-layers` × "
         f"`--hidden-size` (or explicit `--hidden 512 256 ...`), `--activation`, `--init`, and trains it with "
         f"backpropagation on the NumPy engine at any `--batch-size`, with `--optimizer` one of "
-        f"{', '.join(f'`{o}`' for o in OPTIMIZERS)} (each a small class in `common/scratch/optim.py`, "
+        f"{', '.join(f'`{o}`' for o in OPTIMIZERS)} (each a small class in `mnist_scratch/engine/optim.py`, "
         f"registered in `OPTIMIZERS`; the tests check every update against torch.optim over several steps).", "",
         *_sweep_section(sweep, report_dir),
         *_followup_section(results["followup"]),
@@ -141,3 +141,11 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
         f"The sweep's best trial, row-normalised: ![sweep best confusion]({sweep_confusion})", "",
         *_loss_section(results, report_dir),
     ])
+
+
+def headline(results: dict[str, RunResult]) -> Headline:
+    """The index row: the tuned default's test accuracy (question 7); the original report gives no figure."""
+    best = results.get("best")
+    return Headline("A NumPy feed-forward net for Fashion-MNIST: six optimizers, sweeps, CE vs squared error",
+                    "test accuracy, the tuned default MLP (question 7)", "—",
+                    pct(best.summary["test_acc"]) if best else "not run")

@@ -19,12 +19,12 @@ if __package__ in (None, ""):
 from common.cli import NUMPY_DEVICES, make_parser, parse_args, positive_int
 from common.errors import UserError, run_cli
 from common.rundir import RunDir, write_json
-from common.sweep import best_trial, run_local_sweep, run_wandb_sweep
-from common.sweep_config import ALL_METHODS, load_sweep_config, metric_of
-from common.sweep_analysis import analyse, describe_findings, runs_table, swept_params
-from common.sweep_plots import plot_importance, plot_metric_by_param, plot_parallel_coordinates
 from fashion_mnist_ffn import train
 from fashion_mnist_ffn.data import LOADERS, load_fashion
+from fashion_mnist_ffn.sweep_analysis import analyse, describe_findings, runs_table, swept_params
+from fashion_mnist_ffn.sweep_config import ALL_METHODS, load_sweep_config, metric_of
+from fashion_mnist_ffn.sweep_plots import plot_importance, plot_metric_by_param, plot_parallel_coordinates
+from fashion_mnist_ffn.sweep_runner import best_trial, run_local_sweep, run_wandb_sweep
 
 ASSIGNMENT = "fashion_mnist_ffn"
 HERE = Path(__file__).resolve().parent

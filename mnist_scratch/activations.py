@@ -3,7 +3,7 @@
     python mnist_scratch/activations.py                    # runs/mnist_scratch/activations/
     python mnist_scratch/activations.py --range 8 --out /tmp/act
 
-For each entry of common.scratch.layers.ACTIVATIONS it plots f(x) and f'(x) on [-range, range], and
+For each entry of mnist_scratch.engine.layers.ACTIVATIONS it plots f(x) and f'(x) on [-range, range], and
 compares the analytic derivative (and backward() with dout = 1) with centred differences
 (f(x + h) - f(x - h)) / 2h in float64, away from ReLU's kink at 0. The maximum absolute errors go to
 summary.json; the run fails (exit 2) when one exceeds --tolerance. No data set is used."""
@@ -20,7 +20,7 @@ import numpy as np
 from common.cli import parse_args, positive_float, positive_int
 from common.errors import UserError, run_cli
 from common.reporting import markdown_table
-from common.scratch.layers import ACTIVATIONS
+from mnist_scratch.engine.layers import ACTIVATIONS
 from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, start_run
 from mnist_scratch.plots import plot_activations
 

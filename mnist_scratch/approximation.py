@@ -5,7 +5,7 @@
 
 For each width H a 1 -> H -> 1 network on the NumPy engine is fitted to --samples noise-free samples
 of the target (uniform in the range, seeded) with the mean-squared-error loss
-(common.scratch.losses.REGRESSION_LOSSES), one full-batch step per epoch. The grid error is measured on
+(mnist_scratch.engine.losses.REGRESSION_LOSSES), one full-batch step per epoch. The grid error is measured on
 a dense grid over the range, between the samples. fits.png shows each width's fit, error_vs_width.png
 the final MSE against the width (log-log) and the training curves; summary.json holds the MSEs."""
 from __future__ import annotations
@@ -22,13 +22,13 @@ import numpy as np
 
 from common.cli import parse_args, positive_int
 from common.errors import TrainingDiverged, run_cli
-from common.scratch.init import INITS
-from common.scratch.layers import ACTIVATIONS
-from common.scratch.losses import REGRESSION_LOSSES
-from common.scratch.network import mlp
-from common.scratch.optim import OPTIMIZERS, build_optimizer
-from common.scratch.schedules import SCHEDULES
-from common.scratch.trainer import init_states, loss_and_grads
+from common.schedules import SCHEDULES
+from mnist_scratch.engine.init import INITS
+from mnist_scratch.engine.layers import ACTIVATIONS
+from mnist_scratch.engine.losses import REGRESSION_LOSSES
+from mnist_scratch.engine.network import mlp
+from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer
+from mnist_scratch.engine.training import SCHEDULE_NAMES, init_states, loss_and_grads
 from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, small_blas, start_run
 from mnist_scratch.plots import plot_error_vs_width, plot_fits
 
@@ -60,7 +60,7 @@ def build_parser():
     add("--activation", choices=list(ACTIVATIONS), default="tanh", help="hidden activation (default: %(default)s)")
     add("--init", choices=list(INITS), default="xavier", help="weight initialisation (default: %(default)s)")
     add("--optimizer", choices=list(OPTIMIZERS), default="adam", help="update rule (default: %(default)s)")
-    add("--lr-schedule", choices=list(SCHEDULES), default="cosine",
+    add("--lr-schedule", choices=SCHEDULE_NAMES, default="cosine",
         help="lr schedule over the epochs (one full-batch step each) (default: %(default)s)")
     return parser
 
@@ -72,7 +72,7 @@ def fit_width(width: int, x: np.ndarray, t: np.ndarray, args) -> tuple:
     states, params, loss_fn = init_states(net, optimizer), net.params(), REGRESSION_LOSSES["mse"]
     curve = []
     for epoch in range(1, args.epochs + 1):
-        optimizer.lr = SCHEDULES[args.lr_schedule](args.lr, epoch - 1, args.epochs)
+        optimizer.lr = SCHEDULES[args.lr_schedule](epoch - 1, args.epochs) * args.lr
         loss, grads = loss_and_grads(net, x, t, loss_fn)
         if not np.isfinite(loss):
             raise TrainingDiverged(f"width {width}: the loss became {loss} at epoch {epoch}; lower --lr")

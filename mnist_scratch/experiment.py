@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from common.cli import NUMPY_DEVICES, OneLineParser, make_parser
 from common.rundir import RunDir
-from common.scratch.fit import blas_threads_for
+from mnist_scratch.engine.training import blas_threads_for
 
 ASSIGNMENT = "mnist_scratch"
 RESUME_HELP = "accepted for reproduce.py; this short experiment keeps no checkpoint, so --resume restarts it"
@@ -34,7 +34,7 @@ def experiment_parser(doc: str, *, epochs: int = 1, batch_size: int | None = Non
 
 
 def small_blas(batch_size: int):
-    """Context: one BLAS thread for products too small to split (see common.scratch.fit.blas_threads_for)."""
+    """Context: one BLAS thread for products too small to split (see mnist_scratch.engine.training.blas_threads_for)."""
     return threadpool_limits(limits=blas_threads_for(batch_size), user_api="blas")
 
 

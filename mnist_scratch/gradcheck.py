@@ -18,12 +18,12 @@ import numpy as np
 from common.cli import OneLineParser, positive_float
 from common.errors import UserError, run_cli
 from common.reporting import markdown_table
-from common.scratch import conv
-from common.scratch.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
-from common.scratch.layers import ACTIVATIONS, affine_backward, affine_forward
-from common.scratch.losses import LOSSES, REGRESSION_LOSSES
-from common.scratch.network import mlp
-from common.scratch.trainer import l2_penalty, loss_and_grads
+from mnist_scratch.engine import conv
+from mnist_scratch.engine.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
+from mnist_scratch.engine.layers import ACTIVATIONS, affine_backward, affine_forward
+from mnist_scratch.engine.losses import LOSSES, REGRESSION_LOSSES
+from mnist_scratch.engine.network import mlp
+from mnist_scratch.engine.training import l2_penalty, loss_and_grads
 from mnist_scratch.model import CNNConfig, build_model
 
 Result = tuple[str, np.ndarray, np.ndarray]  # (what, analytic gradient, numerical gradient)

@@ -25,12 +25,12 @@ from common.cli import non_negative_float, parse_args, positive_int
 from common.data_source import short_source
 from common.errors import TrainingDiverged, run_cli
 from common.metrics import accuracy
-from common.scratch.init import INITS
-from common.scratch.layers import ACTIVATIONS
-from common.scratch.losses import LOSSES
-from common.scratch.network import Dense, mlp
-from common.scratch.optim import OPTIMIZERS, build_optimizer
-from common.scratch.trainer import evaluate, init_states, loss_and_grads
+from mnist_scratch.engine.init import INITS
+from mnist_scratch.engine.layers import ACTIVATIONS
+from mnist_scratch.engine.losses import LOSSES
+from mnist_scratch.engine.network import Dense, mlp
+from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer
+from mnist_scratch.engine.training import evaluate, init_states, loss_and_grads
 from mnist_scratch.data import SPLITS, load_mnist_split
 from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, small_blas, start_run
 from mnist_scratch.plots import plot_gradient_flow

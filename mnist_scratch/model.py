@@ -9,8 +9,8 @@ import numpy as np
 
 from common.errors import UserError
 from common.models import ModelConfig
-from common.scratch.network import MLPConfig as ScratchMLPConfig
-from common.scratch.network import (Activation, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Reshape,
+from mnist_scratch.engine.network import MLPConfig as ScratchMLPConfig
+from mnist_scratch.engine.network import (Activation, AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Reshape,
                                     Sequential, mlp)
 
 POOLS = {"max": MaxPool2D, "avg": AvgPool2D}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from common.plots import plot_overlays
 from common.reporting import RunResult, copy_figure, markdown_table, pct
-from common.scratch.schedules import SCHEDULES
+from common.schedules import SCHEDULES
 from mnist_scratch.plots import plot_lr_schedules
 
 
@@ -26,8 +26,8 @@ def _provenance(result: RunResult, command: str) -> str:
 
 
 def schedules(results: dict[str, RunResult], report_dir: Path, run_of: dict[str, str]) -> list[str]:
-    """One train.py run per entry of SCHEDULES (`run_of`: schedule -> run name): a table and the lr,
-    loss and accuracy per epoch; the lr panel is drawn from the registry itself."""
+    """One train.py run per --lr-schedule (`run_of`: schedule -> run name): a table and the lr, loss and
+    accuracy per epoch; the lr panel is drawn from common.schedules.SCHEDULES itself."""
     rows = []
     for schedule, name in run_of.items():
         s, records = results[name].summary, results[name].records
@@ -35,7 +35,7 @@ def schedules(results: dict[str, RunResult], report_dir: Path, run_of: dict[str,
                      pct(s["test_acc"]), pct(s["best_test_acc"]), s["loss_trend"]])
     first = results[next(iter(run_of.values()))]
     base, epochs = first.summary["lr"], first.summary["epochs"]
-    plot_lr_schedules({"learning rate": {k: [SCHEDULES[k](base, e, epochs) for e in range(epochs)] for k in run_of},
+    plot_lr_schedules({"learning rate": {k: [SCHEDULES[k](e, epochs) * base for e in range(epochs)] for k in run_of},
                        "train loss": {k: results[v].curve("train_loss") for k, v in run_of.items()},
                        "test accuracy": {k: results[v].curve("test_acc") for k, v in run_of.items()}},
                       report_dir / "lr_schedules.png",
@@ -44,7 +44,7 @@ def schedules(results: dict[str, RunResult], report_dir: Path, run_of: dict[str,
         "## Learning-rate schedules (mini-batch GD, 90:10, ReLU, He init)", "",
         _provenance(first, "python mnist_scratch/train.py --lr-schedule {" + ",".join(run_of) + "}") + " "
         f"Every schedule scales the base lr {base} once per epoch "
-        "(common/scratch/schedules.py: step divides by 10 at 1/3 and 2/3 of training, exponential "
+        "(common/schedules.py: step divides by 10 at 1/3 and 2/3 of training, exponential "
         "multiplies by 0.9 per epoch, polynomial is (1 − t/T)², cosine is the default).", "",
         markdown_table(["schedule", "lr (epoch 1→last)", "train acc", "test acc", "best test acc",
                         "train loss trend"], rows), "",

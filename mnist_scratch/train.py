@@ -8,28 +8,33 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np
+from threadpoolctl import threadpool_limits
 
 from common.cli import NUMPY_DEVICES, make_parser, non_negative_float, parse_args, positive_int
 from common.data_source import short_source
 from common.errors import UserError, run_cli
-from common.metrics import confusion, macro_f1
+from common.metrics import accuracy, confusion, macro_f1
 from common.plots import plot_confusion, plot_curves, plot_image_grid
-from common.scratch.network import Conv2D
+from common.progress import progress
 from common.rundir import RunDir
 from common.runtime import seed_everything
-from common.scratch.init import INITS
-from common.scratch.layers import ACTIVATIONS
-from common.scratch.losses import LOSSES
-from common.scratch.optim import OPTIMIZERS, build_optimizer
-from common.scratch.fit import ScratchFitSettings, blas_threads_for, fit
-from common.scratch.schedules import SCHEDULES
-from common.scratch.trainer import evaluate, init_states
+from common.schedules import SCHEDULES
+from mnist_scratch.engine.init import INITS
+from mnist_scratch.engine.layers import ACTIVATIONS
+from mnist_scratch.engine.losses import LOSSES
+from mnist_scratch.engine.network import Conv2D
+from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer
+from mnist_scratch.engine.training import (SCHEDULE_NAMES, LossGuard, add_l2_grads, blas_threads_for, checkpoint,
+                                           evaluate, init_states, resume, shuffled_batches)
+from common.training import end_epoch
 from mnist_scratch.data import SPLITS, load_mnist_split
 from mnist_scratch.model import MODELS, POOLS, CNNConfig, MLPConfig, build_model
 
@@ -50,32 +55,70 @@ GD_TYPES = {
     "sgd": GDType(batch_size=1, lr={"mlp": 0.002, "cnn": 0.0005}),  # one step per example
     "minibatch": GDType(batch_size=64, lr={"mlp": 0.05, "cnn": 0.01}),
 }
+MLP, CNN = MLPConfig(), CNNConfig()   # the networks' recipes: their configs' defaults
+# The recipe behind the README's result: every flag's default comes from here (--help shows these values);
+# --batch-size and --lr follow --gd and --model (GD_TYPES), --hidden follows --model (MLP / CNN above).
+RECIPE = {"epochs": 25, "gd": "minibatch", "split": "90:10", "model": "mlp", "channels": list(CNN.channels),
+          "pool": CNN.pool, "activation": MLP.activation, "init": MLP.init, "optimizer": "momentum",
+          "momentum": 0.9, "l2": 1e-4, "lr_schedule": "cosine"}
+SMOKE = {"hidden": [16], "channels": [4]}   # --smoke: at most 2 epochs of this
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=25, batch_size=None, lr=None, devices=NUMPY_DEVICES,
-                         batch_size_help="examples per step, --gd minibatch only (default: 64)",
-                         lr_help="base learning rate (default: set by --gd and --model: "
+    parser = make_parser(__doc__.splitlines()[0], epochs=RECIPE["epochs"], batch_size=None, lr=None,
+                         devices=NUMPY_DEVICES,
+                         batch_size_help="examples per step, --gd minibatch only (default: None: set by --gd: "
+                                         + ", ".join(f"{k} {v.batch_size or 'all'}" for k, v in GD_TYPES.items())
+                                         + ")",
+                         lr_help="base learning rate (default: None: set by --gd and --model: "
                                  + "; ".join(f"{k} " + ", ".join(f"{m} {lr}" for m, lr in v.lr.items())
                                              for k, v in GD_TYPES.items()) + ")")
     add = parser.add_argument
-    add("--gd", choices=list(GD_TYPES), default="minibatch", help="gradient-descent variant (default: %(default)s)")
-    add("--split", choices=list(SPLITS), default="90:10",
+    add("--gd", choices=list(GD_TYPES), default=RECIPE["gd"], help="gradient-descent variant (default: %(default)s)")
+    add("--split", choices=list(SPLITS), default=RECIPE["split"],
         help="train:test split of the pooled set (default: %(default)s)")
-    add("--model", choices=list(MODELS), default="mlp", help="network family (default: %(default)s)")
+    add("--model", choices=list(MODELS), default=RECIPE["model"], help="network family (default: %(default)s)")
     add("--hidden", type=positive_int, nargs="+", default=None,
-        help="fully connected hidden sizes (default: 128 64 for the MLP, 128 for the CNN's head)")
-    add("--channels", type=positive_int, nargs="+", default=[32, 64],
-        help="CNN: filters per conv stage, each followed by a 2x2 pool (default: 32 64)")
-    add("--pool", choices=list(POOLS), default="max", help="CNN: pooling (default: %(default)s)")
-    add("--activation", choices=list(ACTIVATIONS), default="relu", help="hidden activation (default: %(default)s)")
-    add("--init", choices=list(INITS), default="he", help="weight initialisation (default: %(default)s)")
-    add("--optimizer", choices=list(OPTIMIZERS), default="momentum", help="update rule (default: %(default)s)")
-    add("--momentum", type=non_negative_float, default=0.9,
+        help="fully connected hidden sizes (default: None: "
+             + " for the MLP, ".join(" ".join(map(str, c.hidden)) for c in (MLP, CNN)) + " for the CNN's head)")
+    add("--channels", type=positive_int, nargs="+", default=RECIPE["channels"],
+        help="CNN: filters per conv stage, each followed by a 2x2 pool (default: %(default)s)")
+    add("--pool", choices=list(POOLS), default=RECIPE["pool"], help="CNN: pooling (default: %(default)s)")
+    add("--activation", choices=list(ACTIVATIONS), default=RECIPE["activation"],
+        help="hidden activation (default: %(default)s)")
+    add("--init", choices=list(INITS), default=RECIPE["init"], help="weight initialisation (default: %(default)s)")
+    add("--optimizer", choices=list(OPTIMIZERS), default=RECIPE["optimizer"],
+        help="update rule (default: %(default)s)")
+    add("--momentum", type=non_negative_float, default=RECIPE["momentum"],
         help="momentum for momentum/nesterov (default: %(default)s)")
-    add("--l2", type=non_negative_float, default=1e-4, help="L2 regularisation strength (default: %(default)s)")
-    add("--lr-schedule", choices=list(SCHEDULES), default="cosine", help="per-epoch lr schedule (default: %(default)s)")
+    add("--l2", type=non_negative_float, default=RECIPE["l2"],
+        help="L2 regularisation strength (default: %(default)s)")
+    add("--lr-schedule", choices=SCHEDULE_NAMES, default=RECIPE["lr_schedule"],
+        help="per-epoch lr schedule (common.schedules) (default: %(default)s)")
     return parser
+
+
+def parse(argv=None):
+    """The flags, with --batch-size and --lr filled from the GD type and --hidden from the model; a batch size
+    that contradicts the GD type, or CNN flags for the MLP, are refused."""
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    gd = GD_TYPES[args.gd]
+    if args.model not in gd.lr:
+        raise UserError(f"--gd {args.gd} does not support --model {args.model}; use "
+                        + " or ".join(f"--gd {k}" for k, v in GD_TYPES.items() if args.model in v.lr))
+    if args.batch_size is not None and args.gd != "minibatch":
+        raise UserError(f"--batch-size applies to --gd minibatch only (--gd {args.gd} fixes it)")
+    if args.model != "cnn" and (args.channels != RECIPE["channels"] or args.pool != RECIPE["pool"]):
+        raise UserError("--channels and --pool apply to --model cnn only")
+    if args.batch_size is None:
+        args.batch_size = gd.batch_size if gd.batch_size is not None else GD_TYPES["minibatch"].batch_size
+    args.lr = gd.lr[args.model] if args.lr is None else args.lr
+    if args.hidden is None:
+        args.hidden = list(MODELS[args.model].hidden)
+    if args.smoke:
+        args.epochs = min(args.epochs, 2)
+        vars(args).update(SMOKE)
+    return args
 
 
 def run_name(args) -> str:
@@ -90,44 +133,57 @@ def model_config(args) -> MLPConfig | CNNConfig:
     return MLPConfig(hidden=tuple(args.hidden), activation=args.activation, init=args.init)
 
 
-def resolve_gd(args) -> None:
-    """Fill --batch-size and --lr from the GD type; reject a batch size that contradicts it."""
-    gd = GD_TYPES[args.gd]
-    if args.model not in gd.lr:
-        raise UserError(f"--gd {args.gd} does not support --model {args.model}; use "
-                        + " or ".join(f"--gd {k}" for k, v in GD_TYPES.items() if args.model in v.lr))
-    if args.batch_size is not None and args.gd != "minibatch":
-        raise UserError(f"--batch-size applies to --gd minibatch only (--gd {args.gd} fixes it)")
-    if args.batch_size is None:
-        args.batch_size = gd.batch_size if gd.batch_size is not None else 64
-    args.lr = gd.lr[args.model] if args.lr is None else args.lr
-    if args.hidden is None:
-        args.hidden = [128, 64] if args.model == "mlp" else [128]
-    if args.smoke:
-        args.epochs, args.hidden, args.channels = min(args.epochs, 2), [16], [4]
-
-
 def main(argv=None) -> dict:
-    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
-    resolve_gd(args)
+    args = parse(argv)
     seed_everything(args.seed)
     data = load_mnist_split(args.split, mode=args.data, root=args.data_root, seed=args.seed, smoke=args.smoke)
     batch_size = len(data.y_train) if args.gd == "batch" else args.batch_size
-
     config = model_config(args)
     net = build_model(config, args.seed)
-    optimizer = build_optimizer(args.optimizer, args.lr, momentum=args.momentum)
-    states = init_states(net, optimizer)
-    loss_fn = LOSSES["cross_entropy"]
     run = RunDir(args, data_source=data.source)
     print(f"{ASSIGNMENT}: {args.gd} GD, batch {batch_size}, lr {args.lr}, {config.describe()}, "
           f"{len(data.y_train):,} train / {len(data.y_test):,} test, data: {data.source}")
-    settings = ScratchFitSettings(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule, batch_size=batch_size,
-                           l2=args.l2, seed=args.seed, loss_fn=loss_fn, eval_batch=config.eval_batch,
-                           quiet=args.smoke, blas_threads=blas_threads_for(batch_size, has_conv=args.model == "cnn"))
-    fit(net, optimizer, states, run, (data.x_train, data.y_train), {"test": (data.x_test, data.y_test)},
-        settings, config.to_dict())
-    return write_artefacts(run, net, data, loss_fn, args, config)
+    train(args, net, config, data, batch_size, run)
+    return write_artefacts(run, net, data, LOSSES["cross_entropy"], args, config)
+
+
+def train(args, net, config, data, batch_size: int, run: RunDir) -> None:
+    """--epochs of shuffled mini-batch steps (forward, loss, backward, update), each epoch then scored on the
+    train and test splits, logged, and checkpointed; from the last checkpoint under --resume."""
+    optimizer = build_optimizer(args.optimizer, args.lr, momentum=args.momentum)
+    states = init_states(net, optimizer)
+    params, loss_fn = net.params(), LOSSES["cross_entropy"]
+    x_train, y_train = data.x_train, data.y_train
+    steps = -(-len(y_train) // batch_size)
+    blas_threads = blas_threads_for(batch_size, has_conv=args.model == "cnn")
+    start, elapsed = resume(run, net, states)
+    guard = LossGuard(run)
+    for epoch in range(start, args.epochs):
+        optimizer.lr = SCHEDULES[args.lr_schedule](epoch, args.epochs) * args.lr
+        tic = time.perf_counter()
+        loss_sum = 0.0
+        batches = shuffled_batches(x_train, y_train, batch_size, seed=args.seed, epoch=epoch)
+        with (threadpool_limits(limits=blas_threads, user_api="blas"),     # see blas_threads_for
+              np.errstate(over="ignore", invalid="ignore")):                # LossGuard stops a diverged run
+            for step, (x, y) in enumerate(progress(batches, desc=f"epoch {epoch + 1}", total=steps,
+                                                   quiet=args.smoke)):
+                logits, caches = net.forward(x)                       # (B, 10)
+                loss, dlogits = loss_fn(logits, y)
+                guard.check(loss, epoch, step)
+                grads = net.backward(dlogits, caches)
+                add_l2_grads(grads, params, args.l2)
+                for name, w in params.items():
+                    optimizer.update(w, grads[name], states[name])
+                loss_sum += loss
+        guard.end_epoch(loss_sum / steps)                             # the next epoch's reference
+        elapsed += time.perf_counter() - tic
+
+        record = {"epoch": epoch + 1, "lr": optimizer.lr}
+        for split, (x, y) in {"train": (x_train, y_train), "test": (data.x_test, data.y_test)}.items():
+            result = evaluate(net, x, y, loss_fn, args.l2, config.eval_batch)
+            record[f"{split}_loss"], record[f"{split}_acc"] = result.loss, accuracy(y, result.predictions)
+        record["train_seconds"] = elapsed
+        end_epoch(run, record, checkpoint(epoch + 1, elapsed, config.to_dict(), net, states), quiet=args.smoke)
 
 
 def plot_filters(net, path_for) -> list[str]:

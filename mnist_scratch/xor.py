@@ -20,12 +20,12 @@ import numpy as np
 
 from common.cli import non_negative_float, parse_args, positive_int
 from common.errors import TrainingDiverged, UserError, run_cli
-from common.scratch.init import INITS
-from common.scratch.layers import ACTIVATIONS
-from common.scratch.losses import LOSSES, softmax
-from common.scratch.network import mlp
-from common.scratch.optim import OPTIMIZERS, build_optimizer
-from common.scratch.trainer import init_states, loss_and_grads
+from mnist_scratch.engine.init import INITS
+from mnist_scratch.engine.layers import ACTIVATIONS
+from mnist_scratch.engine.losses import LOSSES, softmax
+from mnist_scratch.engine.network import mlp
+from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer
+from mnist_scratch.engine.training import init_states, loss_and_grads
 from mnist_scratch.experiment import ASSIGNMENT, experiment_parser, small_blas, start_run
 from mnist_scratch.plots import plot_decision_boundary
 

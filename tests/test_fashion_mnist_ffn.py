@@ -6,6 +6,8 @@ import os
 import numpy as np
 import pytest
 
+from common.errors import UserError
+from mnist_scratch.engine.losses import LOSSES
 from fashion_mnist_ffn import train
 from fashion_mnist_ffn.data import hold_out, load_fashion, one_per_class
 from fashion_mnist_ffn.model import FFNConfig, build_model, hidden_sizes
@@ -66,8 +68,6 @@ def test_keras_loader_real_mode_offline_without_cache_is_a_clear_error(tmp_path,
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty_keras"))
     monkeypatch.setattr(download, "reachable", lambda url, timeout=5.0: False)
-    from common.errors import UserError
-
     with pytest.raises(UserError, match="Fashion-MNIST not found under keras's cache"):
         load_fashion(loader="keras", mode="real", root=tmp_path, seed=0, smoke=False)
     data = load_fashion(loader="keras", mode="auto", root=tmp_path, seed=0, smoke=False)
@@ -83,6 +83,16 @@ def test_hidden_layer_flags_build_the_network():
     assert shapes == [(784, 32), (32,), (32, 16), (16,), (16, 10), (10,)]
     assert config.parameter_count() == sum(int(np.prod(s)) for s in shapes)
     assert FFNConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_defaults_are_the_recipe_and_build_the_readme_network():
+    args = train.parse(["--wandb", "off"])
+    actions = {a.dest: a for a in train.build_parser()._actions}
+    for name, value in train.RECIPE.items():
+        assert actions[name].default == getattr(args, name) == value, name
+    assert hidden_sizes(args.num_layers, args.hidden_size, args.hidden) == FFNConfig().hidden == (256, 256)
+    smoke = train.parse(["--wandb", "off", "--smoke", "--hidden", "64", "64"])
+    assert (smoke.epochs, smoke.num_layers, smoke.hidden_size, smoke.hidden) == (2, 1, 16, None)
 
 
 def test_one_image_per_class_in_class_order():
@@ -114,21 +124,21 @@ def test_squared_error_run_and_artefacts(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_then_resumed_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    from common.scratch import fit as fit_module
-
     flags = ["--data", "generated", "--hidden", "16", "--batch-size", "128", "--seed", "1", "--epochs", "3"]
     full = train.main([*flags, "--out", str(tmp_path / "full")])
-    real_train_epoch = fit_module.train_epoch
+    metrics, real_loss, calls_in_epoch_3 = tmp_path / "cut" / "metrics.jsonl", LOSSES["cross_entropy"], []
 
-    def interrupted_in_epoch_3(*args, **kwargs):
-        if kwargs["epoch"] == 3:
-            raise KeyboardInterrupt
-        return real_train_epoch(*args, **kwargs)
+    def interrupted_in_epoch_3(logits, y):   # at its 5th step, after 4 updates in memory only
+        if metrics.exists() and metrics.read_text().count("\n") == 2:
+            calls_in_epoch_3.append(1)
+            if len(calls_in_epoch_3) == 5:
+                raise KeyboardInterrupt
+        return real_loss(logits, y)
 
-    monkeypatch.setattr(fit_module, "train_epoch", interrupted_in_epoch_3)
+    monkeypatch.setitem(LOSSES, "cross_entropy", interrupted_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train.main([*flags, "--out", str(tmp_path / "cut")])
-    monkeypatch.setattr(fit_module, "train_epoch", real_train_epoch)
+    monkeypatch.setitem(LOSSES, "cross_entropy", real_loss)
     resumed = train.main([*flags, "--out", str(tmp_path / "cut"), "--resume"])
     assert resumed["val_acc"] == full["val_acc"] and resumed["test_acc"] == full["test_acc"]
     records = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]

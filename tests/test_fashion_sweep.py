@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from common.sweep import load_trials
 from fashion_mnist_ffn import sweep
+from fashion_mnist_ffn.sweep_runner import load_trials
 from tests.conftest import REPO, run_script
 
 TINY = """

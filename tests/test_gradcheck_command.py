@@ -2,7 +2,7 @@
 import pytest
 
 from common.errors import UserError
-from common.scratch.layers import ReLU
+from mnist_scratch.engine.layers import ReLU
 from mnist_scratch import gradcheck
 from tests.conftest import REPO, run_script
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from common.checkpoint import load_checkpoint
-from common.scratch.network import AvgPool2D, Conv2D
+from mnist_scratch.engine.network import AvgPool2D, Conv2D
 from mnist_scratch import train
 from mnist_scratch.model import CNNConfig, MLPConfig, build_model, config_from_dict
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from common.scratch.gradcheck import numerical_gradient, rel_error
-from common.scratch.layers import ACTIVATIONS
-from common.scratch.losses import REGRESSION_LOSSES
+from mnist_scratch.engine.gradcheck import numerical_gradient, rel_error
+from mnist_scratch.engine.layers import ACTIVATIONS
+from mnist_scratch.engine.losses import REGRESSION_LOSSES
 from mnist_scratch import activations, approximation, gradient_flow, xor
 from tests.conftest import REPO, run_script
 

@@ -10,9 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from common.errors import UserError
+from common.checkpoint import load_checkpoint
+from common.errors import TrainingDiverged, UserError
+from mnist_scratch.engine.losses import LOSSES
 from mnist_scratch import train
 from mnist_scratch.data import SPLITS, split_pooled
+from mnist_scratch.model import CNNConfig, MLPConfig
 from tests.conftest import REPO, run_script
 
 SCRIPT = str(REPO / "mnist_scratch" / "train.py")
@@ -58,21 +61,39 @@ def test_batch_size_with_other_gd_types_is_refused(tmp_path):
 
 
 def test_divergence_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from common.errors import TrainingDiverged
-    from common.scratch import fit as fit_module
-
-    real_epoch = fit_module.train_epoch
-
-    def diverge_in_epoch_two(*args, **kwargs):
-        if kwargs["epoch"] == 2:
-            raise TrainingDiverged("the loss became nan at epoch 2, step 5")
-        return real_epoch(*args, **kwargs)
-    monkeypatch.setattr(fit_module, "train_epoch", diverge_in_epoch_two)
     out = tmp_path / "r"
-    with pytest.raises(UserError, match=r"epoch 2, step 5; the last good checkpoint \(epoch 1\)"):
+    real_loss = LOSSES["cross_entropy"]
+    calls_after_epoch_one = []
+
+    def nan_at_epoch_two_step_five(logits, y):   # epoch 1's checkpoint exists from then on
+        loss, dlogits = real_loss(logits, y)
+        if (out / "checkpoint.pt").exists():
+            calls_after_epoch_one.append(1)
+            loss = float("nan") if len(calls_after_epoch_one) == 6 else loss
+        return loss, dlogits
+    monkeypatch.setitem(LOSSES, "cross_entropy", nan_at_epoch_two_step_five)
+    with pytest.raises(TrainingDiverged, match=r"became nan at step 5 in epoch 2; the last good checkpoint \(epoch 1\)"
+                                               r" is kept in .*; lower --lr"):
         train.main(["--smoke", "--out", str(out)])
-    from common.checkpoint import load_checkpoint
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    assert [r["epoch"] for r in metrics_without_timing(out)] == [1]
+
+
+def test_defaults_are_the_recipe_and_build_the_model_configs_defaults():
+    args = train.parse(["--wandb", "off"])
+    assert (args.gd, args.batch_size, args.lr, args.epochs) == ("minibatch", 64, 0.05, 25)
+    assert train.model_config(args) == MLPConfig()
+    assert train.model_config(train.parse(["--wandb", "off", "--model", "cnn"])) == CNNConfig()
+    actions = {a.dest: a for a in train.build_parser()._actions}
+    for name, value in train.RECIPE.items():
+        assert actions[name].default == getattr(args, name) == value, name
+    batch_gd = train.parse(["--wandb", "off", "--gd", "batch"])
+    assert (batch_gd.lr, batch_gd.hidden) == (0.1, [128, 64])
+
+
+def test_cnn_flags_with_the_mlp_are_refused():
+    with pytest.raises(UserError, match="--channels and --pool apply to --model cnn only"):
+        train.parse(["--wandb", "off", "--pool", "avg"])
 
 
 @pytest.mark.slow

@@ -5,12 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import UserError
-from common.scratch.conv import (avgpool_backward, avgpool_forward, col2im, conv2d_backward, conv2d_forward,
+from mnist_scratch.engine.conv import (avgpool_backward, avgpool_forward, col2im, conv2d_backward, conv2d_forward,
                                  im2col, maxpool_backward, maxpool_forward)
-from common.scratch.gradcheck import numerical_gradient_array, rel_error
-from common.scratch.losses import LOSSES
-from common.scratch.network import AvgPool2D, Activation, Conv2D, Dense, Flatten, MaxPool2D, Sequential
-from common.scratch.trainer import loss_and_grads
+from mnist_scratch.engine.gradcheck import numerical_gradient_array, rel_error
+from mnist_scratch.engine.losses import LOSSES
+from mnist_scratch.engine.network import AvgPool2D, Activation, Conv2D, Dense, Flatten, MaxPool2D, Sequential
+from mnist_scratch.engine.training import loss_and_grads
 
 
 @pytest.mark.parametrize("stride,pad", [(1, 0), (1, 1), (2, 1), (3, 2)])

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from common.scratch.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
-from common.scratch.layers import ACTIVATIONS, affine_backward, affine_forward
-from common.scratch.losses import LOSSES
-from common.scratch.network import mlp
-from common.scratch.trainer import loss_and_grads
+from mnist_scratch.engine.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
+from mnist_scratch.engine.layers import ACTIVATIONS, affine_backward, affine_forward
+from mnist_scratch.engine.losses import LOSSES
+from mnist_scratch.engine.network import mlp
+from mnist_scratch.engine.training import loss_and_grads
 
 
 def test_affine_gradients_match_centred_differences():

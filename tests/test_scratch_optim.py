@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.scratch.init import INITS
-from common.scratch.optim import OPTIMIZERS, build_optimizer
-from common.scratch.schedules import SCHEDULES
+from common.schedules import SCHEDULES
+from mnist_scratch.engine.init import INITS
+from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer
+from mnist_scratch.engine.training import SCHEDULE_NAMES
 
 TORCH_OPTIMIZERS = {
     "sgd": lambda p, lr: torch.optim.SGD(p, lr=lr),
@@ -54,7 +55,12 @@ def test_build_optimizer_passes_only_accepted_options():
     ("cosine", [0.1 * 0.5 * (1 + math.cos(math.pi * e / 6)) for e in range(6)]),
 ])
 def test_schedule_values(name, expected):
-    assert [SCHEDULES[name](0.1, e, 6) for e in range(6)] == pytest.approx(expected)
+    """The NumPy scripts' lr per epoch: the multiplier of common.schedules times the base lr."""
+    assert [SCHEDULES[name](e, 6) * 0.1 for e in range(6)] == pytest.approx(expected)
+
+
+def test_the_numpy_scripts_offer_the_five_epoch_schedules():
+    assert set(SCHEDULE_NAMES) == {"constant", "step", "exponential", "polynomial", "cosine"} <= set(SCHEDULES)
 
 
 @pytest.mark.parametrize("name,std", [("random", lambda i, o: 0.01), ("xavier", lambda i, o: math.sqrt(2 / (i + o))),

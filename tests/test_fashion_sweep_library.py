@@ -1,6 +1,7 @@
-"""Sweeps: wandb-format configs validated, grid/random trials, the local runner end to end (resume,
-divergence, a changed config refused), the analysis against numpy, the plots and table, and the
-wandb.sweep/agent wiring through a fake wandb module."""
+"""fashion_mnist_ffn's sweep modules (sweep_config, sweep_runner, sweep_analysis, sweep_plots): wandb-format
+configs validated, grid/random trials, the local runner end to end (resume, divergence, a changed config
+refused), the analysis against numpy, the plots and table, and the wandb.sweep/agent wiring through a fake
+wandb module."""
 from __future__ import annotations
 
 import json
@@ -13,10 +14,11 @@ import pytest
 import yaml
 
 from common.errors import TrainingDiverged, UserError
-from common.sweep import TrialResult, load_sweep, load_trials, run_local_sweep, run_wandb_sweep
-from common.sweep_config import METHODS, grid_trials, load_sweep_config, make_trials, random_trials, sample_params
-from common.sweep_analysis import analyse, describe_findings, levels, runs_table
-from common.sweep_plots import plot_importance, plot_metric_by_param, plot_parallel_coordinates
+from fashion_mnist_ffn.sweep_analysis import analyse, describe_findings, levels, runs_table
+from fashion_mnist_ffn.sweep_config import (METHODS, grid_trials, load_sweep_config, make_trials, random_trials,
+                                            sample_params)
+from fashion_mnist_ffn.sweep_plots import plot_importance, plot_metric_by_param, plot_parallel_coordinates
+from fashion_mnist_ffn.sweep_runner import TrialResult, load_sweep, load_trials, run_local_sweep, run_wandb_sweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

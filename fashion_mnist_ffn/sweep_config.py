@@ -1,6 +1,6 @@
 """Sweep configs in wandb's sweep-config format: loading, validation and the trials they describe. The same
 YAML/JSON file feeds a real `wandb.sweep` / `wandb.agent` (grid, random, bayes) when online, and runs here
-without a network (grid, random) through common/sweep.py's `run_local_sweep`.
+without a network (grid, random) through sweep_runner.py's `run_local_sweep`.
 
 A config (https://docs.wandb.ai/models/sweeps/sweep-config-keys):
     method: grid | random | bayes
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import re
 
 from common.errors import UserError
 
@@ -126,7 +127,6 @@ def load_sweep_config(path: Path | str) -> dict:
 def _load_yaml(text: str) -> Any:
     """yaml.safe_load, except that 1e-4 is a float (YAML 1.2) rather than the string PyYAML's
     YAML 1.1 rules make of it, so `min: 1e-4` and `values: [1e-3, 1e-4]` mean numbers."""
-    import re
 
     import yaml
 

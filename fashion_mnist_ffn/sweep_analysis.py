@@ -19,8 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.reporting import markdown_table, pct
-from common.sweep import TrialResult, format_value
-from common.sweep_config import is_number
+from fashion_mnist_ffn.sweep_config import is_number
+from fashion_mnist_ffn.sweep_runner import TrialResult, format_value
 
 LOG_DECADES = 1.5  # a positive numeric parameter spanning this many decades is analysed as log10
 MIN_TRIALS_FOR_IMPORTANCE = 3

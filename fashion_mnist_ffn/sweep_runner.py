@@ -1,6 +1,6 @@
 """Running a sweep: locally (grid, random) through `run_local_sweep`, which records one JSON line per finished
 trial in <sweep_dir>/trials.jsonl and continues an interrupted sweep where it stopped, or on wandb
-(`wandb.sweep` / `wandb.agent`, also bayes) when online. The config format is common/sweep_config.py's.
+(`wandb.sweep` / `wandb.agent`, also bayes) when online. The config format is sweep_config.py's.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 from common.errors import TrainingDiverged, UserError
 from common.progress import progress
 from common.rundir import write_json
-from common.sweep_config import Trial, is_number, make_trials, metric_of, validate_sweep_config
+from fashion_mnist_ffn.sweep_config import Trial, is_number, make_trials, metric_of, validate_sweep_config
 
 TRIALS_FILE = "trials.jsonl"
 SWEEP_FILE = "sweep.json"
@@ -265,7 +265,7 @@ def run_wandb_sweep(config: Mapping, train_fn: TrainFn, *, project: str, count: 
     `wandb agent <entity/project/id>` on other machines can join."""
     config = validate_sweep_config(copy.deepcopy(dict(config)))
     try:
-        import wandb
+        import wandb   # optional and slow to import: only for a sweep on wandb
     except ImportError:
         raise UserError("--wandb online needs the wandb package: pip install wandb") from None
     metric, _ = metric_of(config)

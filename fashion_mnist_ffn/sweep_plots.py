@@ -9,9 +9,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from common.plots import plt, save_figure
-from common.sweep import TrialResult, format_value
-from common.sweep_analysis import (MIN_TRIALS_FOR_IMPORTANCE, SweepAnalysis, format_metric, levels, param_kind,
-                                   rank_trials)
+from fashion_mnist_ffn.sweep_analysis import (MIN_TRIALS_FOR_IMPORTANCE, SweepAnalysis, format_metric, levels,
+                                              param_kind, rank_trials)
+from fashion_mnist_ffn.sweep_runner import TrialResult, format_value
 
 
 @dataclass

@@ -9,9 +9,9 @@ import numpy as np
 
 from common.errors import UserError
 from common.models import ModelConfig
-from common.scratch import conv
-from common.scratch.init import INITS
-from common.scratch.layers import ACTIVATIONS, affine_backward, affine_forward
+from mnist_scratch.engine import conv
+from mnist_scratch.engine.init import INITS
+from mnist_scratch.engine.layers import ACTIVATIONS, affine_backward, affine_forward
 
 
 class Dense:

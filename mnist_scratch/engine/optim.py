@@ -3,6 +3,8 @@ Each follows torch.optim's formula exactly (tests check several steps against it
 one small class and one line in OPTIMIZERS."""
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 
@@ -129,7 +131,6 @@ OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "rmsprop":
 
 def build_optimizer(name: str, lr: float, **options) -> Optimizer:
     """OPTIMIZERS[name](lr, ...) with just the options that optimizer takes (e.g. momentum)."""
-    import inspect
 
     cls = OPTIMIZERS[name]
     accepted = inspect.signature(cls.__init__).parameters
