@@ -6,13 +6,13 @@ import numpy as np
 
 from common.data_source import short_source
 from common.metrics import confusion
+from common.models import count_parameters
 from common.plots import plot_confusion, plot_curves, plot_image_grid
 from common.rundir import RunDir
 from cifar100_multitask.data import HIERARCHY, Pooled
 from cifar100_multitask.evaluation import Evaluation
 from cifar100_multitask.metrics import macro_accuracy, minority_recall
 from cifar100_multitask.model import LEVELS, MultiTaskConfig, tree_distance
-from common.models import count_parameters
 from cifar100_multitask.plots import plot_grouped_confusion
 
 

@@ -1,7 +1,7 @@
 """CIFAR-100 with a three-level label hierarchy: 100 fine classes -> CIFAR-100's 20 superclasses -> 9
 groups (the map below, written once), pooled (train + test = 60,000 images) and split 70:30 / 80:20
 / 90:10. Real files are read by common.datasets (cifar-100-python under --data-root); offline, the
-generated stand-in of common.hierarchy_data draws images whose look follows the same three levels.
+generated stand-in of hierarchy_data.py draws images whose look follows the same three levels.
 Also: the long-tailed subsampling of the training part (--imbalance) and the class-weighted sampler."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.datasets import ImageDataset, load_image_dataset
+from common.datasets import CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_SUPER, CIFAR100_SUPERCLASS_NAMES, ImageDataset, \
+    load_image_dataset
 from common.errors import UserError
-from common.hierarchy_data import CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_SUPER, CIFAR100_SUPERCLASS_NAMES, \
-    ancestors, cifar100_stand_in
+from cifar100_multitask.hierarchy_data import ancestors, cifar100_stand_in
 
 # The 20 superclasses in 9 groups: the one place this map is written.
 GROUPS: dict[str, tuple[str, ...]] = {

@@ -1,45 +1,20 @@
-"""CIFAR-100's label hierarchy (its 100 fine classes in 20 superclasses) and a generated image set
-whose appearance follows any such hierarchy: classes that share an ancestor look alike.
+"""A generated image set whose appearance follows a label hierarchy (classes that share an ancestor look
+alike): cifar100_multitask's stand-in for CIFAR-100 when the real files are absent.
 
 Every level of the tree contributes a smooth prototype (colour blobs plus an oriented grating); a fine
 class's image is the weighted sum of its own prototype and its ancestors', the coarser levels weighing
 more. Two fine classes of one superclass therefore share most of their picture and differ in a small
 part, while classes in different groups share nothing. The samples are the fine prototype shifted by
-a few pixels, with random contrast and pixel noise. Used by datasets.py's CIFAR-100 stand-in (two
-levels) and by cifar100_multitask (three levels: its 20 -> 9 group map)."""
+a few pixels, with random contrast and pixel noise. CIFAR-100's own names and fine -> superclass map
+are facts of the data set, in common.datasets beside its reader."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
 
-CIFAR100_FINE_NAMES = [
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
-    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
-    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
-    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
-    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
-    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
-    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
-    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
-    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger",
-    "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
-]
-CIFAR100_SUPERCLASS_NAMES = [
-    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
-    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
-    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
-    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
-    "vehicles_1", "vehicles_2",
-]
-# CIFAR-100's own coarse label of each fine label (the "coarse_labels" its files carry)
-CIFAR100_FINE_TO_SUPER = np.array([
-    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
-    6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
-    5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
-    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
-    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
-], dtype=np.int64)
+from common.datasets import CIFAR100_FINE_NAMES, CIFAR100_FINE_TO_SUPER, CIFAR100_SUPERCLASS_NAMES, \
+    ImageDataset
 
 LEVEL_WEIGHT_DECAY = 0.75  # each finer level's prototype weighs this much of its parent's
 SPLIT_CODES = {"train": 0, "test": 1}
@@ -107,8 +82,6 @@ def cifar100_stand_in(seed: int, *, super_to_group: np.ndarray | None = None, pe
     """CIFAR-100's stand-in: its real fine names and fine -> superclass map, images drawn from
     `hierarchical_images` with two levels, or three when `super_to_group` (20 -> G) is given.
     An ImageDataset whose aux labels hold "coarse" (and "group")."""
-    from common.datasets import ImageDataset  # datasets.py imports this module
-
     parents = [CIFAR100_FINE_TO_SUPER] + ([np.asarray(super_to_group)] if super_to_group is not None else [])
     levels = ["coarse", "group"][:len(parents)]
     x_train, y_train = hierarchical_images(per_class, parents, seed, "train")

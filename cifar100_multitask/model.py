@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from common.errors import UserError
 from common.models import ModelConfig
-from common.hierarchy_data import ancestors
+from cifar100_multitask.hierarchy_data import ancestors
 
 LEVELS = ("fine", "super", "group")
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from common.data_source import short_source
 from common.plots import plot_overlays, save_figure
-from common.reporting import RunResult, RunSpec, copy_figure, markdown_table, pct
+from common.reporting import Headline, RunResult, RunSpec, copy_figure, markdown_table, pct
 from cifar100_multitask.data import SPLITS
 
 # the small configuration --quick trains on the generated stand-in (2-core CPU, minutes)
@@ -173,3 +173,11 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
     report_dir.mkdir(parents=True, exist_ok=True)
     return "\n".join([*_seed_section(results, report_dir), *_single_head_section(results, report_dir),
                       *_sampler_section(results, report_dir)])
+
+
+def headline(results: dict[str, RunResult]) -> Headline:
+    """The index row: fine accuracy of the plain-CE 90:10 run beside the original report's."""
+    plain = results.get(split_run("90:10", "none"))
+    return Headline("One CNN with fine / superclass / group heads on CIFAR-100, and a severity-weighted loss",
+                    "test fine accuracy, 90:10, plain CE", pct(SEED["fine"]),
+                    pct(plain.summary["test_fine_acc"]) if plain else "not run")

@@ -25,6 +25,8 @@ REAL_CLASSES = ("apple", "cat", "clock", "flower", "house")  # the five in ../sh
 SIMPLIFIED_URL = "https://storage.googleapis.com/quickdraw_dataset/full/simplified/{}.ndjson"
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}                   # per class; the rest is train
 SMOKE_PER_CLASS = 16
+MAX_POINTS = 100_000             # a stroke-3 drawing read from an .npz (sketch-rnn's have at most a few hundred)
+MAX_TOTAL_POINTS = 50_000_000    # all drawings of one .npz read (600 MB as float32)
 
 
 def parse_ndjson_line(line: str, where: str) -> np.ndarray:
@@ -74,13 +76,27 @@ def read_npz(path: Path, limit: int) -> list[np.ndarray]:
     they are read without running code (common.formats.read_npz), and anything but arrays is refused."""
     archive = read_npz_arrays(path, "sketch-rnn .npz")
     parts = [archive[key] for key in ("train", "valid", "test") if key in archive]
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: caught below
-            drawings = [np.asarray(d, dtype=np.float32) for part in parts for d in part][:limit]
-    except (ValueError, TypeError, OverflowError) as err:
-        raise UserError(f"{path}: a drawing is not a numeric stroke-3 array ({err}); delete it and fetch it "
-                        f"again") from None
-    if not drawings or any(d.ndim != 2 or d.shape[1] != 3 for d in drawings):
+    if any(part.ndim == 0 for part in parts):
+        raise UserError(f"{path}: expected keys train/valid/test holding (L, 3) stroke-3 arrays")
+    found = [d for part in parts for d in part][:limit]
+    # each drawing is checked as it is before any conversion: a nested list that reuses one sub-list at every
+    # level (a "memo bomb", a few KB in the file) would grow to gigabytes in np.asarray
+    total = 0
+    for number, drawing in enumerate(found):
+        if not isinstance(drawing, np.ndarray) or drawing.dtype.kind not in "iuf" or drawing.ndim != 2 \
+                or drawing.shape[1] != 3:
+            what = f"a {drawing.dtype} array {drawing.shape}" if isinstance(drawing, np.ndarray) else \
+                f"a {type(drawing).__name__}"
+            raise UserError(f"{path} drawing {number}: {what}, not an (L, 3) numeric stroke-3 array; delete the "
+                            f"file and fetch it again")
+        total += len(drawing)
+        if len(drawing) > MAX_POINTS or total > MAX_TOTAL_POINTS:
+            raise UserError(f"{path} drawing {number}: {len(drawing):,} points ({total:,} so far), above the "
+                            f"{MAX_POINTS:,} a drawing / {MAX_TOTAL_POINTS:,} a file this loader reads; delete the "
+                            f"file and fetch it again")
+    with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: caught below
+        drawings = [np.asarray(d, dtype=np.float32) for d in found]
+    if not drawings:
         raise UserError(f"{path}: expected keys train/valid/test holding (L, 3) stroke-3 arrays")
     for number, drawing in enumerate(drawings):
         _check_finite(drawing, f"{path} drawing {number}")

@@ -23,6 +23,8 @@ from common.models import ModelConfig
 from sketch_rnn.heads import HEADS
 from sketch_rnn.strokes import END_TOKEN, PEN_END, START_TOKEN
 
+SAMPLE_TEMPERATURE = 0.3   # the temperature of the README's samples (train.py's and sample.py's default)
+
 
 @dataclass(frozen=True)
 class SketchConfig(ModelConfig):

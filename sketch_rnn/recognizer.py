@@ -1,7 +1,7 @@
 """The judge of samples: a small CNN trained on rasterised sketches of the same data source (its train
 split), then asked which class each generated sketch is. Recognisability = how often the answer is
 the class the generator was asked for (chance: 1 / classes). Trained once per run by train.py after
-the generator (through the shared epoch loop) and cached in the run directory as recognizer.pt."""
+the generator (its own short loop below) and cached in the run directory as recognizer.pt."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.models import ModelConfig, rebuild_model
-from common.torch_fit import FitSettings, fit, tensor_batches
+from common.training import EpochGuard, Meter, tensor_batches
 from sketch_rnn.strokes import rasterise, stroke3_to_strokes, stroke5_to_stroke3
 
 RECOGNIZER_FILE = "recognizer.pt"
@@ -63,15 +63,17 @@ def train_recognizer(train: tuple[list[np.ndarray], np.ndarray], test: tuple[lis
     model = Recognizer(RecognizerConfig(list(classes)))
     images, labels = raster_batch(train[0]), torch.as_tensor(train[1])
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-
-    def step(batch):
-        x, y = batch
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        return loss, {"loss": loss.detach() * len(y), "n": torch.tensor(len(y))}
-
-    fit(model, optimizer, None, lambda e: tensor_batches((images, labels), 64, seed=seed, epoch=e), step,
-        lambda e: {}, FitSettings(epochs=epochs, quiet=True), {})
+    guard = EpochGuard(None)   # a diverged recognizer stops the run (it writes no checkpoint of its own)
+    for epoch in range(epochs):
+        model.train()
+        meter = Meter()
+        for x, y in tensor_batches((images, labels), 64, seed=seed, epoch=epoch):
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            meter.add(loss, len(y))
+        guard.check(meter, model, epoch)
     accuracy = float((predict(model, test[0]) == test[1]).mean())
     if not quiet:
         print(f"recognizer: {accuracy:.2%} on the {len(test[1])} held-out test sketches")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from common.plots import save_figure  # importing common.plots also selects the Agg backend
 import matplotlib.pyplot as plt
@@ -71,8 +72,6 @@ def write_gif(sketches: list[np.ndarray], titles: list[str], path: Path, *, ncol
               fps: int = 8, cell: int = 110) -> Path:
     """All sketches drawn at once, row by row (at most MAX_GIF_FRAMES frames plus a held last frame),
     rendered with Pillow's ImageDraw (matplotlib's own dependency)."""
-    from PIL import Image, ImageDraw
-
     label, top = 14, 18 if title else 0
     nrows = max(1, int(np.ceil(len(sketches) / ncols)))
     canvas = Image.new("L", (ncols * cell, top + nrows * (cell + label)), 255)

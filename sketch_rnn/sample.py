@@ -23,26 +23,46 @@ from common.errors import UserError, run_cli
 from common.models import rebuild_model
 from common.rundir import make_dir
 from common.runtime import choose_device
-from sketch_rnn.model import SketchConfig, SketchGenerator
+from sketch_rnn.model import SAMPLE_TEMPERATURE, SketchConfig, SketchGenerator
 from sketch_rnn.recognizer import RECOGNIZER_FILE, load_recognizer, recognisability, rows_to_stroke3
 from sketch_rnn.render import animate_live, display_available, plot_sketch_grid, write_gif
 from sketch_rnn.shapes import SHAPES
+
+DEFAULTS = {"per_class": 5, "temperature": SAMPLE_TEMPERATURE, "seed": 0, "device": "auto"}   # --help shows these
+# --smoke without --checkpoint: this tiny untrained generator, 2 sketches a class at most, on the CPU
+SMOKE_MODEL = dict(embed_dim=8, prompt_len=2, encoder_hidden=8, decoder_hidden=16, attention_dim=8, max_len=20)
 
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
     add("--checkpoint", type=Path, default=None, help="a train.py checkpoint.pt (required unless --smoke)")
-    add("--per-class", type=positive_int, default=5, help="sketches per class (default: %(default)s)")
-    add("--temperature", type=positive_float, default=0.3,
+    add("--per-class", type=positive_int, default=DEFAULTS["per_class"],
+        help="sketches per class (default: %(default)s)")
+    add("--temperature", type=positive_float, default=DEFAULTS["temperature"],
         help="sampling temperature: lower is tidier, higher is more varied (default: %(default)s)")
-    add("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    add("--device", choices=DEVICES, default="auto", help="where to compute (default: %(default)s)")
+    add("--seed", type=int, default=DEFAULTS["seed"], help="sampling seed (default: %(default)s)")
+    add("--device", choices=DEVICES, default=DEFAULTS["device"], help="where to compute (default: %(default)s)")
     add("--out", type=Path, default=None, help="folder for samples.png and samples.gif "
-                                               "(default: <checkpoint folder>/samples_T<temperature>)")
+                                               "(default: <checkpoint folder>/samples_T<temperature>; with --smoke "
+                                               "and no --checkpoint, under the working folder)")
     add("--live", action="store_true", help="animate in a window as the model generates (needs a display)")
     add("--smoke", action="store_true", help="2 per class on the CPU; without --checkpoint a tiny untrained model")
     return parser
+
+
+def parse(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.smoke:
+        args.device, args.per_class = "cpu", min(args.per_class, 2)
+    if args.checkpoint is not None:
+        args.checkpoint = args.checkpoint.expanduser().resolve()
+    if args.out is None and (args.checkpoint is not None or args.smoke):
+        folder = args.checkpoint.parent if args.checkpoint is not None else Path.cwd()
+        args.out = folder / f"samples_T{args.temperature:g}"
+    if args.out is not None:
+        args.out = args.out.expanduser().resolve()
+    return args
 
 
 def load_generator(path: Path, device: torch.device) -> SketchGenerator:
@@ -53,22 +73,19 @@ def load_generator(path: Path, device: torch.device) -> SketchGenerator:
 
 
 def main(argv=None) -> Path:
-    args = build_parser().parse_args(argv)
-    if args.smoke:
-        args.device, args.per_class = "cpu", min(args.per_class, 2)
-    device = torch.device(choose_device(args.device))
+    args = parse(argv)
     if args.checkpoint is None and not args.smoke:
         raise UserError("--checkpoint PATH is required (a run's checkpoint.pt from sketch_rnn/train.py)")
+    device = torch.device(choose_device(args.device))
     if args.checkpoint is not None:
-        model = load_generator(args.checkpoint.expanduser().resolve(), device)
-        run_dir = args.checkpoint.expanduser().resolve().parent
+        model = load_generator(args.checkpoint, device)
+        run_dir = args.checkpoint.parent
     else:
         torch.manual_seed(args.seed)
-        model = SketchGenerator(SketchConfig(classes=list(SHAPES), embed_dim=8, prompt_len=2, encoder_hidden=8,
-                                             decoder_hidden=16, attention_dim=8, max_len=20)).eval()
+        model = SketchGenerator(SketchConfig(classes=list(SHAPES), **SMOKE_MODEL)).eval()
         run_dir = Path.cwd()
         print("smoke: a tiny untrained generator (no --checkpoint): the files show scribbles")
-    out = make_dir((args.out or run_dir / f"samples_T{args.temperature:g}").expanduser().resolve())
+    out = make_dir(args.out)
     names = model.config.classes
     labels = torch.arange(len(names), device=device).repeat_interleave(args.per_class)
     generator = torch.Generator(device=device).manual_seed(args.seed)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -26,14 +27,16 @@ from common import distributed
 from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
 from common.data_source import short_source
 from common.errors import UserError, run_cli
+from common.models import count_parameters
 from common.plots import plot_curves
+from common.progress import progress
 from common.rundir import RunDir
 from common.runtime import seed_everything
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from common.training import (EpochGuard, Meter, autocast, batch_count, checkpoint, end_epoch, finished_records,
+                             prefixed, resume, tensor_batches)
 from sketch_rnn.data import REAL_CLASSES, load_sketches
 from sketch_rnn.heads import HEADS
-from common.models import count_parameters
-from sketch_rnn.model import SketchConfig, SketchGenerator, sketch_loss
+from sketch_rnn.model import SAMPLE_TEMPERATURE, SketchConfig, SketchGenerator, sketch_loss
 from sketch_rnn.recognizer import (RECOGNIZER_FILE, load_recognizer, recognisability, rows_to_stroke3,
                                    save_recognizer, train_recognizer)
 from sketch_rnn.render import plot_sketch_grid, write_gif
@@ -41,45 +44,75 @@ from sketch_rnn.render import plot_sketch_grid, write_gif
 ASSIGNMENT = "sketch_rnn"
 METRICS = ("loss", "offset_loss", "pen_loss", "pen_acc")
 SWEEP_TEMPERATURES = (0.1, 0.3, 0.5, 1.0)  # recognisability is also reported at these
-SMOKE_MODEL = dict(embed_dim=8, prompt_len=2, encoder_hidden=8, decoder_hidden=16, attention_dim=8, mixtures=3)
+MODEL = SketchConfig()   # the architecture's sizes: its config's defaults
+# The recipe behind the README's figures: every flag's default comes from here (--help shows these values).
+# The head and the pen inputs differ from SketchConfig's defaults, which read checkpoints older than them.
+RECIPE = {"epochs": 10, "batch_size": 32, "lr": 2e-3, "weight_decay": 1e-4, "grad_clip": 1.0, "head": "gmm",
+          "classes": list(REAL_CLASSES), "max_per_class": 1000, "max_len": MODEL.max_len,
+          "embed_dim": MODEL.embed_dim, "prompt_len": MODEL.prompt_len, "encoder_hidden": MODEL.encoder_hidden,
+          "decoder_hidden": MODEL.decoder_hidden, "layers": MODEL.layers, "attention_dim": MODEL.attention_dim,
+          "pen_position": True, "pen_turning": True, "mixtures": MODEL.mixtures, "dropout": MODEL.dropout,
+          "temperature": SAMPLE_TEMPERATURE, "eval_per_class": 100, "grid_per_class": 5}
+# --smoke: at most 2 epochs of sketches cut to 40 rows, a tiny model, 2 samples a class
+SMOKE = {"eval_per_class": 2, "grid_per_class": 2, "embed_dim": 8, "prompt_len": 2, "encoder_hidden": 8,
+         "decoder_hidden": 16, "attention_dim": 8, "mixtures": 3}
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=10, batch_size=32, lr=2e-3,
-                         batch_size_help=distributed.GLOBAL_BATCH_HELP)
+    parser = make_parser(__doc__.splitlines()[0], epochs=RECIPE["epochs"], batch_size=RECIPE["batch_size"],
+                         lr=RECIPE["lr"], batch_size_help=distributed.GLOBAL_BATCH_HELP)
     add = parser.add_argument
-    add("--head", choices=list(HEADS), default="gmm",
+    add("--head", choices=list(HEADS), default=RECIPE["head"],
         help="gmm: Sketch-RNN's bivariate Gaussian mixture; seed: the seed's MSE offsets + pen logits, whose "
              "samples drift (README) (default: %(default)s)")
-    add("--classes", nargs="+", default=list(REAL_CLASSES),
+    add("--classes", nargs="+", default=RECIPE["classes"],
         help="Quick, Draw! classes for real data; the generated stand-in has its own five (default: %(default)s)")
-    add("--max-per-class", type=positive_int, default=1000, help="drawings read per class (default: %(default)s)")
-    add("--max-len", type=positive_int, default=300, help="stroke-5 rows kept per sketch (default: %(default)s)")
-    add("--embed-dim", type=positive_int, default=64, help="class embedding size (default: %(default)s)")
-    add("--prompt-len", type=positive_int, default=8,
+    add("--max-per-class", type=positive_int, default=RECIPE["max_per_class"],
+        help="drawings read per class (default: %(default)s)")
+    add("--max-len", type=positive_int, default=RECIPE["max_len"],
+        help="stroke-5 rows kept per sketch (default: %(default)s)")
+    add("--embed-dim", type=positive_int, default=RECIPE["embed_dim"],
+        help="class embedding size (default: %(default)s)")
+    add("--prompt-len", type=positive_int, default=RECIPE["prompt_len"],
         help="class-prompt steps the encoder reads (default: %(default)s)")
-    add("--encoder-hidden", type=positive_int, default=128, help="BiLSTM units per direction (default: %(default)s)")
-    add("--decoder-hidden", type=positive_int, default=256, help="decoder LSTM units (default: %(default)s)")
-    add("--layers", type=positive_int, default=2, help="LSTM layers in encoder and decoder (default: %(default)s)")
-    add("--attention-dim", type=positive_int, default=128, help="additive attention size (default: %(default)s)")
-    add("--pen-position", action=argparse.BooleanOptionalAction, default=True,
+    add("--encoder-hidden", type=positive_int, default=RECIPE["encoder_hidden"],
+        help="BiLSTM units per direction (default: %(default)s)")
+    add("--decoder-hidden", type=positive_int, default=RECIPE["decoder_hidden"],
+        help="decoder LSTM units (default: %(default)s)")
+    add("--layers", type=positive_int, default=RECIPE["layers"],
+        help="LSTM layers in encoder and decoder (default: %(default)s)")
+    add("--attention-dim", type=positive_int, default=RECIPE["attention_dim"],
+        help="additive attention size (default: %(default)s)")
+    add("--pen-position", action=argparse.BooleanOptionalAction, default=RECIPE["pen_position"],
         help="the decoder also reads where the pen is relative to the start of the sketch, so it can tell when an "
              "outline is closed (default: %(default)s)")
-    add("--pen-turning", action=argparse.BooleanOptionalAction, default=True,
+    add("--pen-turning", action=argparse.BooleanOptionalAction, default=RECIPE["pen_turning"],
         help="the decoder also reads how far the pen has turned since the start (signed full turns), so it keeps "
              "turning one way round an outline (default: %(default)s)")
-    add("--mixtures", type=positive_int, default=20, help="Gaussians in the gmm head (default: %(default)s)")
-    add("--dropout", type=non_negative_float, default=0.0, help="between LSTM layers (default: %(default)s)")
-    add("--weight-decay", type=non_negative_float, default=1e-4, help="AdamW weight decay (default: %(default)s)")
-    add("--grad-clip", type=positive_float, default=1.0, help="max global gradient norm (default: %(default)s)")
-    add("--temperature", type=positive_float, default=0.3,
+    add("--mixtures", type=positive_int, default=RECIPE["mixtures"],
+        help="Gaussians in the gmm head (default: %(default)s)")
+    add("--dropout", type=non_negative_float, default=RECIPE["dropout"],
+        help="between LSTM layers (default: %(default)s)")
+    add("--weight-decay", type=non_negative_float, default=RECIPE["weight_decay"],
+        help="AdamW weight decay (default: %(default)s)")
+    add("--grad-clip", type=positive_float, default=RECIPE["grad_clip"],
+        help="max global gradient norm (default: %(default)s)")
+    add("--temperature", type=positive_float, default=RECIPE["temperature"],
         help="sampling temperature of the end-of-run samples (default: %(default)s)")
-    add("--eval-per-class", type=positive_int, default=100,
+    add("--eval-per-class", type=positive_int, default=RECIPE["eval_per_class"],
         help="samples per class judged by the recognizer; 100 a class puts the standard error of a class's share "
              "near 4 points (default: %(default)s)")
-    add("--grid-per-class", type=positive_int, default=5,
+    add("--grid-per-class", type=positive_int, default=RECIPE["grid_per_class"],
         help="samples per class in the grid and GIF (default: %(default)s)")
     return parser
+
+
+def parse(argv=None):
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    if args.smoke:
+        args.epochs, args.max_len = min(args.epochs, 2), min(args.max_len, 40)
+        vars(args).update(SMOKE)
+    return args
 
 
 def run_name(args) -> str:
@@ -88,11 +121,7 @@ def run_name(args) -> str:
 
 
 def main(argv=None) -> dict:
-    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
-    if args.smoke:
-        args.epochs, args.eval_per_class, args.grid_per_class = min(args.epochs, 2), 2, 2
-        args.max_len = min(args.max_len, 40)
-        vars(args).update(SMOKE_MODEL)
+    args = parse(argv)
     with distributed.launch(args) as info:
         return train(args, info)
 
@@ -114,25 +143,42 @@ def train(args, info: distributed.DistInfo) -> dict:
           f"{', '.join(f'{len(t[2]):,} {k}' for k, t in tensors.items())}, max length {config.max_len}; "
           f"data: {data.source}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-
-    def train_step(batch):
-        stroke5, lengths, labels = trim(*batch)
-        out = sketch_loss(model, net(stroke5, labels), stroke5, lengths)
-        n = torch.tensor(len(labels), device=device)
-        return out["loss"], {**{k: out[k].detach() * n for k in METRICS}, "n": n}
-
-    def evaluate(epoch: int) -> dict:   # each rank a strided share of the validation set
-        share = tuple(distributed.shard(t) for t in tensors["val"])
-        means, residuals = evaluate_split(model, share)
-        model.head.calibrate(distributed.gather(residuals))  # the seed head samples with their spread
-        return {f"val_{k}": v for k, v in distributed.reduce_means(means, len(share[2])).items()}
-
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)   # stepped per epoch
     batch = distributed.per_rank_batch(args.batch_size)
-    settings = FitSettings(epochs=args.epochs, grad_clip=args.grad_clip, quiet=args.smoke,
-                           steps_per_epoch=batch_count(len(tensors["train"][2]), batch))
-    fit(net, optimizer, run, lambda e: tensor_batches(tensors["train"], batch, seed=args.seed, epoch=e),
-        train_step, evaluate, settings, config.to_dict(), scheduler=scheduler, device=device)
+    steps = batch_count(len(tensors["train"][2]), batch)
+
+    start, elapsed = resume(run, net, optimizer, scheduler)
+    guard = EpochGuard(run)
+    for epoch in range(start, args.epochs):
+        tic = time.perf_counter()
+        net.train()
+        meter = Meter()
+        batches = tensor_batches(tensors["train"], batch, seed=args.seed, epoch=epoch)
+        for rows in progress(batches, desc=f"epoch {epoch + 1}/{args.epochs}", total=steps, quiet=args.smoke):
+            stroke5, lengths, labels = trim(*rows)
+            with autocast(device):
+                out = sketch_loss(model, net(stroke5, labels), stroke5, lengths)   # loss, its terms, pen_acc
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), args.grad_clip)
+            optimizer.step()
+            meter.add(out["loss"], len(labels), **{k: out[k].detach() * len(labels) for k in METRICS[1:]})
+        train_means = guard.check(meter, net, epoch)
+        scheduler.step()
+        elapsed += time.perf_counter() - tic
+
+        net.eval()
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **prefixed("train", train_means)}
+        with torch.no_grad():   # each rank a strided share of the validation set
+            share = tuple(distributed.shard(t) for t in tensors["val"])
+            means, residuals = evaluate_split(model, share)
+            model.head.calibrate(distributed.gather(residuals))  # the seed head samples with their spread
+            record.update(prefixed("val", distributed.reduce_means(means, len(share[2]))))
+        record["train_seconds"] = elapsed
+        end_epoch(run, record, checkpoint(epoch + 1, elapsed, config.to_dict(), net, optimizer, scheduler),
+                  quiet=args.smoke)
+    net.eval()
+    finished_records(run)   # every rank waits for rank 0's last record
     return distributed.on_rank0(write_artefacts, run, model, data, tensors, args)
 
 

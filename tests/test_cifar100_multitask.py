@@ -15,9 +15,9 @@ from cifar100_multitask.data import GROUPS, HIERARCHY, build_hierarchy, class_we
 from cifar100_multitask.metrics import consistency, macro_accuracy, minority_recall
 from cifar100_multitask.model import MultiTaskConfig, MultiTaskLoss, MultiTaskNet, level_probabilities, \
     severity_cross_entropy, severity_matrix, tree_distance
-from common.datasets import REAL_SETS
+from cifar100_multitask.hierarchy_data import hierarchical_images
+from common.datasets import CIFAR100_FINE_NAMES, CIFAR100_SUPERCLASS_NAMES, REAL_SETS
 from common.errors import UserError, run_cli
-from common.hierarchy_data import CIFAR100_FINE_NAMES, CIFAR100_SUPERCLASS_NAMES, hierarchical_images
 from tests.conftest import REPO, run_script
 
 TINY_TREE = [np.array([0, 0, 1, 2]), np.array([0, 0, 1])]  # fine -> super -> group: 4 fine, 3 super, 2 groups
@@ -202,7 +202,23 @@ def test_stand_in_looks_hierarchical():
     assert by_level[0] < by_level[1] < by_level[2]
 
 
+def test_commons_plain_cifar100_stand_in_keeps_cifar100s_coarse_map():
+    """common.datasets' own CIFAR-100 stand-in (pattern classes, no import of this folder) carries the real
+    names and fine -> superclass map; this assignment passes its hierarchical one instead."""
+    data = REAL_SETS["cifar100"].stand_in(0)
+    assert data.classes == CIFAR100_FINE_NAMES and data.x_train.shape[1:] == (32, 32, 3)
+    np.testing.assert_array_equal(data.aux_train["coarse"], HIERARCHY.fine_to_super[data.y_train])
+    np.testing.assert_array_equal(data.aux_test["coarse"], HIERARCHY.fine_to_super[data.y_test])
+
+
 # --- the script -------------------------------------------------------------------------------------
+def test_parse_takes_the_recipe_and_smoke_shrinks_it(tmp_path):
+    args = train_script.parse(["--out", str(tmp_path / "run")])
+    assert {k: getattr(args, k) for k in train_script.RECIPE} == train_script.RECIPE
+    smoke = train_script.parse(["--smoke", "--epochs", "5", "--depth", "3", "--out", str(tmp_path / "run")])
+    assert smoke.epochs == 2 and {k: getattr(smoke, k) for k in train_script.SMOKE} == train_script.SMOKE
+
+
 def _records(path):
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sketch_rnn import train
+from sketch_rnn import sample, train
 from sketch_rnn.recognizer import load_recognizer, predict
 from sketch_rnn.sample import load_generator
 from sketch_rnn.shapes import generated_lines
@@ -43,6 +43,23 @@ def test_smoke_run_writes_samples_gif_and_recognizer(smoke_run):
     assert summary["recognisability"] == pytest.approx(sum(hits) / len(hits))
     per_class = list(summary["recognisability_per_class"].values())
     assert summary["recognisability"] == pytest.approx(sum(per_class) / len(per_class))
+
+
+def test_parse_takes_the_recipe_and_smoke_shrinks_it(tmp_path):
+    args = train.parse(["--out", str(tmp_path / "run")])
+    assert {k: getattr(args, k) for k in train.RECIPE} == train.RECIPE
+    smoke = train.parse(["--smoke", "--max-len", "300", "--out", str(tmp_path / "run")])
+    assert smoke.epochs == 2 and smoke.max_len == 40
+    assert {k: getattr(smoke, k) for k in train.SMOKE} == train.SMOKE
+    assert sample.DEFAULTS["temperature"] == train.RECIPE["temperature"]   # one number: SAMPLE_TEMPERATURE
+
+
+def test_sample_parse_puts_the_samples_beside_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = sample.parse(["--checkpoint", "run/checkpoint.pt", "--temperature", "0.8"])
+    assert args.checkpoint == tmp_path / "run" / "checkpoint.pt" and args.out == tmp_path / "run" / "samples_T0.8"
+    assert sample.parse(["--smoke"]).out == tmp_path / "samples_T0.3"
+    assert sample.parse([]).out is None       # main refuses a run without --checkpoint or --smoke
 
 
 @pytest.mark.slow
