@@ -3,8 +3,9 @@
     python bench/kd_cifar10_step.py                    # CPU, small sizes (about a minute)
     python bench/kd_cifar10_step.py --device cuda --width 64 --images 20000 --batch-size 512
 
-ours: common.torch_fit.train_one_epoch over common.torch_fit.tensor_batches: the data already on the
-device, bf16 autocast and channels_last on CUDA, the loss summed on the device (one host sync per pass).
+ours: kd_cifar10/distill.py's written-out step (common.training's tensor_batches, autocast and Meter): the data
+already on the device, bf16 autocast and channels_last on CUDA, the loss summed on the device (one host sync
+per pass, Meter.means).
 reference: a torch DataLoader over CPU tensors (each batch copied to the device), float32, the default
 memory format, and `loss.item()` every step. The same model, initial weights, batch size and optimizer.
 """
@@ -23,9 +24,9 @@ import torch.nn.functional as F
 
 from common.cli import DEVICES, OneLineParser, positive_int
 from common.errors import run_cli
-from common.runtime import choose_device
-from common.torch_fit import FitSettings, train_one_epoch, tensor_batches
 from common.models import count_parameters
+from common.runtime import choose_device
+from common.training import Meter, autocast, tensor_batches
 from kd_cifar10.model import build_model
 
 
@@ -37,16 +38,18 @@ def ours(model, x, y, batch_size: int, device: str, passes: int) -> float:
     x, y = x.to(device), y.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    def step(batch):
-        xb, yb = batch
-        logits = model(xb)                                          # (B, 10)
-        loss = F.cross_entropy(logits.float(), yb)
-        return loss, {"loss": loss.detach() * len(yb), "n": torch.full((), len(yb), device=yb.device)}
-
-    settings = FitSettings(epochs=1, amp=True, quiet=True)
     def one_pass(epoch):
-        batches = tensor_batches((x, y), batch_size, seed=0, epoch=epoch)
-        return train_one_epoch(model, optimizer, batches, step, settings, torch.device(device), desc="ours")
+        model.train()
+        meter = Meter()
+        for xb, yb in tensor_batches((x, y), batch_size, seed=0, epoch=epoch):
+            with autocast(device):
+                logits = model(xb)                                  # (B, 10)
+                loss = F.cross_entropy(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            meter.add(loss, torch.full((), len(yb), device=yb.device))
+        return meter.means()                                        # the pass's one host sync
     return _timed(one_pass, len(y), passes, device)
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 
 from common import REPO_ROOT
+from common.checkpoint import save_checkpoint
 from common.plots import plot_overlays
 from common.reporting import RunResult, RunSpec, copy_figure, markdown_table, pct
 from kd_cifar10.gradients import plot_gradient_norms
+from kd_cifar10.transfer import imagenet_available
 
 RANDOM_WEIGHTS = REPO_ROOT / "runs" / "kd_cifar10_assets" / "resnet18_random_init.pth"
 AUGMENTS = {"none": "design_aug_none", "crop_flip": "design_resnet18_skip", "crop_flip_cutout": "design_aug_cutout"}
@@ -31,9 +33,7 @@ def random_resnet18_weights() -> Path:
     """A torchvision resnet18 state_dict with random weights (seed 0): the quick report's stand-in
     for ImageNet weights, so the transfer code path runs offline. Not pre-trained."""
     if not RANDOM_WEIGHTS.exists():
-        import torchvision
-
-        from common.checkpoint import save_checkpoint
+        import torchvision   # here, not at the top: about a second to import, for this one file
 
         torch.manual_seed(0)
         save_checkpoint(RANDOM_WEIGHTS, torchvision.models.resnet18(weights=None).state_dict())
@@ -41,8 +41,6 @@ def random_resnet18_weights() -> Path:
 
 
 def _pretrained(quick: bool) -> str:
-    from kd_cifar10.transfer import imagenet_available
-
     return "imagenet" if not quick and imagenet_available() else str(random_resnet18_weights())
 
 

@@ -12,7 +12,9 @@ One run directory holds every phase as its own run (teacher/, student_seed<S>/, 
 each with config.json, metrics.jsonl, checkpoint.pt, summary.json), so --resume continues whichever
 phase was interrupted and skips finished ones. The top level holds the comparison: config.json,
 metrics.jsonl (every phase's epochs, with a "phase" field), summary.json (the table), checkpoint.pt
-(the distilled student, with its model config) and the plots.
+(the distilled student, with its model config) and the plots. Every phase trains through train_phase's
+loop: cross-entropy for the teacher and the baseline; for the distilled student, --loss (kd_cifar10/losses.py's
+LOSSES) against the frozen teacher's logits.
 
 --batch-size is the GLOBAL batch: under torchrun each of N processes takes batch/N examples of the
 same seeded permutation and DDP averages their gradients, so N x (B/N) is the same update as 1 x B.
@@ -23,6 +25,7 @@ import argparse
 import copy
 import json
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -33,20 +36,23 @@ import torch.nn.functional as F
 
 from common import distributed
 from common.checkpoint import load_checkpoint, save_checkpoint
+from common.classify import evaluate_classifier as evaluate, predict_logits, to_memory_format
 from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
-from common.models import count_parameters
 from common.errors import UserError, run_cli
+from common.images import AUGMENTATIONS, ImageTensors
+from common.models import count_parameters
+from common.pretrained import read_published_resnet
+from common.progress import progress
 from common.reporting import markdown_table, pct
 from common.rundir import RunDir
 from common.runtime import seed_everything
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
-from common.images import AUGMENTATIONS, ImageTensors
+from common.training import (EpochGuard, Meter, autocast, batch_count, checkpoint, end_epoch, finished_records,
+                             prefixed, resume, tensor_batches)
 from kd_cifar10.data import load_dataset
 from kd_cifar10.distill_plots import plot_comparison, plot_per_class
-from common.classify import evaluate_classifier as evaluate, predict_logits, to_memory_format
 from kd_cifar10.losses import LOSSES, build_loss
-from kd_cifar10.model import (BLOCKS, NORMS, build_model, model_config,
-                              model_from_checkpoint)
+from kd_cifar10.model import BLOCKS, NORMS, build_model, model_config, model_from_checkpoint
+from resnet_norms.model import pretrained_resnet
 
 ASSIGNMENT = "kd_cifar10"
 SMOKE_WIDTHS = (4, 2)   # teacher, student
@@ -88,6 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv=None) -> argparse.Namespace:
+    """The arguments a run uses: the checks, --teacher-epochs and --student-seeds from --epochs and --seed when not
+    given, then --smoke's tiny sizes."""
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UserError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if args.teacher is not None and args.teacher_checkpoint is not None:
+        raise UserError("give --teacher (a checkpoint of this project) or --teacher-checkpoint (a published "
+                        "ResNet file), not both")
+    args.student_seeds = args.student_seeds or [args.seed]
+    if len(set(args.student_seeds)) != len(args.student_seeds):
+        raise UserError(f"--student-seeds repeats a seed: {args.student_seeds}")
+    args.teacher_epochs = args.teacher_epochs or args.epochs
+    if args.smoke:
+        args.epochs, args.teacher_epochs = min(args.epochs, 2), min(args.teacher_epochs, 2)
+        args.t_layers, args.s_layers, (args.t_width, args.s_width) = [1, 1, 1, 1], [1, 1, 1, 1], SMOKE_WIDTHS
+    return args
+
+
 def run_name(args) -> str:
     skip = "skip" if args.use_skip else "noskip"
     t, s = "".join(map(str, args.t_layers)), "".join(map(str, args.s_layers))
@@ -95,91 +120,134 @@ def run_name(args) -> str:
             f"_a{args.alpha:g}_{args.augment}_e{args.epochs}_seed{args.seed}")
 
 
-class Phase:
-    """Trains one model (teacher, student baseline or distilled student) in its own run directory."""
-
-    def __init__(self, args, data: ImageTensors, device: str):
-        self.args, self.data, self.device = args, data, device
-
-    def run_dir(self, name: str, seed: int, epochs: int):
-        sub = copy.copy(self.args)
-        sub.out, sub.seed, sub.epochs = self.args.out / name, seed, epochs
-        return distributed.run_dir(sub, data_source=self.data.source, device=self.device)
-
-    def build(self, layers, width: int, seed: int) -> torch.nn.Module:
-        torch.manual_seed(seed)   # the same initial weights for the same seed, on every rank
-        a, d = self.args, self.data
-        model = build_model("cnn", layers=tuple(layers), width=width, block=a.block, norm=a.norm,
-                            use_skip=a.use_skip, in_channels=d.shape[0], num_classes=len(d.classes),
-                            image_size=d.shape[1])
-        return to_device(model, self.device)
-
-    def train(self, name: str, model: torch.nn.Module, seed: int, epochs: int,
-              teacher: torch.nn.Module | None = None) -> dict:
-        """Train `model` (cross-entropy, or the distillation loss against `teacher`); returns its
-        phase summary. A finished phase is loaded from its checkpoint and not retrained."""
-        a, d = self.args, self.data
-        run = self.run_dir(name, seed, epochs)
-        seed_everything(seed)
-        net = distributed.wrap_model(model, self.device, sync_batchnorm=a.sync_bn)
-        batch = distributed.per_rank_batch(a.batch_size)
-        optimizer = torch.optim.SGD(net.parameters(), lr=a.lr, momentum=a.momentum, nesterov=a.momentum > 0,
-                                    weight_decay=a.weight_decay)
-        steps = batch_count(len(d.y_train), batch)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps)
-        criterion = build_loss(a.loss, a.temperature, a.alpha) if teacher is not None else None
-        augment = AUGMENTATIONS[a.augment]
-        # a fixed teacher on un-augmented images gives the same logits every epoch: compute them once
-        cached = None
-        if teacher is not None and a.augment == "none":
-            cached = predict_logits(teacher, d.x_train, self.device)          # (N, K)
-        tensors = (d.x_train, d.y_train) + ((cached,) if cached is not None else ())
-
-        def batches(epoch: int):
-            generator = torch.Generator(device=self.device)   # augmentation draws stay on the device
-            generator.manual_seed((seed * 1_000 + epoch) * 1_000 + distributed.rank())
-            for batch_ in tensor_batches(tensors, batch, seed=seed, epoch=epoch):
-                xb, yb, *rest = (t.to(self.device, non_blocking=True) for t in batch_)  # no-op when on the device
-                yield (to_memory_format(augment(xb, generator), self.device), yb, *rest)
-
-        def step(batch_):
-            xb, yb, *rest = batch_                                  # (B, C, H, W), (B,), [(B, K)]
-            logits = net(xb)                                        # (B, K)
-            if criterion is None:
-                loss, parts = F.cross_entropy(logits.float(), yb), {}
+def main(argv=None) -> dict:
+    args = parse(argv)
+    with distributed.launch(args) as info:
+        device = info.device
+        seed_everything(args.seed)
+        data = place_data(load_dataset("cifar10", args.data, args.data_root, args.seed, args.smoke), device)
+        top_args = copy.copy(args)
+        top_args.wandb = "off"   # each phase is its own wandb run; the top level only joins them
+        top = RunDir(top_args, data_source=data.source, device=device) if info.is_main else None
+        if info.is_main:
+            print(f"{ASSIGNMENT} distillation: {len(data.y_train):,} train / {len(data.y_test):,} test, data: "
+                  f"{data.source}; {info.world_size} process(es) on {device}; global batch {args.batch_size}")
+        if args.teacher is not None or args.teacher_checkpoint is not None:
+            if args.teacher is not None:
+                teacher_model = load_teacher(args.teacher, data, device)
             else:
-                if rest:
-                    teacher_logits = rest[0]
+                teacher_model = load_pretrained_teacher(args.teacher_checkpoint, data, device)
+            teacher = phase_summary(None, "teacher", teacher_model, [], None, data, device)
+            teacher["loaded_from"] = str(args.teacher or args.teacher_checkpoint)
+        else:
+            teacher_model = build_cnn(args, data, args.t_layers, args.t_width, args.seed, device)
+            teacher = train_phase(args, data, device, "teacher", teacher_model, args.seed, args.teacher_epochs)
+        for p in teacher_model.parameters():
+            p.requires_grad_(False)
+        students, distilled, last_distilled = [], [], None
+        for seed in args.student_seeds:
+            student = build_cnn(args, data, args.s_layers, args.s_width, seed, device)
+            students.append(train_phase(args, data, device, f"student_seed{seed}", student, seed, args.epochs))
+            last_distilled = build_cnn(args, data, args.s_layers, args.s_width, seed, device)   # the same init
+            distilled.append(train_phase(args, data, device, f"distilled_seed{seed}", last_distilled, seed, args.epochs,
+                                         teacher=teacher_model))
+        if top is None:
+            return {}
+        return write_comparison(top, args, data, teacher, students, distilled, last_distilled)
+
+
+def train_phase(args, data: ImageTensors, device: str, name: str, model: torch.nn.Module, seed: int, epochs: int,
+                teacher: torch.nn.Module | None = None) -> dict:
+    """Train `model` in the run directory <out>/<name>: cross-entropy on the labels, or with `teacher` the
+    distillation loss (--loss) against its logits. Returns the phase's summary; a finished phase is loaded
+    from its checkpoint, not retrained."""
+    run = phase_run(args, data, device, name, seed, epochs)
+    seed_everything(seed)
+    net = distributed.wrap_model(model, device, sync_batchnorm=args.sync_bn)
+    batch = distributed.per_rank_batch(args.batch_size)
+    optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum, nesterov=args.momentum > 0,
+                                weight_decay=args.weight_decay)
+    steps = batch_count(len(data.y_train), batch)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps)
+    criterion = build_loss(args.loss, args.temperature, args.alpha) if teacher is not None else None
+    augment = AUGMENTATIONS[args.augment]
+    tensors = (data.x_train, data.y_train)
+    if teacher is not None and args.augment == "none":   # a fixed teacher on fixed images: its logits once
+        tensors += (predict_logits(teacher, data.x_train, device),)                 # (N, K)
+    if teacher is not None:
+        teacher.eval()
+
+    start, elapsed = resume(run, net, optimizer, scheduler)
+    guard = EpochGuard(run)
+    for epoch in range(start, epochs):
+        tic = time.perf_counter()
+        net.train()
+        meter = Meter()
+        generator = torch.Generator(device=device)   # augmentation draws stay on the device; the same after --resume
+        generator.manual_seed((seed * 1_000 + epoch) * 1_000 + distributed.rank())
+        batches = tensor_batches(tensors, batch, seed=seed, epoch=epoch)
+        for x, y, *cached in progress(batches, desc=f"{name} epoch {epoch + 1}/{epochs}", total=steps,
+                                      quiet=args.smoke):
+            x, y, *cached = (t.to(device, non_blocking=True) for t in (x, y, *cached))  # no-op when on the device
+            x = to_memory_format(augment(x, generator), device)                        # (B, C, H, W)
+            with autocast(device):
+                logits = net(x)                                                         # (B, K)
+                if teacher is None:
+                    loss, parts = F.cross_entropy(logits.float(), y), {}
                 else:
                     with torch.no_grad():
-                        teacher_logits = teacher(xb)
-                loss, parts = criterion(logits, teacher_logits, yb)
-            n = torch.full((), len(yb), device=yb.device)         # no host-to-device copy
-            stats = {"loss": loss.detach() * n, "acc": (logits.argmax(1) == yb).sum(), "n": n}
-            return loss, {**stats, **{k: v * n for k, v in parts.items()}}
+                        teacher_logits = cached[0] if cached else teacher(x)           # (B, K)
+                    loss, parts = criterion(logits, teacher_logits, y)                  # parts: kd, ce (means)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = torch.full((), len(y), device=y.device)                                # no host-to-device copy
+            meter.add(loss, n, acc=(logits.argmax(1) == y).sum(), **{k: v * n for k, v in parts.items()})
+        means = guard.check(meter, net, epoch)                                          # one host sync per epoch
+        elapsed += time.perf_counter() - tic
 
-        def evaluate_epoch(epoch: int) -> dict:
-            result = evaluate(model, d.x_test, d.y_test, len(d.classes), self.device)
-            return {"test_loss": result["test_loss"], "test_acc": result["test_acc"]}
+        net.eval()
+        with torch.no_grad():
+            result = evaluate(model, data.x_test, data.y_test, len(data.classes), device)
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **prefixed("train", means),
+                  "test_loss": result["test_loss"], "test_acc": result["test_acc"], "train_seconds": elapsed}
+        end_epoch(run, record, checkpoint(epoch + 1, elapsed, model_config(model), net, optimizer, scheduler),
+                  quiet=args.smoke)
+    net.eval()
+    return phase_summary(run, name, model, finished_records(run), seed, data, device)
 
-        if teacher is not None:
-            teacher.eval()
-        settings = FitSettings(epochs=epochs, quiet=a.smoke, steps_per_epoch=steps)
-        records = fit(net, optimizer, run, batches, step, evaluate_epoch, settings, model_config(model),
-                      scheduler=scheduler, step_scheduler_per_batch=True, device=self.device)
-        return self.finish(run, name, model, records, seed)
 
-    def finish(self, run, name: str, model: torch.nn.Module, records: list[dict], seed: int | None) -> dict:
-        final = evaluate(model, self.data.x_test, self.data.y_test, len(self.data.classes), self.device)
-        described = model.config.describe() if hasattr(model, "config") else type(model).__name__
-        summary = {"phase": name, "model": described, "parameters": count_parameters(model),
-                   "seed": seed, "epochs": records[-1]["epoch"] if records else 0,
-                   "train_seconds": records[-1]["train_seconds"] if records else 0.0,
-                   "train_acc": records[-1]["train_acc"] if records else None, **final}
-        if isinstance(run, RunDir):
-            summary = run.finish(summary)
-        summary["records"] = records
-        return summary
+def phase_run(args, data: ImageTensors, device: str, name: str, seed: int, epochs: int):
+    """The phase's own run directory <out>/<name> (rank 0's RunDir, a FollowerRun elsewhere)."""
+    sub = copy.copy(args)
+    sub.out, sub.seed, sub.epochs = args.out / name, seed, epochs
+    return distributed.run_dir(sub, data_source=data.source, device=device)
+
+
+def build_cnn(args, data: ImageTensors, layers, width: int, seed: int, device: str) -> torch.nn.Module:
+    """A teacher or student FlexibleCNN: the same initial weights for the same seed, on every rank."""
+    torch.manual_seed(seed)
+    model = build_model("cnn", layers=tuple(layers), width=width, block=args.block, norm=args.norm,
+                        use_skip=args.use_skip, in_channels=data.shape[0], num_classes=len(data.classes),
+                        image_size=data.shape[1])
+    return to_device(model, device)
+
+
+def phase_summary(run, name: str, model: torch.nn.Module, records: list[dict], seed: int | None,
+                  data: ImageTensors, device: str) -> dict:
+    """The phase's row of the comparison (its final test scores), written as its summary.json when it has a
+    run directory; "records" carries its metrics to the top level."""
+    final = evaluate(model, data.x_test, data.y_test, len(data.classes), device)
+    described = model.config.describe() if hasattr(model, "config") else type(model).__name__
+    summary = {"phase": name, "model": described, "parameters": count_parameters(model),
+               "seed": seed, "epochs": records[-1]["epoch"] if records else 0,
+               "train_seconds": records[-1]["train_seconds"] if records else 0.0,
+               "train_acc": records[-1]["train_acc"] if records else None, **final}
+    if isinstance(run, RunDir):
+        summary = run.finish(summary)
+    summary["records"] = records
+    return summary
 
 
 def to_device(model: torch.nn.Module, device: str) -> torch.nn.Module:
@@ -214,15 +282,14 @@ class Renormalised(torch.nn.Module):
 
 
 def load_pretrained_teacher(path: Path, data: ImageTensors, device: str) -> torch.nn.Module:
-    """A published CIFAR-10 ResNet (resnet_norms' loader: a corrupt or other-architecture file is one line)."""
-    from resnet_norms.model import PRETRAINED_MEAN, PRETRAINED_STD, load_pretrained_cifar_resnet
-
-    model, _ = load_pretrained_cifar_resnet(path.expanduser().resolve())
-    config = model.config
-    if config.in_channels != data.shape[0] or config.num_classes != len(data.classes):
-        raise UserError(f"--teacher-checkpoint {path} takes {config.in_channels}-channel images and "
-                        f"{config.num_classes} classes; the data have {data.shape[0]} and {len(data.classes)}")
-    return to_device(Renormalised(model, data.mean, data.std, PRETRAINED_MEAN, PRETRAINED_STD), device)
+    """A published CIFAR-10 ResNet (common.pretrained: a corrupt or other-architecture file is one line) in
+    resnet_norms' ResNet, fed this run's inputs re-normalised to the file's statistics."""
+    published = read_published_resnet(path)
+    if published.in_channels != data.shape[0] or published.num_classes != len(data.classes):
+        raise UserError(f"--teacher-checkpoint {path} takes {published.in_channels}-channel images and "
+                        f"{published.num_classes} classes; the data have {data.shape[0]} and {len(data.classes)}")
+    model = pretrained_resnet(published)
+    return to_device(Renormalised(model, data.mean, data.std, published.mean, published.std), device)
 
 
 def place_data(data: ImageTensors, device: str) -> ImageTensors:
@@ -235,58 +302,6 @@ def place_data(data: ImageTensors, device: str) -> ImageTensors:
             return data
         print(f"note: the data set ({size / 2**30:.1f} GiB) stays in host memory; batches are copied per step")
     return data
-
-
-def main(argv=None) -> dict:
-    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
-    if not 0.0 <= args.alpha <= 1.0:
-        raise UserError(f"--alpha must lie in [0, 1], got {args.alpha}")
-    if args.teacher is not None and args.teacher_checkpoint is not None:
-        raise UserError("give --teacher (a checkpoint of this project) or --teacher-checkpoint (a published "
-                        "ResNet file), not both")
-    args.student_seeds = args.student_seeds or [args.seed]
-    if len(set(args.student_seeds)) != len(args.student_seeds):
-        raise UserError(f"--student-seeds repeats a seed: {args.student_seeds}")
-    args.teacher_epochs = args.teacher_epochs or args.epochs
-    if args.smoke:
-        args.epochs, args.teacher_epochs = min(args.epochs, 2), min(args.teacher_epochs, 2)
-        args.t_layers, args.s_layers, (args.t_width, args.s_width) = [1, 1, 1, 1], [1, 1, 1, 1], SMOKE_WIDTHS
-    with distributed.launch(args) as info:
-        return distill(args, info)
-
-
-def distill(args, info: distributed.DistInfo) -> dict:
-    seed_everything(args.seed)
-    data = place_data(load_dataset("cifar10", args.data, args.data_root, args.seed, args.smoke), info.device)
-    top_args = copy.copy(args)
-    top_args.wandb = "off"   # each phase is its own wandb run; the top level only joins them
-    top = RunDir(top_args, data_source=data.source, device=info.device) if info.is_main else None
-    phase = Phase(args, data, info.device)
-    if info.is_main:
-        print(f"{ASSIGNMENT} distillation: {len(data.y_train):,} train / {len(data.y_test):,} test, data: "
-              f"{data.source}; {info.world_size} process(es) on {info.device}; global batch {args.batch_size}")
-    if args.teacher is not None or args.teacher_checkpoint is not None:
-        if args.teacher is not None:
-            teacher_model = load_teacher(args.teacher, data, info.device)
-        else:
-            teacher_model = load_pretrained_teacher(args.teacher_checkpoint, data, info.device)
-        teacher = phase.finish(None, "teacher", teacher_model, [], None)
-        teacher["loaded_from"] = str(args.teacher or args.teacher_checkpoint)
-    else:
-        teacher_model = phase.build(args.t_layers, args.t_width, args.seed)
-        teacher = phase.train("teacher", teacher_model, args.seed, args.teacher_epochs)
-    for p in teacher_model.parameters():
-        p.requires_grad_(False)
-    students, distilled, last_distilled = [], [], None
-    for seed in args.student_seeds:
-        students.append(phase.train(f"student_seed{seed}", phase.build(args.s_layers, args.s_width, seed),
-                                    seed, args.epochs))
-        last_distilled = phase.build(args.s_layers, args.s_width, seed)   # the same initial weights
-        distilled.append(phase.train(f"distilled_seed{seed}", last_distilled, seed, args.epochs,
-                                     teacher=teacher_model))
-    if top is None:
-        return {}
-    return write_comparison(top, args, data, teacher, students, distilled, last_distilled)
 
 
 def write_comparison(top: RunDir, args, data: ImageTensors, teacher: dict, students: list[dict],

@@ -1,10 +1,9 @@
 """Per-layer gradient norms during training, and the plot of gradient norm against depth.
 
-A GradientMonitor hooks every trainable parameter (register_post_accumulate_grad_hook), so it works
-inside common.torch_fit's loop without changing it: each backward pass adds ||grad||^2 of a parameter
-to its layer's slot, `next_step()` (called at the start of every train_step) turns the finished step's
-slots into per-layer norms, and `epoch_means()` returns their mean over the epoch. Everything stays on
-the device until that once-per-epoch read.
+A GradientMonitor hooks every trainable parameter (register_post_accumulate_grad_hook): each backward
+pass adds ||grad||^2 of a parameter to its layer's slot, `next_step()` (train.py calls it before every
+forward pass) turns the finished step's slots into per-layer norms, and `epoch_means()` returns their
+mean over the epoch. Everything stays on the device until that once-per-epoch read.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from common.errors import UserError
 from common.models import ModelConfig, rebuild_model
+from kd_cifar10.transfer import TransferConfig, TransferResNet18
 
 # norm name -> (2-D factory for conv features, 1-D factory for MLP features); each takes a channel count
 NORMS: dict[str, tuple[Callable[[int], nn.Module], Callable[[int], nn.Module]]] = {
@@ -236,8 +237,6 @@ def model_config(model: nn.Module) -> dict:
 
 
 def _build_transfer(config: dict) -> nn.Module:
-    from kd_cifar10.transfer import TransferConfig, TransferResNet18  # torchvision only when needed
-
     return TransferResNet18(TransferConfig.from_dict(config))
 
 

@@ -12,43 +12,43 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from common import distributed
 from common.classify import evaluate_classifier
 from common.cli import make_parser, non_negative_float, parse_args, positive_int
 from common.data_source import short_source
-from common.models import count_parameters
 from common.errors import UserError, run_cli
 from common.images import AUGMENTATIONS, ImageTensors
+from common.models import count_parameters
 from common.plots import plot_curves, plot_image_grid
+from common.progress import progress
 from common.rundir import RunDir
 from common.runtime import seed_everything
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from common.schedules import lr_lambda
+from common.training import (EpochGuard, Meter, autocast, batch_count, checkpoint, end_epoch, finished_records,
+                             prefixed, resume, tensor_batches)
 from kd_cifar10.data import DATASETS, load_dataset
 from kd_cifar10.gradients import GradientMonitor, plot_gradient_norms
 from kd_cifar10.model import BLOCKS, MODELS, NORMS, build_model, model_config
 from kd_cifar10.transfer import FINETUNE, build_transfer_model
 
 ASSIGNMENT = "kd_cifar10"
-DEFAULT_WIDTH = {"cnn": 64, "mlp": 512}
+DEFAULT_WIDTH = {"cnn": 64, "mlp": 512}   # --width when not given, per --model
+SCHEDULES = ("constant", "cosine")        # common.schedules' names this script offers
 
 OPTIMIZERS = {
     "sgd": lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd),
     "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
-}
-# per-step multiplier of the learning rate, given the total number of steps
-SCHEDULES = {
-    "constant": lambda total: (lambda step: 1.0),
-    "cosine": lambda total: (lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))),
 }
 
 
@@ -64,15 +64,17 @@ def build_parser():
     add("--block", choices=list(BLOCKS), default="basic", help="cnn: residual block type (default: %(default)s)")
     add("--use-skip", dest="use_skip", action="store_true", default=True,
         help="residual (skip) connections on (the default)")
-    add("--no-skip", dest="use_skip", action="store_false", help="the same network without skip connections")
+    add("--no-skip", dest="use_skip", action="store_false",
+        help="the same network without skip connections (default: skips on)")
     add("--norm", choices=list(NORMS), default="batch", help="normalisation layer (default: %(default)s)")
     add("--width", type=positive_int, default=None,
-        help="cnn: first-stage channels (stages w, 2w, 4w, 8w); mlp: hidden units (default: cnn 64, mlp 512)")
+        help="cnn: first-stage channels (stages w, 2w, 4w, 8w); mlp: hidden units (default: "
+             + ", ".join(f"{model} {width}" for model, width in DEFAULT_WIDTH.items()) + ")")
     add("--depth", type=positive_int, default=4, help="mlp: hidden layers (default: %(default)s)")
     add("--augment", choices=list(AUGMENTATIONS), default="crop_flip",
         help="training-batch augmentation, on the device (default: %(default)s)")
-    add("--schedule", choices=list(SCHEDULES), default="cosine",
-        help="learning-rate schedule, per step (default: %(default)s)")
+    add("--schedule", choices=SCHEDULES, default="cosine",
+        help="learning-rate schedule, per step (common.schedules) (default: %(default)s)")
     add("--optimizer", choices=list(OPTIMIZERS), default="sgd",
         help="sgd (Nesterov momentum 0.9) or adamw (default: %(default)s)")
     add("--weight-decay", type=non_negative_float, default=5e-4, help="weight decay (default: %(default)s)")
@@ -90,13 +92,26 @@ def build_parser():
     return parser
 
 
+def parse(argv=None) -> argparse.Namespace:
+    """The arguments a run uses: --width from --model when not given, then --smoke's tiny sizes."""
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    if args.width is None:
+        args.width = DEFAULT_WIDTH[args.model]
+    if args.smoke:
+        args.epochs, args.batch_size = min(args.epochs, 2), min(args.batch_size, 64)
+        args.layers, args.width, args.depth = [1, 1, 1, 1], min(args.width, 8 if args.model == "cnn" else 32), 2
+        args.input_size = min(args.input_size, 32)
+    return args
+
+
 def run_name(args) -> str:
+    width = args.width or DEFAULT_WIDTH[args.model]    # named before parse() resolves --width
     if args.pretrained != "none":
         model = f"tv-resnet18_{Path(args.pretrained).stem}_{args.finetune}"
     elif args.model == "cnn":
-        model = f"cnn{''.join(map(str, args.layers))}{args.block[0]}_w{args.width or 64}"
+        model = f"cnn{''.join(map(str, args.layers))}{args.block[0]}_w{width}"
     else:
-        model = f"mlp{args.depth}x{args.width or 512}"
+        model = f"mlp{args.depth}x{width}"
     skip = "skip" if args.use_skip else "noskip"
     return (f"{args.dataset}_{model}_{skip}_{args.norm}_{args.augment}_{args.optimizer}_lr{args.lr:g}_"
             f"{args.schedule}_e{args.epochs}_seed{args.seed}")
@@ -107,8 +122,7 @@ def make_model(args, data: ImageTensors) -> tuple[nn.Module, str]:
     if args.pretrained != "none":
         return build_transfer_model(args.pretrained, args.finetune, len(data.classes), args.input_size)
     channels, height, _ = data.shape
-    shared = dict(use_skip=args.use_skip, norm=args.norm, width=args.width or DEFAULT_WIDTH[args.model],
-                  num_classes=len(data.classes))
+    shared = dict(use_skip=args.use_skip, norm=args.norm, width=args.width, num_classes=len(data.classes))
     if args.model == "cnn":
         config = dict(layers=tuple(args.layers), block=args.block, in_channels=channels, image_size=height)
     else:
@@ -116,16 +130,8 @@ def make_model(args, data: ImageTensors) -> tuple[nn.Module, str]:
     return build_model(args.model, **shared, **config), "none (random init)"
 
 
-def apply_smoke(args) -> None:
-    args.epochs, args.batch_size = min(args.epochs, 2), min(args.batch_size, 64)
-    args.layers, args.width, args.depth = [1, 1, 1, 1], min(args.width or 10**6, 8 if args.model == "cnn" else 32), 2
-    args.input_size = min(args.input_size, 32)
-
-
 def main(argv=None) -> dict:
-    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
-    if args.smoke:
-        apply_smoke(args)
+    args = parse(argv)
     with distributed.launch(args) as info:
         return train(args, info)
 
@@ -145,7 +151,7 @@ def train(args, info: distributed.DistInfo) -> dict:
     optimizer = OPTIMIZERS[args.optimizer](trainable, args.lr, args.weight_decay)
     batch = distributed.per_rank_batch(args.batch_size)
     steps = batch_count(len(data.y_train), batch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[args.schedule](steps * args.epochs))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.schedule, steps * args.epochs))
     monitor = GradientMonitor(model.layer_groups()) if args.log_grad_norms else None
     augment, generator = AUGMENTATIONS[args.augment], torch.Generator(device=device)
     run = distributed.run_dir(args, data_source=data.source, device=str(device))
@@ -155,32 +161,44 @@ def train(args, info: distributed.DistInfo) -> dict:
           f"{args.schedule}, augment {args.augment}, {len(data.y_train):,} train / {len(data.y_test):,} test, "
           f"data: {data.source}")
 
-    def batches(epoch: int):
+    start, elapsed = resume(run, net, optimizer, scheduler)
+    guard = EpochGuard(run)
+    for epoch in range(start, args.epochs):
+        tic = time.perf_counter()
+        net.train()
+        meter = Meter()
         generator.manual_seed(distributed.rank_seed(args.seed * 1_000_003 + epoch))  # the same after --resume
-        return tensor_batches((data.x_train, data.y_train), batch, seed=args.seed, epoch=epoch)
+        batches = tensor_batches((data.x_train, data.y_train), batch, seed=args.seed, epoch=epoch)
+        for x, y in progress(batches, desc=f"epoch {epoch + 1}/{args.epochs}", total=steps, quiet=args.smoke):
+            if monitor is not None:
+                monitor.next_step()                                            # closes the last step's norms
+            x = augment(x, generator)                                          # (B, C, H, W), on the device
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device):
+                logits = net(x)                                                # (B, classes)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = torch.full((), float(len(y)), device=y.device)                # no host-to-device copy per step
+            meter.add(loss, n, acc=(logits.argmax(1) == y).sum())
+        means = guard.check(meter, net, epoch)                                 # one host sync per epoch
+        elapsed += time.perf_counter() - tic
 
-    def train_step(batch):
-        if monitor is not None:
-            monitor.next_step()
-        x, y = batch
-        x = augment(x, generator)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits = net(x)                                                        # (B, classes)
-        loss = nn.functional.cross_entropy(logits, y)
-        n = torch.tensor(float(len(y)), device=y.device)
-        return loss, {"loss": loss.detach() * n, "acc": (logits.argmax(1) == y).sum().float(), "n": n}
-
-    def evaluate(epoch: int) -> dict:
-        result = evaluate_classifier(model, data.x_test, data.y_test, len(data.classes), device)
-        record = {"test_loss": result["test_loss"], "test_acc": result["test_acc"]}
+        net.eval()
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **prefixed("train", means)}
+        with torch.no_grad():
+            result = evaluate_classifier(model, data.x_test, data.y_test, len(data.classes), device)
+        record.update(test_loss=result["test_loss"], test_acc=result["test_acc"])
         if monitor is not None:
             record["grad_norms"] = monitor.epoch_means()
-        return record
-
-    settings = FitSettings(epochs=args.epochs, quiet=args.smoke, steps_per_epoch=steps)
-    records = fit(net, optimizer, run, batches, train_step, evaluate, settings, model_config(model),
-                  scheduler=scheduler, step_scheduler_per_batch=True, device=device)
+        record["train_seconds"] = elapsed
+        end_epoch(run, record, checkpoint(epoch + 1, elapsed, model_config(model), net, optimizer, scheduler),
+                  quiet=args.smoke)
+    net.eval()
+    records = finished_records(run)
     return distributed.on_rank0(write_artefacts, run, model, data, args, records, init, generator)
 
 

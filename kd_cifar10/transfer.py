@@ -54,7 +54,7 @@ class TransferResNet18(nn.Module):
 
     def __init__(self, config: TransferConfig):
         super().__init__()
-        import torchvision
+        import torchvision   # here, not at the top: about a second to import, for the transfer runs alone
 
         self.config = config
         self.net = torchvision.models.resnet18(weights=None)
@@ -98,7 +98,7 @@ class TransferResNet18(nn.Module):
 
 def imagenet_weights() -> tuple[str, Path]:
     """The URL of torchvision's IMAGENET1K_V1 ResNet-18 weights and where the torch hub caches them."""
-    from torchvision.models import ResNet18_Weights
+    from torchvision.models import ResNet18_Weights   # torchvision for the transfer runs alone (see above)
 
     url = ResNet18_Weights.IMAGENET1K_V1.url
     return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name

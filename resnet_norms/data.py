@@ -14,24 +14,26 @@ fitted to `--image-size` (the shorter side scaled, the centre cropped) and cache
 (uint8 tensors, lists and strings only: read with weights_only=True) keyed by the files' names, sizes
 and times, so later runs and epochs never re-decode a JPEG. An unreadable image is SKIPPED and counted:
 the count and the first few names are printed and recorded in the data source; an empty class folder
-is an error (exit 2).
+is an error (exit 2), and so is a class folder none of whose images can be read.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 
 from common import REPO_ROOT
 from common.data_source import resolve_data
 from common.datasets import ImageDataset, load_image_dataset
 from common.errors import UserError
-from common.images import ImageTensors, normalise, tensors_from_arrays, to_nchw
+from common.checkpoint import temp_file
+from common.images import ImageTensors, normalise, open_image, rgb8, tensors_from_arrays, to_nchw
+from common.rundir import make_dir
 
 DATASETS = ("birds", "caltech101", "cifar10")
 # the seed's seven species (Grad-CAM is shown for these when the data has them)
@@ -44,6 +46,7 @@ SPLIT_FOLDERS = {"train": ("train",), "val": ("valid", "val"), "test": ("test",)
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CACHE_VERSION = 1
+MAX_IMAGE_SIZE = 512    # --image-size: pixels a side (at 512 the stand-in's 700 images already take 4.4 GB)
 
 
 @dataclass
@@ -141,11 +144,11 @@ def scan_folder_set(root: Path, classes: list[str] | None = None, excluded=()) -
 
 
 def decode_image(path: Path, size: int) -> np.ndarray:
-    """One image as (size, size, 3) uint8: RGB, shorter side scaled to `size`, centre cropped."""
-    from PIL import Image, ImageOps
+    """One image as (size, size, 3) uint8: RGB (16-bit greys scaled to 8 bits), shorter side scaled to `size`,
+    centre cropped."""
 
-    with Image.open(path) as image:
-        image = image.convert("RGB")
+    with open_image(path) as image:
+        image = rgb8(image, path)
         return np.asarray(ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
@@ -165,9 +168,13 @@ def decode_cached(files: list[Path], size: int, cache_dir: Path,
     if cache.exists():
         try:
             state = torch.load(cache, map_location="cpu", weights_only=True)
-            return state["images"].numpy(), state["keep"].numpy(), list(state["skipped"])
+            images, keep, skipped = state["images"].numpy(), state["keep"].numpy(), list(state["skipped"])
+            if keep.shape == (len(files),) and keep.dtype == bool and images.dtype == np.uint8 \
+                    and images.shape == (int(keep.sum()), size, size, 3) and len(skipped) == len(files) - len(images):
+                return images, keep, skipped
         except Exception:  # a damaged cache is rebuilt, never trusted
-            cache.unlink(missing_ok=True)
+            pass
+        cache.unlink(missing_ok=True)   # damaged, or its arrays do not fit its file list: rebuilt
     images, skipped = [], []
     for path in files:
         try:
@@ -178,11 +185,17 @@ def decode_cached(files: list[Path], size: int, cache_dir: Path,
     keep = np.array([im is not None for im in images], dtype=bool)
     readable = [im for im in images if im is not None]
     stacked = np.stack(readable) if readable else np.zeros((0, size, size, 3), np.uint8)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", dir=cache.parent)
-    with os.fdopen(fd, "wb") as handle:
-        torch.save({"images": torch.from_numpy(stacked), "keep": torch.from_numpy(keep), "skipped": skipped}, handle)
-    os.replace(tmp, cache)
+    make_dir(cache.parent, "--cache-dir")
+    fd, tmp = temp_file(cache)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"images": torch.from_numpy(stacked), "keep": torch.from_numpy(keep), "skipped": skipped},
+                       handle)
+        os.replace(tmp, cache)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write the image cache {cache} ({err.strerror or err}); free space there or pick "
+                        f"another --cache-dir") from None
     announce(f"decoded {int(keep.sum()):,} images to {size}x{size} once; cached in {cache}")
     return stacked, keep, skipped
 
@@ -201,6 +214,13 @@ def load_folder_set(root: Path, name: str, *, size: int, split: tuple[float, flo
     images, kept, skipped = decode_cached(files, size, cache_dir, announce)
     if skipped:
         announce(f"note: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
+    start = 0
+    for per_class in found.values():   # a class folder none of whose images could be read is empty too
+        for paths in per_class.values():
+            if not kept[start:start + len(paths)].any():
+                raise UserError(f"class folder {paths[0].parent} has no readable images (all {len(paths)} failed to "
+                                f"decode, e.g. {paths[0].name}); replace them or remove the folder")
+            start += len(paths)
     labels, origin = np.asarray(labels)[kept], np.asarray(origin)[kept]
     parts = {s: np.flatnonzero(origin == s) for s in SPLITS if (origin == s).any()}
     missing = [s for s in SPLITS if s not in parts]
@@ -292,6 +312,9 @@ def load_data(dataset: str, mode: str, root: Path, *, image_size: int, split=(0.
     """Resolve --dataset / --data into normalised Train / Val / Test tensors."""
     if dataset not in DATASETS:
         raise UserError(f"unknown --dataset {dataset}; choose one of {', '.join(DATASETS)}")
+    if image_size > MAX_IMAGE_SIZE:   # a whole set of such images would not fit in memory (40000 px: MemoryError)
+        raise UserError(f"--image-size {image_size} is above {MAX_IMAGE_SIZE}, the largest this loader decodes a set "
+                        f"at (the seed uses 256); pick a smaller --image-size")
     root = Path(root)
     if dataset == "cifar10":
         raw = _cifar10(mode, root, split, seed, smoke)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib import colormaps
 from torch import nn
 
 
@@ -66,7 +67,6 @@ def central_fraction(cams: torch.Tensor | np.ndarray, box: float = 0.5) -> np.nd
 
 def overlay(images: np.ndarray, cams: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """Images (B, H, W, 3) in [0, 1] with the maps (B, H, W) blended on top in matplotlib's jet colours."""
-    from matplotlib import colormaps
 
     heat = colormaps["jet"](np.asarray(cams))[..., :3]
     if images.ndim == 3:

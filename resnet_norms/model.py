@@ -2,19 +2,17 @@
 
     config = ResNetConfig(n=3, norm="bn", shortcut="A")        # ResNet-20, 272,474 parameters
     model = build_resnet(config)                               # model.config is the frozen config
-    model, info = load_pretrained_cifar_resnet(path)           # the published CIFAR-10 ResNet-20/56 weights
+    model = pretrained_resnet(read_published_resnet(path))     # the published CIFAR-10 ResNet-20/56 weights
 
 Layout: a 3x3 conv of 16 filters, three stages of n basic blocks (two 3x3 convs each) with 16, 32 and 64
 filters and stride 2 at the start of stages 2 and 3, global average pooling, a linear classifier:
 6n + 2 weighted layers. Shortcuts where the shape changes: "A" is parameter-free (subsample by 2 and pad
 the new channels with zeros, He et al.'s option A), "B" a strided 1x1 conv with a norm (option B).
 dfad_kd imports this module for its ResNet teachers: the API is ResNetConfig (to_dict / from_dict /
-describe), build_resnet, model_from_checkpoint, load_pretrained_cifar_resnet and PRETRAINED_MEAN/STD.
+describe), build_resnet, model_from_checkpoint and pretrained_resnet (the file itself is read by common.pretrained).
 """
 from __future__ import annotations
 
-import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +22,10 @@ from torch import nn
 
 from common.errors import UserError
 from common.models import ModelConfig, rebuild_model
+from common.pretrained import PublishedResNet
 from resnet_norms.norms import NORMS, make_norm
 
 SHORTCUTS = ("A", "B")
-# the pretrained CIFAR-10 ResNets' input normalisation (inputs in [0, 1] first)
-PRETRAINED_MEAN = (0.485, 0.456, 0.406)
-PRETRAINED_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -150,65 +146,9 @@ def model_from_checkpoint(state: dict, source: Path | str = "the checkpoint") ->
                          "resnet_norms/train.py")
 
 
-# the published CIFAR-10 ResNets (akamaster/pytorch_resnet_cifar10 layout) -----------------------------
-
-_RENAMES = [(r"^conv1\.", "stem_conv."), (r"^bn1\.", "stem_norm."), (r"^linear\.", "head.")]
-
-
-def map_pretrained_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename the published checkpoint's keys (`module.layer2.0.bn1.weight`) to this model's
-    (`stages.1.0.norm1.weight`). Unknown keys are kept as they are, so load_state_dict names them."""
-    mapped = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        block = re.match(r"^layer(\d)\.(\d+)\.(conv|bn)(\d)\.(.*)$", key)
-        if block:
-            stage, index, kind, which, rest = block.groups()
-            key = f"stages.{int(stage) - 1}.{index}.{'conv' if kind == 'conv' else 'norm'}{which}.{rest}"
-        else:
-            for pattern, new in _RENAMES:
-                key = re.sub(pattern, new, key)
-        mapped[key] = value
-    return mapped
-
-
-def load_pretrained_cifar_resnet(path: Path | str) -> tuple[CifarResNet, dict]:
-    """One of the published CIFAR-10 ResNets (torch.save({'state_dict', 'best_prec1'})) as this folder's
-    model (norm bn, shortcut A, depth read from the keys), in eval mode. Inputs: [0, 1] images normalised
-    with PRETRAINED_MEAN/STD. Returns (model, {"depth", "best_prec1", "path"}). A missing, corrupt or
-    other-architecture file is a UserError of one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no pretrained checkpoint at {path}; see ../shared/data/README.md for where it lives")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"corrupt checkpoint {path} ({first[:120]}); fetch the file again") from None
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path} holds no state_dict of tensors; expected torch.save({{'state_dict': ...}})")
-    mapped = map_pretrained_keys(state)
-    blocks = {int(m.group(1)) for k in mapped if (m := re.match(r"^stages\.0\.(\d+)\.", k))}
-    conv = mapped.get("stem_conv.weight")
-    if not blocks or conv is None or conv.ndim != 4:
-        raise UserError(f"{path} is not a CIFAR ResNet checkpoint (no conv1 / layer1 keys); "
-                        f"expected the 6n+2 ResNet of ../shared/data/pretrained/cifar10_resnet")
-    head = mapped.get("head.weight")
-    config = ResNetConfig(n=max(blocks) + 1, norm="bn", shortcut="A", in_channels=conv.shape[1],
-                          num_classes=head.shape[0] if head is not None else 10)
-    model = build_resnet(config)
-    expected = model.state_dict()
-    for key, value in expected.items():   # the published files carry no num_batches_tracked
-        if key.endswith("num_batches_tracked") and key not in mapped:
-            mapped[key] = torch.zeros_like(value)
-    missing = sorted(set(expected) - set(mapped))
-    extra = sorted(set(mapped) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(mapped) if expected[k].shape != mapped[k].shape)
-    if missing or extra or wrong:
-        what = "; ".join(f"{label} {keys[:3]}{' ...' if len(keys) > 3 else ''}" for label, keys in
-                         (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)) if keys)
-        raise UserError(f"{path} does not fit {config.describe()} (option-A CIFAR ResNet): {what}")
-    model.load_state_dict(mapped)
-    info = {"depth": config.depth, "best_prec1": float(payload.get("best_prec1", float("nan"))), "path": str(path)}
-    return model.eval(), info
+def pretrained_resnet(published: PublishedResNet) -> CifarResNet:
+    """A published CIFAR-10 ResNet (common.pretrained.read_published_resnet) as this folder's model: norm bn,
+    shortcut A, the file's depth; in eval mode. Inputs: [0, 1] images normalised with published.mean / std."""
+    config = ResNetConfig(n=published.n, norm="bn", shortcut="A", in_channels=published.in_channels,
+                          num_classes=published.num_classes)
+    return published.load_into(build_resnet(config))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from common.plots import plot_overlays
-from common.reporting import RunResult, RunSpec, copy_figure, markdown_table
+from common.reporting import Headline, RunResult, RunSpec, copy_figure, markdown_table
 from resnet_norms.norms import NORMS
 
 SEEDS = (0, 1, 2)
@@ -106,16 +106,23 @@ def _preset_section(results: dict[str, RunResult]) -> list[str]:
                            rows), ""]
 
 
+def _datasets(results: dict[str, RunResult]) -> list[str]:
+    """The data sets run, CIFAR-10 first."""
+    return sorted({name.split("_")[0] for name in results}, key=lambda d: (d != "cifar10", d))
+
+
+def _by_norm(results: dict[str, RunResult], dataset: str) -> dict[str, list[RunResult]]:
+    """The data set's norm-table runs, per norm (one per seed), in NORMS' order; norms not run are left out."""
+    by_norm = {norm: [r for name, r in sorted(results.items()) if name.startswith(f"{dataset}_{norm}_seed")]
+               for norm in NORMS}
+    return {norm: found for norm, found in by_norm.items() if found}
+
+
 def build(results: dict[str, RunResult], report_dir: Path) -> str:
     lines = ["Six normalisations of one 6n+2 ResNet (`python resnet_norms/train.py --norm "
              "{bn,in,bin,ln,gn,none}`).", ""]
-    datasets = sorted({name.split("_")[0] for name in results}, key=lambda d: (d != "cifar10", d))
-    for dataset in datasets:
-        by_norm: dict[str, list[RunResult]] = {}
-        for norm in NORMS:
-            found = [r for name, r in sorted(results.items()) if name.startswith(f"{dataset}_{norm}_seed")]
-            if found:
-                by_norm[norm] = found
+    for dataset in _datasets(results):
+        by_norm = _by_norm(results, dataset)
         if by_norm:
             lines += _dataset_section(dataset, by_norm, report_dir)
     default = {n: r for n, r in results.items() if n.endswith("_bn_seed0")}
@@ -123,3 +130,18 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
     lines += _preset_section({**{k: v for k, v in default.items() if k.split("_")[0] in
                                  {p.split("_")[0] for p in presets}}, **presets})
     return "\n".join(lines)
+
+
+def headline(results: dict[str, RunResult]) -> Headline:
+    """The index row: test accuracy of the best norm and of BN in the first data set's norm table (the original
+    report's Indian-birds set is not on these machines, so no original figure stands beside ours)."""
+    tables = {dataset: _by_norm(results, dataset) for dataset in _datasets(results)}
+    dataset = next((d for d, table in tables.items() if table), None)
+    ours = "not run"
+    if dataset:
+        acc = {norm: [r.summary["test_acc"] for r in found] for norm, found in tables[dataset].items()}
+        best = max(acc, key=lambda norm: np.mean(acc[norm]))
+        shown = [best] + (["bn"] if "bn" in acc and best != "bn" else [])
+        ours = ", ".join(f"{norm} {_mean_std(acc[norm])}%" for norm in shown) + f" ({dataset})"
+    return Headline("A 6n+2 ResNet from scratch under six normalisations (BN, IN, BIN, LN, GN, none), Grad-CAM",
+                    "test accuracy, the best norm and BN (mean ± std over seeds)", "—", ours)

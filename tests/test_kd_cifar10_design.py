@@ -10,13 +10,14 @@ import torchvision
 
 from common import download
 from common.datasets import CIFAR10_NAMES
-from common.models import count_parameters
+from common.classify import evaluate_classifier
 from common.errors import UserError, run_cli
 from common.formats import write_cifar_batch
-from common.torch_fit import tensor_batches
-from kd_cifar10 import train
-from common.classify import evaluate_classifier
 from common.images import AUGMENTATIONS, cutout, load_tensors, random_flip, shift_crop
+from common.models import count_parameters
+from common.schedules import SCHEDULES
+from common.training import tensor_batches
+from kd_cifar10 import train
 from kd_cifar10.gradients import GradientMonitor
 from kd_cifar10.model import (BLOCKS, NORMS, CNNConfig, FlexibleCNN, build_model, model_config,
                               model_from_checkpoint)
@@ -234,12 +235,24 @@ def _summary(out):
     return json.loads((out / "summary.json").read_text())
 
 
+def test_parse_resolves_every_default(tmp_path):
+    out = ["--out", str(tmp_path / "run")]
+    assert train.parse(out).width == train.DEFAULT_WIDTH["cnn"] == 64
+    assert train.parse([*out, "--model", "mlp"]).width == train.DEFAULT_WIDTH["mlp"] == 512
+    assert train.parse([*out, "--width", "16"]).width == 16
+    smoke = train.parse([*out, "--smoke", "--model", "mlp"])
+    assert (smoke.epochs, smoke.batch_size, smoke.width, smoke.depth, smoke.device) == (2, 64, 32, 2, "cpu")
+    assert "mlp4x512" in train.parse(["--model", "mlp"]).out.name     # the run's name from the resolved width
+
+
 def test_smoke_mlp_on_mnist_in_process(tmp_path):
     out = tmp_path / "mlp"
     summary = train.main(["--smoke", "--model", "mlp", "--dataset", "mnist", "--no-skip", "--out", str(out)])
     assert summary["model_config"]["kind"] == "mlp" and summary["model_config"]["in_features"] == 784
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records[-1]["grad_norms"]) == len(summary["grad_layers"]) == 3
+    steps = -(-summary["n_train"] // summary["batch_size"])          # per-step cosine (common.schedules) of --lr
+    assert records[0]["lr"] == pytest.approx(summary["lr"] * SCHEDULES["cosine"](steps, 2 * steps), abs=1e-12)
     for name in ("curves.png", "gradient_norms.png", "augmentations.png", "checkpoint.pt"):
         assert (out / name).stat().st_size > 0
 

@@ -3,16 +3,23 @@
 giving one process's metrics, the report and the step bench."""
 import json
 import math
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from bench import kd_cifar10_step
 from common import distributed
-from common.errors import run_cli
+from common.checkpoint import load_checkpoint
+from common.errors import UserError, run_cli
+from common.images import load_tensors
+from common.pretrained import map_pretrained_keys
 from common.reporting import load_result
 from kd_cifar10 import distill, distill_report
 from kd_cifar10.losses import LOSSES, HintonKD, LogitMSE, build_loss
+from kd_cifar10.model import model_from_checkpoint
+from resnet_norms.model import ResNetConfig, build_resnet
 from tests.conftest import REPO, run_script
 
 STUDENT = [[2.0, -1.0, 0.5], [0.0, 0.3, -0.7]]
@@ -85,8 +92,6 @@ def test_single_process_helpers_are_no_ops():
 
 
 def test_global_batch_splits_over_ranks_or_fails_in_one_line(monkeypatch):
-    from common.errors import UserError
-
     monkeypatch.setattr(distributed, "world_size", lambda: 4)
     assert distributed.per_rank_batch(128) == 32
     with pytest.raises(UserError, match="divisible by the 4 processes"):
@@ -95,6 +100,18 @@ def test_global_batch_splits_over_ranks_or_fails_in_one_line(monkeypatch):
 
 def _records(path):
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_parse_resolves_every_default(tmp_path):
+    out = ["--out", str(tmp_path / "run")]
+    args = distill.parse([*out, "--epochs", "7", "--seed", "5"])
+    assert args.teacher_epochs == 7 and args.student_seeds == [5]
+    args = distill.parse([*out, "--teacher-epochs", "3", "--student-seeds", "1", "2"])
+    assert args.teacher_epochs == 3 and args.student_seeds == [1, 2]
+    smoke = distill.parse([*out, "--smoke", "--teacher-epochs", "9"])
+    assert (smoke.epochs, smoke.teacher_epochs, smoke.t_width, smoke.s_width) == (2, 2, *distill.SMOKE_WIDTHS)
+    with pytest.raises(UserError, match="repeats a seed"):
+        distill.parse([*out, "--student-seeds", "1", "1"])
 
 
 SMOKE_FLAGS = ["--smoke", "--student-seeds", "0", "1"]
@@ -129,10 +146,6 @@ def test_smoke_run_writes_every_artefact_and_the_table(smoke_run):
 @pytest.mark.slow
 def test_top_checkpoint_rebuilds_the_distilled_student_without_the_cli(smoke_run):
     out, summary = smoke_run
-    from common.checkpoint import load_checkpoint
-    from common.images import load_tensors
-    from kd_cifar10.model import model_from_checkpoint
-
     model = model_from_checkpoint(load_checkpoint(out / "checkpoint.pt"))
     data = load_tensors("cifar10", "generated", REPO / "data", seed=0, smoke=True)
     result = distill.evaluate(model, data.x_test, data.y_test, len(data.classes), "cpu")
@@ -245,15 +258,33 @@ def test_renormalised_teacher_sees_inputs_in_its_own_statistics():
     assert wrapped.config == "cfg"
 
 
+def published_layout(model) -> dict:
+    """A resnet_norms ResNet's weights under the published files' key names (module.layer1.0.bn1.weight)."""
+    renames = [(r"^stem_conv\.", "conv1."), (r"^stem_norm\.", "bn1."), (r"^head\.", "linear."),
+               (r"^stages\.(\d)\.(\d+)\.norm", lambda m: f"stages.{m[1]}.{m[2]}.bn"),
+               (r"^stages\.(\d)\.", lambda m: f"layer{int(m[1]) + 1}.")]
+    out = {}
+    for key, value in model.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            for pattern, new in renames:
+                key = re.sub(pattern, new, key)
+            out[f"module.{key}"] = value
+    return out
+
+
 @pytest.fixture
 def published_resnet(tmp_path):
-    from resnet_norms.model import ResNetConfig, build_resnet
-    from tests.test_dfad_kd import published_layout
-
     torch.manual_seed(0)
     path = tmp_path / "resnet20-fake.th"
     torch.save({"state_dict": published_layout(build_resnet(ResNetConfig(n=3))), "best_prec1": 12.5}, path)
     return path
+
+
+def test_the_published_layout_maps_back_to_our_keys():
+    model = build_resnet(ResNetConfig(n=1))
+    mapped = map_pretrained_keys(published_layout(model))
+    assert "module.layer2.0.bn1.weight" in published_layout(model)
+    assert set(mapped) == {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
 
 
 @pytest.mark.slow

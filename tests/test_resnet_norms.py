@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from common.errors import UserError
+from common.pretrained import (PRETRAINED_MEAN, PRETRAINED_STD, is_published, map_pretrained_keys, published_resnet,
+                               read_published_resnet)
 from resnet_norms import data as rdata
 from resnet_norms.gradcam import central_fraction, grad_cam
-from resnet_norms.model import (PRETRAINED_MEAN, PRETRAINED_STD, ResNetConfig, ShortcutA, build_resnet,
-                                load_pretrained_cifar_resnet, map_pretrained_keys, model_from_checkpoint)
+from resnet_norms.model import ResNetConfig, ShortcutA, build_resnet, model_from_checkpoint, pretrained_resnet
 from resnet_norms.norms import (NORMS, TORCH_COUNTERPARTS, BatchInstanceNorm, clip_gates, make_norm,
                                 parameter_groups)
 from tests.conftest import REPO, run_script
@@ -207,27 +208,32 @@ def _published_file(tmp_path: Path, n: int, drop: str | None = None) -> tuple[Pa
 
 def test_published_layout_loads_through_the_key_mapping_and_computes_the_same(tmp_path):
     path, reference = _published_file(tmp_path, 2)
-    model, info = load_pretrained_cifar_resnet(path)
-    assert info["depth"] == 14 and model.config.describe() == "ResNet-14 bn shortcut A" and not model.training
+    published = read_published_resnet(path)
+    assert published.depth == 14 and published.best_prec1 == 90.0 and published.mean == PRETRAINED_MEAN
+    model = pretrained_resnet(published)
+    assert model.config.describe() == "ResNet-14 bn shortcut A" and not model.training
     x = torch.randn(3, 3, 32, 32)
     torch.testing.assert_close(model(x), reference(x))
     assert map_pretrained_keys({"module.layer3.1.bn2.running_var": 0})["stages.2.1.norm2.running_var"] == 0
+    payload = torch.load(path, weights_only=True)   # a file already read (dfad_kd's teacher files): the same check
+    assert is_published(payload) and not is_published({"model_config": {}, "model": {}, "state_dict": {}})
+    torch.testing.assert_close(pretrained_resnet(published_resnet(payload, path))(x), reference(x))
 
 
 def test_wrong_or_corrupt_pretrained_files_are_one_line_errors(tmp_path):
     path, _ = _published_file(tmp_path, 1, drop="linear.weight")
     with pytest.raises(UserError, match="does not fit ResNet-8.*missing.*head.weight"):
-        load_pretrained_cifar_resnet(path)
+        pretrained_resnet(read_published_resnet(path))
     other = tmp_path / "other.th"
     torch.save({"state_dict": {"module.fc.weight": torch.zeros(2, 2)}}, other)
     with pytest.raises(UserError, match="is not a CIFAR ResNet"):
-        load_pretrained_cifar_resnet(other)
+        read_published_resnet(other)
     corrupt = tmp_path / "corrupt.th"
     corrupt.write_bytes(path.read_bytes()[:500])
     with pytest.raises(UserError, match="corrupt checkpoint"):
-        load_pretrained_cifar_resnet(corrupt)
+        read_published_resnet(corrupt)
     with pytest.raises(UserError, match="no pretrained checkpoint"):
-        load_pretrained_cifar_resnet(tmp_path / "absent.th")
+        read_published_resnet(tmp_path / "absent.th")
 
 
 def _pretrained_accuracy(name: str) -> float:
@@ -236,7 +242,7 @@ def _pretrained_accuracy(name: str) -> float:
 
     images, labels = read_cifar_batch(SHARED / "cifar-10-batches-py" / "test_batch")
     x = normalise(to_nchw(images), PRETRAINED_MEAN, PRETRAINED_STD)
-    model, _ = load_pretrained_cifar_resnet(PRETRAINED / name)
+    model = pretrained_resnet(read_published_resnet(PRETRAINED / name))
     with torch.no_grad():
         pred = torch.cat([model(x[i:i + 250]).argmax(1) for i in range(0, len(x), 250)])
     return (pred.numpy() == labels).mean()
