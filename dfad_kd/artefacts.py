@@ -8,8 +8,7 @@ import torch
 from common.errors import UserError
 from common.plots import plot_curves, plot_image_grid
 from common.rundir import RunDir
-from dfad_kd.evaluation import Evaluator
-from dfad_kd.methods import State
+from dfad_kd.evaluation import Best, Evaluator
 from dfad_kd.model import Generator, Teacher
 from dfad_kd.plots import plot_class_histogram
 
@@ -38,27 +37,28 @@ def save_grid(run: RunDir, generator: Generator, teacher: Teacher, data, z: torc
     (run.path / "generated.png").write_bytes(path.read_bytes())
 
 
-def finish(run: RunDir, state: State, evaluator: Evaluator, best: dict, t_params: int, s_params: int) -> dict:
-    records = run.metrics()
+def finish(run: RunDir, records: list[dict], args, teacher: Teacher, student, data, evaluator: Evaluator,
+           best: Best, t_params: int, s_params: int) -> dict:
+    """curves.png, class_histogram.png and summary.json of a finished run (rank 0)."""
     if not records:
         raise UserError(f"{run.path} has no epochs to summarise; raise --epochs above the resumed run's")
-    args, last = state.args, records[-1]
-    title = (f"{args.method}: {state.student.config.describe()} from {state.teacher.config.describe()} "
-             f"({state.data.source.split(' (')[0]})")
+    last = records[-1]
+    title = (f"{args.method}: {student.config.describe()} from {teacher.config.describe()} "
+             f"({data.source.split(' (')[0]})")
     panels = {"test accuracy": ["test_acc", "test_acc_10", "test_acc_20"], "loss (MAE)": ["loss_s", "loss_g"],
               "agreement / entropy": ["agree_real", "agree_input", "class_entropy"]}
     if "loss_bn" in last:
         panels["teacher BatchNorm statistics gap"] = ["loss_bn"]
     plot_curves(records, panels, run.file("curves.png"), title=title)
     if "class_hist" in last:
-        plot_class_histogram(records, state.data.classes, run.file("class_histogram.png"), title=title)
+        plot_class_histogram(records, data.classes, run.file("class_histogram.png"), title=title)
     summary = run.finish({
         "method": args.method, "test_acc": last["test_acc"], "test_acc_10": last["test_acc_10"],
-        "test_acc_20": last["test_acc_20"], "agree_real": last["agree_real"], "best_test_acc": best["test_acc"],
-        "best_epoch": best["epoch"], "teacher_test_acc": evaluator.teacher_acc["test_acc"],
+        "test_acc_20": last["test_acc_20"], "agree_real": last["agree_real"], "best_test_acc": best.test_acc,
+        "best_epoch": best.epoch, "teacher_test_acc": evaluator.teacher_acc["test_acc"],
         **{f"teacher_test_acc_{k}": evaluator.teacher_acc[f"test_acc_{k}"] for k in evaluator.subsets},
-        "teacher": state.teacher.source, "teacher_model": state.teacher.config.describe(),
-        "teacher_parameters": t_params, "student_model": state.student.config.describe(),
+        "teacher": teacher.source, "teacher_model": teacher.config.describe(),
+        "teacher_parameters": t_params, "student_model": student.config.describe(),
         "student_parameters": s_params, "parameter_ratio": s_params / t_params,
         "student_steps": last["epoch"] * args.iters_per_epoch * args.ks,
         "class_entropy": last.get("class_entropy"), "dataset": args.dataset, "balance": args.balance,

@@ -11,7 +11,7 @@ import torch
 from common.datasets import load_image_dataset
 from common.errors import UserError
 from common.images import ImageTensors, normalise, to_nchw
-from resnet_norms.model import PRETRAINED_MEAN, PRETRAINED_STD
+from common.pretrained import PRETRAINED_MEAN, PRETRAINED_STD
 
 # data set -> (common.datasets name, the input normalisation a teacher trained here uses, image shape C, H, W)
 DATASETS = {

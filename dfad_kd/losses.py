@@ -10,6 +10,10 @@
   teacher's running statistics describe its training images, so the generator is pulled towards images
   whose features look like theirs. Forward hooks on the teacher, which stays in eval mode: its buffers are
   only read.
+
+Both are statistics of the whole generated batch. Under torchrun each process holds its rows of the batch, so
+the batch mean and the per-channel moments are averaged over the processes with a differentiable all_reduce:
+N processes x B/N rows give one process's value and, averaged by DDP, its gradient.
 """
 from __future__ import annotations
 
@@ -17,15 +21,42 @@ import contextlib
 from typing import Iterator
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from common.distributed import is_distributed, world_size
 from common.errors import UserError
+
+
+class SumOverRanks(torch.autograd.Function):
+    """all_reduce(SUM) with its gradient: every process's sum depends on every process's tensor, so a tensor's
+    gradient is the sum of the processes' gradients of the sum."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """The mean of `t` over torchrun's processes, with gradients (each process's share of the batch has the
+    same size); `t` itself in one process."""
+    if not is_distributed():
+        return t
+    return SumOverRanks.apply(t) / world_size()
 
 
 def neg_class_entropy(logits: torch.Tensor) -> torch.Tensor:
     """-H(mean_b softmax(logits_b)): the negative entropy of the teacher's mean prediction over the batch
     (minimum -log K when the batch covers every class equally; DAFL's information-entropy term)."""
-    p = logits.softmax(1).mean(0)                                               # (K,)
+    p = mean_over_ranks(logits.softmax(1).mean(0))                              # (K,)
     return (p * p.clamp_min(1e-12).log()).sum()
 
 
@@ -36,11 +67,20 @@ def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
             and isinstance(getattr(m, "running_var", None), torch.Tensor)]
 
 
+def batch_var_mean(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel (biased) variance and mean of features (B, C, ...) over every axis but the channel's,
+    over the whole batch (all processes' rows under torchrun)."""
+    dims = [0, *range(2, features.dim())]
+    if not is_distributed():
+        return torch.var_mean(features, dim=dims, unbiased=False)                # (C,) each
+    mean = mean_over_ranks(features.mean(dims))
+    return mean_over_ranks((features - mean.view(1, -1, *[1] * (features.dim() - 2))).square().mean(dims)), mean
+
+
 def bn_statistics_gap(features: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor) -> torch.Tensor:
     """|| mean - running_mean ||_2 + || var - running_var ||_2 over the channels of features (B, C, ...): the
     per-channel batch mean and (biased) variance over every axis but the channel's."""
-    dims = [0, *range(2, features.dim())]
-    var, mean = torch.var_mean(features, dim=dims, unbiased=False)              # (C,) each
+    var, mean = batch_var_mean(features)                                        # (C,) each
     return torch.linalg.vector_norm(mean - running_mean) + torch.linalg.vector_norm(var - running_var)
 
 

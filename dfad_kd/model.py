@@ -23,10 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.checkpoint import load_checkpoint
 from common.errors import UserError
 from common.models import ModelConfig, count_parameters, rebuild_model
+from common.pretrained import is_published, published_resnet
 from kd_cifar10.model import CNNConfig, FlexibleCNN
-from resnet_norms.model import ResNetConfig, build_resnet, load_pretrained_cifar_resnet
+from resnet_norms.model import ResNetConfig, build_resnet, pretrained_resnet
 
 
 # LeNet-5 -------------------------------------------------------------------------------------------------
@@ -168,18 +170,15 @@ def load_teacher(path: Path) -> Teacher:
     """A teacher file: a dfad_kd checkpoint (train_teacher.py's, or train.py's student) or one of the published
     CIFAR-10 ResNets ({'state_dict', 'best_prec1'}), frozen in eval mode. A file that is not one of them, is
     damaged, or holds another architecture is one UserError."""
-    from common.checkpoint import load_checkpoint
-
     path = Path(path).expanduser().resolve()
     state = load_checkpoint(path)
-    if isinstance(state, dict) and "state_dict" in state and "model_config" not in state:
-        from resnet_norms.model import PRETRAINED_MEAN, PRETRAINED_STD
-
-        model, info = load_pretrained_cifar_resnet(path)
+    if is_published(state):
+        published = published_resnet(state, path)
+        model = pretrained_resnet(published)
         model.family = "resnet"
-        teacher = Teacher(model, "resnet", PRETRAINED_MEAN, PRETRAINED_STD,
-                          f"pretrained CIFAR-10 ResNet-{info['depth']} ({path.name}, published top-1 "
-                          f"{info['best_prec1']:.2f}%)")
+        teacher = Teacher(model, "resnet", published.mean, published.std,
+                          f"pretrained CIFAR-10 ResNet-{published.depth} ({path.name}, published top-1 "
+                          f"{published.best_prec1:.2f}%)")
     else:
         model = model_from_checkpoint(state, path)
         config = state["model_config"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.reporting import RunResult, RunSpec, copy_figure, markdown_table, pct
+from common.reporting import Headline, RunResult, RunSpec, copy_figure, markdown_table, pct
 
 # the seed (CIFAR-100, ResNet-34 teacher at 85.1%): its two students' accuracy on its 10% / 20% test subsets
 SEED_TABLE = {"student ~10% of the parameters": (0.0570, 0.0490), "student ~20% of the parameters": (0.0800, 0.0600)}
@@ -17,12 +17,13 @@ METHOD_LABELS = {"dfad": "DFAD (generator, data-free)", "noise": "Gaussian noise
 FULL = {
     "mnist": (("--dataset", "mnist", "--teacher-epochs", "5", "--batch-size", "128", "--ngf", "16",
                "--epochs", "30", "--iters-per-epoch", "30", "--student-optimizer", "adam", "--lr", "1e-3"), {}),
-    "cifar10": (("--dataset", "cifar10", "--teacher", "pretrained:resnet20"), {}),     # options.PRESETS["cifar10"]
+    "cifar10": (("--dataset", "cifar10", "--teacher", "pretrained:resnet20"), {}),     # train.PRESETS["cifar10"]
 }
 QUICK = {
     "mnist": (("--dataset", "mnist", "--teacher-epochs", "10", "--batch-size", "64", "--ngf", "16", "--epochs", "8",
                "--iters-per-epoch", "20", "--student-optimizer", "adam", "--lr", "1e-3"), {}),
 }
+DATASETS = ("mnist", "cifar10")
 METHODS = ("dfad", "noise", "real", "labels")
 RATIOS = ("0.1", "0.2")
 BALANCE = "1"      # the class-balance term's weight of the extra DFAD run (against the teacher-class collapse)
@@ -42,6 +43,12 @@ def runs(quick: bool) -> list[RunSpec]:
     return specs
 
 
+def _extra_terms(summary: dict) -> str:
+    """A DFAD run's terms beyond the published game: ' + balance 1 + BN match 10', or ''."""
+    return ((f" + balance {summary['balance']:g}" if summary.get("balance") else "")
+            + (f" + BN match {summary['bn_match']:g}" if summary.get("bn_match") else ""))
+
+
 def _dataset_section(dataset: str, results: dict[str, RunResult], report_dir: Path) -> list[str]:
     first = next(iter(results.values()))
     s = first.summary
@@ -51,8 +58,7 @@ def _dataset_section(dataset: str, results: dict[str, RunResult], report_dir: Pa
         m = r.summary
         label = METHOD_LABELS.get(m["method"], m["method"])
         if m["method"] == "dfad":            # the generator's extra terms (the baselines have no generator)
-            label += f" + balance {m['balance']:g}" if m.get("balance") else ""
-            label += f" + BN match {m['bn_match']:g}" if m.get("bn_match") else ""
+            label += _extra_terms(m)
         rows.append([label, m["student_model"], f"{m['student_parameters']:,}",
                      f"{100 * m['parameter_ratio']:.1f}%", pct(m["test_acc"]), pct(m["test_acc_10"]),
                      pct(m["test_acc_20"]), f"{pct(m['best_test_acc'])} (ep {m['best_epoch']})",
@@ -72,6 +78,11 @@ def _dataset_section(dataset: str, results: dict[str, RunResult], report_dir: Pa
     return lines
 
 
+def _subsets(ten: float, twenty: float) -> str:
+    """Accuracy on the 10% / 20% test subsets, in %."""
+    return f"{100 * ten:.2f} / {100 * twenty:.2f}"
+
+
 def _seed_section(results: dict[str, RunResult]) -> list[str]:
     ours = {}
     for r in results.values():
@@ -79,13 +90,13 @@ def _seed_section(results: dict[str, RunResult]) -> list[str]:
         if m["method"] == "dfad":
             ours[m["dataset"], round(m["parameter_ratio"], 1), bool(m.get("balance"))] = (m["test_acc_10"],
                                                                                           m["test_acc_20"])
-    columns = [(d, b) for d in ("mnist", "cifar10") for b in (False, True)]
+    columns = [(d, b) for d in DATASETS for b in (False, True)]
     rows = []
     for (label, (ten, twenty)), ratio in zip(SEED_TABLE.items(), (0.1, 0.2)):
-        row = [label, f"{100 * ten:.2f} / {100 * twenty:.2f}"]
+        row = [label, _subsets(ten, twenty)]
         for dataset, balance in columns:
             got = ours.get((dataset, ratio, balance))
-            row.append(f"{100 * got[0]:.2f} / {100 * got[1]:.2f}" if got else "not run")
+            row.append(_subsets(*got) if got else "not run")
         rows.append(row)
     headers = ["student", "seed (CIFAR-100)"] + [f"ours, {d}{' + balance' if b else ''}" for d, b in columns]
     return ["## The seed's table beside ours", "",
@@ -100,8 +111,24 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
     lines = ["Data-free adversarial distillation (`python dfad_kd/train.py`): the student learns from the teacher "
              "on generated images only; real images serve the baselines and the evaluation.", ""]
     lines += _seed_section(results)
-    for dataset in ("mnist", "cifar10"):
+    for dataset in DATASETS:
         chosen = {k: v for k, v in results.items() if k.startswith(f"{dataset}_")}
         if chosen:
             lines += _dataset_section(dataset, chosen, report_dir)
     return "\n".join(lines)
+
+
+def headline(results: dict[str, RunResult]) -> Headline:
+    """The index row: the ~20% DFAD student with the data set's recipe (the class-balance term, and on CIFAR-10
+    the BN match) on the last data set run (CIFAR-10 in a full reproduction, MNIST in a quick one), beside the
+    original's (CIFAR-100) on the same subsets."""
+    label = "student ~20% of the parameters"
+    found = [(d, results[f"{d}_dfad-balance_r{RATIOS[-1]}"].summary) for d in reversed(DATASETS)
+             if f"{d}_dfad-balance_r{RATIOS[-1]}" in results]
+    ours = "not run"
+    if found:
+        dataset, m = found[0]
+        ours = f"{_subsets(m['test_acc_10'], m['test_acc_20'])} ({dataset}, DFAD{_extra_terms(m)})"
+    return Headline("Data-free adversarial distillation: a student learns from a teacher on generated images only",
+                    "DFAD student at ~20% of the teacher's parameters: test acc (%) on the 10% / 20% subsets",
+                    f"{_subsets(*SEED_TABLE[label])} (CIFAR-100)", ours)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from common.distributed import DistInfo
 from common.errors import UserError
 from common.rundir import CHECKPOINT
 from dfad_kd import train_teacher
@@ -26,8 +27,9 @@ def resolve_teacher_path(spec: str, data_root: Path) -> Path:
     return files[0]
 
 
-def obtain_teacher(args, device) -> Teacher:
-    """--teacher's file, or a teacher trained first (train_teacher.py's code) into <out>/teacher/."""
+def obtain_teacher(args, info: DistInfo) -> Teacher:
+    """--teacher's file, or a teacher trained first (train_teacher.py's loop, by every torchrun process) into
+    <out>/teacher/."""
     if args.teacher:
         teacher = load_teacher(resolve_teacher_path(args.teacher, args.data_root))
     else:
@@ -40,9 +42,9 @@ def obtain_teacher(args, device) -> Teacher:
         argv += ["--resume"] if args.resume else ["--overwrite"]
         if not done:
             print(f"no --teacher: training one first into {args.out / 'teacher'}")
-            train_teacher.main(argv)
+            train_teacher.train(train_teacher.parse(argv), info)
         teacher = load_teacher(args.out / "teacher" / CHECKPOINT)
-    teacher.model.to(device)
+    teacher.model.to(info.device)
     return teacher
 
 

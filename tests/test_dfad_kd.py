@@ -1,19 +1,25 @@
-"""dfad_kd: the students' parameter ratios, what a student step and a generator step may change, the MAE
-loss by hand, the generator's shapes, teacher files (ours, the published ResNet layout, corrupt, another
-architecture), train.py and train_teacher.py end to end (smoke, baselines, kill and --resume), the report."""
+"""dfad_kd: the students' parameter ratios, what a student step and a generator step may change (spied on in
+train.py's loop), the MAE and the generator's extra terms by hand and under two processes, the generator's
+shapes, the presets, teacher files (ours, the published ResNet layout, corrupt, another architecture), train.py
+and train_teacher.py end to end (smoke, baselines, kill and --resume), the report."""
+import contextlib
 import json
+import socket
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from common.checkpoint import save_checkpoint
+from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import UserError, run_cli
 from common.reporting import load_result
-from dfad_kd import evaluation, methods, report, teachers, train, train_teacher
+from dfad_kd import compare, evaluation, report, teachers, train, train_teacher
 from dfad_kd.data import DATASETS, seed_test_subsets
 from dfad_kd.losses import BatchNormMatch, bn_statistics_gap, neg_class_entropy
-from dfad_kd.model import (RESNET34, Generator, GeneratorConfig, LeNet5Config, Teacher, build, freeze, held,
-                           load_teacher, mae, model_config_dict, parameter_count, student_config)
+from dfad_kd.model import (RESNET34, Generator, GeneratorConfig, LeNet5Config, Teacher, build, freeze, load_teacher,
+                           mae, model_config_dict, model_from_checkpoint, parameter_count, student_config)
 from resnet_norms.model import ResNetConfig, build_resnet
 from resnet_norms.norms import BatchNorm as OurBatchNorm
 from tests.conftest import REPO, run_script
@@ -82,34 +88,92 @@ def _same(a, b):
     return all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _state(method="dfad"):
-    """A tiny BatchNorm teacher, student and generator, as train.py wires them."""
+def _teacher_and_generator():
+    """A tiny frozen BatchNorm teacher (running statistics that are not the defaults) and a generator for it."""
     torch.manual_seed(0)
     config = ResNetConfig(n=1, widths=(4, 8, 8), image_size=8)
     teacher = freeze(Teacher(build("resnet", config), "resnet", (0.5,) * 3, (0.25,) * 3, "test"))
-    with torch.no_grad():                      # BN running statistics that are not the defaults
+    with torch.no_grad():
         for buf in teacher.model.buffers():
             if buf.is_floating_point():
                 buf.uniform_(0.5, 1.5)
-    student = build("resnet", student_config("resnet", config, 0.5))
     generator = Generator(GeneratorConfig(nz=6, ngf=4, channels=3, image_size=8, mean=(0.5,) * 3, std=(0.25,) * 3,
                                           output="batchnorm"))
-    args = train.parse(["--smoke", "--method", method, "--nz", "6", "--batch-size", "8", "--out", "/tmp/unused"])
-    return methods.State(args, teacher, student, generator, torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9),
-                       torch.optim.Adam(generator.parameters(), lr=1e-2), None, torch.device("cpu"))
+    return teacher, generator
 
 
-def test_a_student_step_changes_only_the_student():
-    state = _state()
-    teacher, student, generator = (_snapshot(m) for m in (state.teacher.model, state.student, state.generator))
-    rng = torch.Generator().manual_seed(0)
-    with torch.no_grad(), held(state.generator):
-        x = state.generator.train()(methods._z(state.args, rng, "cpu"))
-    methods.student_step(state, x)
-    assert _same(teacher, _snapshot(state.teacher.model)) and not state.teacher.model.training
-    assert _same(generator, _snapshot(state.generator)), "the generator's weights and BN buffers stay"
-    assert not _same(student, _snapshot(state.student))
-    assert all(p.grad is None for p in state.generator.parameters())
+@pytest.fixture(scope="module")
+def bn_teacher(tmp_path_factory):
+    """A tiny ResNet teacher for CIFAR shapes with BatchNorm running statistics that are not the defaults, saved
+    as train_teacher.py saves one."""
+    torch.manual_seed(0)
+    model = build("resnet", ResNetConfig(n=1, widths=(4, 8, 8)))
+    with torch.no_grad():
+        for buf in model.buffers():
+            if buf.is_floating_point():
+                buf.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("bn_teacher") / "checkpoint.pt"
+    save_checkpoint(path, {"model_config": model_config_dict(model, (0.5,) * 3, (0.25,) * 3),
+                           "model": model.state_dict()})
+    return path
+
+
+def _spied_run(monkeypatch, argv):
+    """train.main(argv), recording the teacher's, student's and generator's states and the student's gradients
+    after every student step ("s": the student's optimiser stepped) and every generator step ("g": train.py's
+    held(student) block, the generator's step inside it, has ended)."""
+    made, steps = {}, []
+    make_student, generator, obtain_teacher = train.make_student, train.Generator, train.obtain_teacher
+    held = train.held
+    monkeypatch.setattr(train, "make_student", lambda *a: made.setdefault("student", make_student(*a)))
+    monkeypatch.setattr(train, "Generator", lambda config: made.setdefault("generator", generator(config)))
+    monkeypatch.setattr(train, "obtain_teacher", lambda *a: made.setdefault("teacher", obtain_teacher(*a)))
+
+    def record(who):
+        states = {name: _snapshot(m) for name, m in (("teacher", made["teacher"].model), ("student", made["student"]),
+                                                      ("generator", made["generator"]))}
+        steps.append((who, states, [None if p.grad is None else p.grad.clone() for p in made["student"].parameters()]))
+
+    @contextlib.contextmanager
+    def spied_held(module):
+        with held(module):
+            yield module
+        record("g")
+
+    def after_step(optimizer, args, kwargs):
+        if optimizer.param_groups[0]["params"][0] is next(made["student"].parameters()):
+            record("s")
+
+    monkeypatch.setattr(train, "held", spied_held)
+    handle = register_optimizer_step_post_hook(after_step)
+    try:
+        summary = train.main(argv)
+    finally:
+        handle.remove()
+    return made, steps, summary
+
+
+@pytest.mark.parametrize("balance, bn_match", [(0, 0), (1, 0), (1, 1)])
+def test_each_step_changes_only_its_own_player(bn_teacher, tmp_path, monkeypatch, balance, bn_match):
+    """Student steps (sampling from the generator included) leave the generator and the teacher unchanged,
+    parameters and BatchNorm buffers; generator steps leave the student (weights, BatchNorm running statistics,
+    gradients) and the teacher unchanged, with and without the extra terms."""
+    made, steps, summary = _spied_run(monkeypatch, [
+        "--smoke", "--dataset", "cifar10", "--teacher", str(bn_teacher), "--data", "generated", "--epochs", "1",
+        "--iters-per-epoch", "2", "--ks", "2", "--kg", "1", "--balance", str(balance), "--bn-match", str(bn_match),
+        "--out", str(tmp_path / "run")])
+    assert [who for who, _, _ in steps] == list("ssgssg")
+    assert any(k.endswith("running_mean") for k in steps[0][1]["student"]), "the student has BatchNorm"
+    for (_, before, grads_before), (who, after, grads_after) in zip(steps, steps[1:]):
+        assert _same(before["teacher"], after["teacher"])
+        mover, still = ("student", "generator") if who == "s" else ("generator", "student")
+        assert _same(before[still], after[still]), f"a {who} step changed the {still}"
+        assert not _same(before[mover], after[mover]), f"a {who} step left the {mover} unchanged"
+        if who == "g":
+            assert all(torch.equal(a, b) for a, b in zip(grads_before, grads_after)), "the student got gradients"
+    assert all(p.requires_grad for p in made["student"].parameters()), "held() gives the gradients back"
+    assert not made["teacher"].model.training and not any(p.requires_grad for p in made["teacher"].model.parameters())
+    assert ("loss_bn" in _records(tmp_path / "run")[-1]) == (bn_match > 0) and summary["bn_match"] == bn_match
 
 
 def test_the_balance_term_is_the_negative_entropy_of_the_mean_prediction_by_hand():
@@ -118,21 +182,6 @@ def test_the_balance_term_is_the_negative_entropy_of_the_mean_prediction_by_hand
     by_hand = p1 * torch.log(torch.tensor(p1)).item() + (1 - p1) * torch.log(torch.tensor(1 - p1)).item()
     assert neg_class_entropy(logits).item() == pytest.approx(by_hand, rel=1e-6)
     assert neg_class_entropy(torch.zeros(3, 10)).item() == pytest.approx(-2.302585, rel=1e-6)
-
-
-@pytest.mark.parametrize("balance", [0.0, 1.0])
-def test_a_generator_step_changes_only_the_generator(balance):
-    state = _state()
-    state.args.balance = balance
-    teacher, student, generator = (_snapshot(m) for m in (state.teacher.model, state.student, state.generator))
-    grads_before = [p.grad for p in state.student.parameters()]
-    out = methods.generator_step(state, torch.randn(8, 6))
-    assert set(out) == {"loss_g"} and out["loss_g"].item() > 0           # no BN term without --bn-match
-    assert _same(teacher, _snapshot(state.teacher.model))
-    assert _same(student, _snapshot(state.student)), "the student's weights and BN running statistics stay"
-    assert [p.grad for p in state.student.parameters()] == grads_before
-    assert all(p.requires_grad for p in state.student.parameters()), "held() gives the gradients back"
-    assert not _same(generator, _snapshot(state.generator))
 
 
 # the BatchNorm statistics loss (--bn-match) ------------------------------------------------------------
@@ -165,36 +214,26 @@ def test_the_bn_loss_is_zero_when_the_batch_has_the_running_statistics(norm):
 
 
 def test_the_bn_loss_reaches_the_generator_and_never_moves_the_teachers_buffers():
-    state = _state()
-    state.args.bn_match, state.args.balance = 1.0, 0.0
-    state.bn_match = BatchNormMatch(state.teacher.model)
-    assert len(state.bn_match.layers) == sum(1 for _ in state.teacher.model.modules()
-                                            if type(_).__name__ == "BatchNorm")
-    teacher, student = _snapshot(state.teacher.model), _snapshot(state.student)
-    x = state.generator(torch.randn(8, 6))                                    # the BN gap alone: gradients
-    with state.bn_match.recording():
-        state.teacher.model(x)
-    state.bn_match.loss().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in state.generator.project.parameters())
-    assert _same(teacher, _snapshot(state.teacher.model))
-    state.generator.zero_grad(set_to_none=True)
-    generator = _snapshot(state.generator)
-    out = methods.generator_step(state, torch.randn(8, 6))
-    assert set(out) == {"loss_g", "loss_bn"} and out["loss_bn"].item() > 0
-    assert _same(teacher, _snapshot(state.teacher.model)) and not state.teacher.model.training
-    assert _same(student, _snapshot(state.student))
-    assert not _same(generator, _snapshot(state.generator))
+    teacher, generator = _teacher_and_generator()
+    match = BatchNormMatch(teacher.model)
+    assert len(match.layers) == sum(1 for m in teacher.model.modules() if type(m).__name__ == "BatchNorm")
+    before = _snapshot(teacher.model)
+    x = generator(torch.randn(8, 6))
+    with match.recording():
+        teacher.model(x)
+    match.loss().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.project.parameters())
+    assert _same(before, _snapshot(teacher.model)) and not teacher.model.training
 
 
-def test_the_bn_loss_changes_the_generators_step():
-    steps = {}
-    for weight in (0.0, 1.0):
-        state = _state()
-        state.args.bn_match = weight
-        state.bn_match = BatchNormMatch(state.teacher.model) if weight else None
-        methods.generator_step(state, torch.randn(8, 6, generator=torch.Generator().manual_seed(1)))
-        steps[weight] = _snapshot(state.generator)
-    assert not _same(steps[0.0], steps[1.0])
+def test_the_bn_loss_changes_the_generators_step(bn_teacher, tmp_path):
+    generators = {}
+    for weight in (0, 1):
+        train.main(["--smoke", "--dataset", "cifar10", "--teacher", str(bn_teacher), "--data", "generated",
+                    "--epochs", "1", "--iters-per-epoch", "1", "--ks", "1", "--bn-match", str(weight),
+                    "--out", str(tmp_path / str(weight))])
+        generators[weight] = load_checkpoint(tmp_path / str(weight) / "checkpoint.pt")["extra"]["generator"]
+    assert not _same(generators[0], generators[1])
 
 
 def test_bn_match_needs_a_teacher_with_batchnorm(smoke_teacher, tmp_path, capsys):
@@ -205,11 +244,49 @@ def test_bn_match_needs_a_teacher_with_batchnorm(smoke_teacher, tmp_path, capsys
     assert "--bn-match needs a teacher with BatchNorm layers" in err
 
 
+def _batch_terms(rank: int = 0, world: int = 1) -> dict:
+    """The class-balance term and the BN gap of one fixed batch, and their gradients, from this process's rows."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 5, generator=generator)[rank::world].requires_grad_()
+    features = (torch.randn(8, 3, 4, 4, generator=generator) * 2 + 1)[rank::world].requires_grad_()
+    balance = neg_class_entropy(logits)
+    gap = bn_statistics_gap(features, torch.tensor([0.5, 1.0, 1.5]), torch.tensor([1.0, 4.0, 2.0]))
+    (balance + gap).backward()
+    return {"balance": balance.item(), "gap": gap.item(), "logits_grad": logits.grad, "features_grad": features.grad}
+
+
+def _batch_terms_worker(rank: int, port: int, results) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results[rank] = _batch_terms(rank, 2)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_batch_wide_terms_under_two_processes_are_one_processs():
+    """Each process holds its rows of the batch: the balance term and the BN gap are the whole batch's, and
+    each process's gradient is N x one process's on its rows (DDP divides the sum of the N by N)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.start_processes(_batch_terms_worker, args=(port, results), nprocs=2, start_method="fork")
+    one = _batch_terms()
+    for rank in (0, 1):
+        got = results[rank]
+        assert got["balance"] == pytest.approx(one["balance"], rel=1e-6)
+        assert got["gap"] == pytest.approx(one["gap"], rel=1e-6)
+        for key in ("logits_grad", "features_grad"):
+            assert torch.allclose(got[key], 2 * one[key][rank::2], rtol=1e-5, atol=1e-7), key
+
+
 def test_the_frozen_teacher_cannot_be_put_back_in_training_mode():
-    state = _state()
-    state.teacher.model.train()
-    assert not state.teacher.model.training
-    assert not any(p.requires_grad for p in state.teacher.model.parameters())
+    teacher, _ = _teacher_and_generator()
+    teacher.model.train()
+    assert not teacher.model.training
+    assert not any(p.requires_grad for p in teacher.model.parameters())
 
 
 def test_the_seed_test_subsets_are_fixed_and_nested():
@@ -220,7 +297,6 @@ def test_the_seed_test_subsets_are_fixed_and_nested():
 
 
 def test_compare_plots_runs_side_by_side_and_rejects_bad_specs(tmp_path):
-    from dfad_kd import compare
     for name, accs in (("a", [0.1, 0.3]), ("b", [0.1, 0.12, 0.11])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.jsonl").write_text(
@@ -238,7 +314,7 @@ def test_compare_plots_runs_side_by_side_and_rejects_bad_specs(tmp_path):
 # per-data-set presets -----------------------------------------------------------------------------------
 
 def test_each_dataset_brings_its_recipe_as_defaults():
-    from dfad_kd.options import PRESETS
+    PRESETS = train.PRESETS
     mnist = train.parse(["--out", "/tmp/unused"])                               # --dataset mnist by default
     assert (mnist.batch_size, mnist.ngf, mnist.student_optimizer, mnist.lr, mnist.balance, mnist.bn_match) == (
         128, 16, "adam", 1e-3, 1.0, 0.0)
@@ -270,11 +346,48 @@ def test_the_short_mnist_command_is_the_measured_one():
     assert cifar.bn_match > 0 and cifar.data == "real"
 
 
-def test_the_help_shows_each_presets_value(capsys):
+def test_the_help_shows_each_presets_value_in_its_table(capsys):
     with pytest.raises(SystemExit):
         train.parse(["--help"])
-    text = " ".join(capsys.readouterr().out.split())
-    assert "--dataset cifar10: 10" in text and "--dataset mnist: 128" in text
+    text = capsys.readouterr().out
+    table = text[text.index("presets:"):]
+    for key in train.PRESETS["mnist"]:
+        row = next(line.split() for line in table.splitlines() if line.split()[:1] == [f"--{key.replace('_', '-')}"])
+        assert row[1:] == [f"{p[key]:g}" if isinstance(p[key], float) else str(p[key]) for p in train.PRESETS.values()]
+    assert "(default: 100)" not in text and "(default: 0.1)" not in text     # no generic default that never applies
+
+
+def test_the_preset_flags_default_to_the_preset_and_say_so():
+    """Every preset sets the same flags; the parser leaves each at None and its help points at the table; every
+    other flag's --help default is what parse([]) resolves (apart from the shared flags resolved at run time)."""
+    assert len({frozenset(p) for p in train.PRESETS.values()}) == 1
+    parser = train.build_parser()
+    raw, resolved = vars(parser.parse_args([])), vars(train.parse(["--out", "/tmp/unused"]))
+    for dest, default in raw.items():
+        if dest in train.PRESETS["mnist"]:
+            assert default is None and resolved[dest] == train.PRESETS["mnist"][dest], dest
+        elif dest not in ("out", "wandb", "threads", "data_root"):
+            assert resolved[dest] == default, dest
+    shown = " ".join(parser.format_help().split())
+    assert shown.count("(default: from the --dataset preset, see the table below)") == len(train.PRESETS["mnist"])
+
+
+def test_the_schedules_are_common_schedules_and_step_is_refused(capsys):
+    from common.schedules import SCHEDULES
+    assert set(train.SCHEDULES) <= set(SCHEDULES)
+    assert train.parse(["--out", "/tmp/unused", "--schedule", "milestones"]).schedule == "milestones"
+    with pytest.raises(SystemExit) as exit_:
+        train.parse(["--out", "/tmp/unused", "--schedule", "step"])    # DFAD's step schedule is 'milestones' now
+    assert exit_.value.code == 2 and "invalid choice: 'step'" in capsys.readouterr().err
+
+
+def test_train_teacher_resolves_family_and_augmentation_from_the_dataset():
+    assert train_teacher.build_parser().get_default("model") is None
+    assert (train_teacher.parse(["--out", "/tmp/unused"]).model, train_teacher.parse(["--out", "/tmp/u"]).augment) \
+        == ("lenet5", "none")
+    cifar = train_teacher.parse(["--dataset", "cifar10", "--out", "/tmp/unused"])
+    assert (cifar.model, cifar.augment) == ("resnet", "crop_flip")
+    assert train_teacher.parse(["--dataset", "cifar10", "--model", "resnet34", "--out", "/tmp/u"]).model == "resnet34"
 
 
 # teacher files -----------------------------------------------------------------------------------------
@@ -395,9 +508,6 @@ def test_dfad_smoke_writes_every_artefact(smoke_teacher, tmp_path):
         assert key in record, key
     assert 0 <= record["class_entropy"] <= 1 and sum(record["class_hist"]) == pytest.approx(1)
     assert summary["parameter_ratio"] == pytest.approx(0.2, abs=0.01) and summary["teacher_parameters"] == 61_706
-    from common.checkpoint import load_checkpoint
-    from dfad_kd.model import model_from_checkpoint
-
     student = model_from_checkpoint(load_checkpoint(out / "best.pt"))     # rebuilt without the CLI
     assert student.config.describe() == summary["student_model"]
 
