@@ -26,9 +26,13 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
+from common.cli import positive_int
 from common.data_source import resolve_data
 from common.errors import UserError
+from common.images import open_image, rgb8
+from slot_attention.model import SlotConfig
 
 KINDS = ("flat", "textured")
 SHAPES = ("square", "ellipse", "triangle", "heart")
@@ -169,7 +173,6 @@ def _centre_square(width: int, height: int) -> tuple[int, int, int, int]:
 
 def read_clevrtex_scene(image_path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One scene: image (3, size, size) uint8 and instance mask (size, size) uint8."""
-    from PIL import Image, UnidentifiedImageError
 
     stem = image_path.with_suffix("")
     mask_path, meta_path = Path(f"{stem}_flat.png"), Path(f"{stem}.json")
@@ -179,9 +182,9 @@ def read_clevrtex_scene(image_path: Path, size: int) -> tuple[np.ndarray, np.nda
                             f"restore it or delete the scene")
     try:
         meta = json.loads(meta_path.read_text())
-        with Image.open(image_path) as img, Image.open(mask_path) as msk:
+        with open_image(image_path) as img, open_image(mask_path) as msk:
             box = _centre_square(*img.size)
-            rgb = img.convert("RGB").crop(box).resize((size, size), Image.BILINEAR)
+            rgb = rgb8(img, image_path).crop(box).resize((size, size), Image.BILINEAR)   # 16-bit renders scaled
             if msk.size != img.size:
                 raise UserError(f"{mask_path}: size {msk.size} differs from its image's {img.size}")
             labels = _mask_labels(msk)
@@ -192,11 +195,19 @@ def read_clevrtex_scene(image_path: Path, size: int) -> tuple[np.ndarray, np.nda
                         f"again") from None
     except ValueError as err:
         raise UserError(f"{meta_path}: not valid JSON ({err}); delete the scene or fetch it again") from None
-    objects = len(meta.get("objects", [])) if isinstance(meta, dict) else 0
+    objects = meta.get("objects", []) if isinstance(meta, dict) else []
+    if not isinstance(objects, list):
+        raise UserError(f"{meta_path}: 'objects' is {_kind(objects)}, not a list of the scene's objects; delete the "
+                        f"scene or fetch it again")
+    objects = len(objects)
     if objects and mask.max() > objects:
         raise UserError(f"{mask_path}: label {int(mask.max())} out of range (the scene has {objects} objects); "
                         f"the mask does not belong to this scene")
     return image, mask
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"
 
 
 def _mask_labels(mask) -> np.ndarray:
@@ -260,3 +271,23 @@ def load_scenes(mode: str, root: Path, *, kind: str, image_size: int, n_train: i
         "_flat.png and .json", present=lambda: clevrtex_folder(root) is not None, read=read, stand_in=stand_in,
         hint="unpack the archive there or use --data generated", smoke=smoke, announce=announce)
     return SceneData(*(torch.from_numpy(np.ascontiguousarray(p)) for p in parts), source)
+
+
+def add_scene_flags(parser, *, n_val: int = 500) -> None:
+    """The scene flags (slot_diffusion's train_vae.py and train.py take the same ones, with --n-val 200)."""
+    add = parser.add_argument
+    add("--stand-in", choices=KINDS, default="flat",
+        help="the generated scenes used without CLEVRTex: flat (Multi-dSprites-like) or textured "
+             "(CLEVRTex-like) (default: %(default)s)")
+    add("--image-size", type=positive_int, default=SlotConfig.image_size,
+        help="square image side (default: %(default)s)")
+    add("--subsample", type=positive_int, default=None, help="CLEVRTex: read only the first N scenes (default: all)")
+    add("--n-train", type=positive_int, default=3000, help="generated training scenes (default: %(default)s)")
+    add("--n-val", type=positive_int, default=n_val,
+        help="generated val scenes; with CLEVRTex the val share is n-val / (n-train + n-val) (default: %(default)s)")
+
+
+def scenes_from_flags(args, **options) -> SceneData:
+    """load_scenes with a run's flags (add_scene_flags' and the shared --data, --data-root, --seed, --smoke)."""
+    return load_scenes(args.data, args.data_root, kind=args.stand_in, image_size=args.image_size, n_train=args.n_train,
+                       n_val=args.n_val, subsample=args.subsample, seed=args.seed, smoke=args.smoke, **options)

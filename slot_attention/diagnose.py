@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from common.cli import positive_int
 from common.errors import UserError, run_cli
 from common.segmentation import adjusted_rand_index, segmentation_scores
-from slot_attention.data import load_scenes
+from slot_attention.data import scenes_from_flags
 from slot_attention.model import SlotAutoencoder, load_autoencoder, predicted_segmentation
 
 CUT_SHARE = 0.6   # an object whose largest segment holds less than this share of it counts as cut
@@ -118,10 +118,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     data_args, checkpoint = read_run(args.run)
     model = load_autoencoder(checkpoint)[0].eval()
-    data = load_scenes(data_args["data"], Path(data_args["data_root"]), kind=data_args["stand_in"],
-                       image_size=data_args["image_size"], n_train=data_args["n_train"], n_val=data_args["n_val"],
-                       subsample=data_args["subsample"], seed=data_args["seed"], smoke=data_args["smoke"],
-                       announce=lambda _: None)
+    data = scenes_from_flags(argparse.Namespace(**data_args), announce=lambda _: None)
     result = diagnose(data.val_masks.long(), segment(model, data.val_images, data_args["seed"]), args.edge)
     print(f"{args.run} on {len(data.val_images)} val scenes ({data.source.split(' (')[0]}), "
           f"{result['objects']} objects:\n"

@@ -23,12 +23,24 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.cluster import KMeans
 from torch.nn import functional as F
 
+from common.cli import positive_int
 from slot_attention.model import predicted_segmentation
 
 BACKGROUND_AREA, EMPTY_AREA, BACKGROUND_SPREAD = 0.20, 0.002, 0.20
 ROLES = ("background", "object", "empty")
+CLUSTERS, LIBRARY_IMAGES = 12, 1000    # the flags' defaults
+
+
+def add_library_flags(parser) -> None:
+    """--clusters and --library-images (slot_attention's and slot_diffusion's train.py build the same library)."""
+    add = parser.add_argument
+    add("--clusters", type=positive_int, default=CLUSTERS,
+        help="K-means clusters of the slot library (default: %(default)s)")
+    add("--library-images", type=positive_int, default=LIBRARY_IMAGES,
+        help="training images whose slots form the library (default: %(default)s)")
 
 
 @dataclass
@@ -98,7 +110,7 @@ def collect_slots(model, images: torch.Tensor, *, batch_size: int = 64, seed: in
         area, spread = owned_regions(out["masks"].float())
         areas.append(area.flatten().cpu())
         spreads.append(spread.flatten().cpu())
-    per_scene = model.config.slots
+    per_scene = out["slots"].shape[1]       # K: slot_attention's and slot_diffusion's models alike
     scenes = np.repeat(np.arange(len(images)), per_scene)
     return torch.cat(slots).numpy(), torch.cat(areas).numpy(), torch.cat(spreads).numpy(), scenes
 
@@ -111,8 +123,6 @@ def cluster_roles(labels: np.ndarray, roles: np.ndarray, clusters: int) -> list[
 
 def build_library(model, images: torch.Tensor, clusters: int, *, seed: int = 0, batch_size: int = 64
                   ) -> SlotLibrary:
-    from sklearn.cluster import KMeans
-
     slots, areas, spreads, scenes = collect_slots(model, images, batch_size=batch_size, seed=seed)
     clusters = min(clusters, len(slots))
     kmeans = KMeans(n_clusters=clusters, n_init=4, random_state=seed).fit(slots)

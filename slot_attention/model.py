@@ -6,21 +6,29 @@ encoder + `SlotAttention`) is what slot_diffusion imports with a different decod
 `SpatialBroadcastDecoder` (slots -> per-slot RGB and masks) is this assignment's decoder;
 `SlotAutoencoder` joins the two and `reconstruction_loss` is its MSE.
 
-CPU economy: the encoder downsamples by `encoder_stride` (train.py's default 4: a 16x16 feature map at
-64x64), and the decoder broadcasts each slot on a `broadcast` x `broadcast` grid (8; the paper's CLEVR
-decoder also starts at 8x8) and doubles it with nearest upsampling + 3x3 convolutions up to
-`decoder_size` (train.py's default 32), whose 4 output channels are bilinearly upsampled to the image.
+CPU economy: the encoder downsamples by `encoder_stride` (4: a 16x16 feature map at 64x64), and the
+decoder broadcasts each slot on a `broadcast` x `broadcast` grid (8; the paper's CLEVR decoder also starts
+at 8x8) and doubles it with nearest upsampling + 3x3 convolutions up to `decoder_size` (16), whose 4 output
+channels are bilinearly upsampled to the image.
+
+`SlotConfig`'s defaults are the recipe the README measured; train.py's flags (and slot_diffusion's encoder
+flags) take their defaults from it through `add_config_flags`.
 """
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from common.models import ModelConfig
+from common.checkpoint import load_checkpoint
+from common.cli import non_negative_int, positive_int
+from common.errors import UserError
+from common.models import ModelConfig, rebuild_model
 
 
 @dataclass(frozen=True)
@@ -30,15 +38,15 @@ class SlotConfig(ModelConfig):
     slots: int = 11
     iterations: int = 3
     slot_dim: int = 64
-    encoder_channels: int = 64
-    encoder_stride: int = 2        # 1 or 2: the feature map is image_size / encoder_stride square
+    encoder_channels: int = 32
+    encoder_stride: int = 4        # 1, 2 or 4: the feature map is image_size / encoder_stride square
     mlp_hidden: int = 128          # slot attention's residual MLP
-    broadcast: int = 8             # the decoder's first grid; doubled until image_size
+    broadcast: int = 8             # the decoder's first grid; doubled until decoder_size
     decoder_channels: int = 32
-    decoder_size: int = 0          # the decoder's CNN stops at this size (0: image_size), then bilinear x up
+    decoder_size: int = 16         # the decoder's CNN stops at this size (0: image_size), then bilinear x up
     implicit_grad: bool = False    # backpropagate through the last iteration only (Chang et al., 2022)
-    colour_shortcut: bool = False  # add a linear map of each token's mean input colour to the CNN features
-    slot_init: str = "gaussian"    # a key of SLOT_INITS: shared Gaussian draws, or K learned queries (BO-QSA)
+    colour_shortcut: bool = True   # add a linear map of each token's mean input colour to the CNN features
+    slot_init: str = "learned"     # a key of SLOT_INITS: shared Gaussian draws, or K learned queries (BO-QSA)
     epsilon: float = 1e-8
 
     def __post_init__(self):
@@ -50,11 +58,21 @@ class SlotConfig(ModelConfig):
             raise ValueError(f"encoder stride must be 1, 2 or 4 and divide the image size, got {self.encoder_stride}")
         if self.slot_init not in SLOT_INITS:
             raise ValueError(f"slot init must be one of {', '.join(SLOT_INITS)}, got {self.slot_init!r}")
+        if self.implicit_grad and self.slot_init == "learned":
+            raise ValueError(IMPLICIT_GRAD_NEEDS_GAUSSIAN)
         out = self.output_size
         if not (self.broadcast <= out <= self.image_size) or math.log2(out / self.broadcast) % 1 \
                 or self.image_size % out:
             raise ValueError(f"decoder size {out} must lie between the broadcast grid {self.broadcast} and the image "
                              f"size {self.image_size}, a power-of-two multiple of the grid")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "SlotConfig":
+        """A stored config; a field it lacks was written before the field existed and takes the value that
+        meant then (ABSENT), not today's default."""
+        if isinstance(values, Mapping):
+            values = {**{k: v for k, v in ABSENT.items() if k not in values}, **values}
+        return super().from_dict(values)
 
     @property
     def output_size(self) -> int:
@@ -106,6 +124,12 @@ SLOT_INITS = {
     # queries get the gradient of that iteration as if they had been its input
     "learned": "K learned queries with the straight-through bi-level update (BO-QSA, Jia et al., 2023)",
 }
+# what a stored config without the field meant: both came after the first checkpoints, which had neither
+ABSENT = {"colour_shortcut": False, "slot_init": "gaussian"}
+# learned queries already start the last iteration from the detached slots (BO-QSA's update), so implicit_grad
+# would change nothing there
+IMPLICIT_GRAD_NEEDS_GAUSSIAN = ("implicit_grad acts only with slot_init 'gaussian' (learned queries already "
+                                "differentiate the last iteration alone)")
 
 
 class SlotAttention(nn.Module):
@@ -267,9 +291,6 @@ class SlotAutoencoder(nn.Module):
 def load_autoencoder(path) -> tuple[SlotAutoencoder, dict]:
     """A SlotAutoencoder from a checkpoint.pt of slot_attention/train.py (a clear error for any other file),
     and the checkpoint's whole state (epoch, ...)."""
-    from common.checkpoint import load_checkpoint
-    from common.models import rebuild_model
-
     state = load_checkpoint(path)
     return rebuild_model(state, lambda d: SlotAutoencoder(SlotConfig.from_dict(d)), path,
                          "slot_attention/train.py"), state
@@ -294,3 +315,57 @@ def mask_area_penalty(masks: torch.Tensor) -> torch.Tensor:
 def predicted_segmentation(masks: torch.Tensor) -> torch.Tensor:
     """(B, K, 1, H, W) masks -> (B, H, W) slot index of the largest mask at each pixel."""
     return masks.squeeze(2).argmax(dim=1)
+
+
+# The command-line flag of each SlotConfig field (--slot-dim for slot_dim); its default is the field's, so --help
+# shows what a run uses. train.py takes them all; slot_diffusion's train.py takes ENCODER_FIELDS (its encoder is
+# this one). image_size is a data flag (slot_attention.data.add_scene_flags); channels and epsilon have no flag.
+CONFIG_FLAGS: dict[str, dict] = {
+    "slots": dict(type=positive_int, help="slots per image"),
+    "iterations": dict(type=positive_int, help="slot attention iterations"),
+    "slot_dim": dict(type=positive_int, help="slot size"),
+    "encoder_channels": dict(type=positive_int, help="encoder CNN width"),
+    "encoder_stride": dict(type=int, choices=(1, 2, 4),
+                           help="the encoder's downsampling: 4 gives 16x16 features (and attention maps) at 64x64"),
+    "mlp_hidden": dict(type=positive_int, help="slot MLP width"),
+    "slot_init": dict(choices=list(SLOT_INITS),
+                      help="initial slots: gaussian (K draws from one learned Gaussian) or learned (K learned queries "
+                           "with BO-QSA's straight-through bi-level update)"),
+    "colour_shortcut": dict(action=argparse.BooleanOptionalAction,
+                            help="add a linear map of each token's mean input colour to the encoder's CNN features "
+                                 "(the slots then carry colour from the start; README)"),
+    "implicit_grad": dict(action=argparse.BooleanOptionalAction,
+                          help="backpropagate through the last slot-attention iteration only (Chang et al., 2022); "
+                               "with --slot-init gaussian only"),
+    "broadcast": dict(type=positive_int, help="the decoder's broadcast grid, doubled up to --decoder-size"),
+    "decoder_channels": dict(type=positive_int, help="decoder CNN width"),
+    "decoder_size": dict(type=non_negative_int,
+                         help="the decoder CNN stops at this size, then bilinear upsampling to the image size; "
+                              "0: the image size"),
+}
+ENCODER_FIELDS = ("slots", "iterations", "slot_dim", "encoder_channels", "encoder_stride", "mlp_hidden", "slot_init",
+                  "colour_shortcut", "implicit_grad")
+DECODER_FIELDS = ("broadcast", "decoder_channels", "decoder_size")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, fields: Sequence[str]) -> None:
+    """One flag per SlotConfig field in `fields`, with the field's default."""
+    defaults = SlotConfig()
+    for name in fields:
+        spec = dict(CONFIG_FLAGS[name])
+        parser.add_argument("--" + name.replace("_", "-"), default=getattr(defaults, name),
+                            help=spec.pop("help") + " (default: %(default)s)", **spec)
+
+
+def config_from_args(args: argparse.Namespace, fields: Sequence[str]) -> SlotConfig:
+    """The SlotConfig of parsed flags (`fields` and --image-size; the other fields their defaults); a
+    combination that does not fit is one UserError naming the flags."""
+    values = {name: getattr(args, name) for name in fields}
+    if values.get("implicit_grad") and values.get("slot_init") == "learned":
+        raise UserError("--implicit-grad acts only with --slot-init gaussian (learned queries already differentiate "
+                        "the last iteration alone): add --slot-init gaussian, or leave --implicit-grad out")
+    try:
+        return SlotConfig(image_size=args.image_size, **values)
+    except ValueError as err:
+        named = [name for name in ("image_size", "encoder_stride", *DECODER_FIELDS) if name in (*fields, "image_size")]
+        raise UserError(f"{err}; change " + " or ".join(f"--{name.replace('_', '-')}" for name in named)) from None

@@ -15,7 +15,6 @@ baseline and FIDs against the val images.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -25,96 +24,70 @@ if __package__ in (None, ""):
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 
 from common import distributed
-from common.models import count_parameters
 from common.cli import make_parser, non_negative_float, non_negative_int, parse_args, positive_int
 from common.divergence import DivergenceGuard
-from common.errors import UserError, run_cli
+from common.errors import run_cli
+from common.fid import fid, inception_features
+from common.models import count_parameters
 from common.plots import plot_curves, plot_image_grid
+from common.progress import progress
 from common.runtime import seed_everything
+from common.schedules import add_step_schedule_flags, halving, lr_lambda
 from common.segmentation import mean_scene_scores, segmentation_scores
-from common.schedules import add_step_schedule_flags, warmup_halving
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
-from slot_attention.data import KINDS, SceneData, load_scenes
-from slot_attention.model import (SLOT_INITS, SlotAutoencoder, SlotConfig, mask_area_penalty, predicted_segmentation,
-                                  reconstruction_loss)
+from common.training import (EpochGuard, Meter, autocast, batch_count, checkpoint, end_epoch, finished_records,
+                             prefixed, resume, tensor_batches)
+from slot_attention.data import SceneData, add_scene_flags, scenes_from_flags
+from slot_attention.library import (add_library_flags, build_library, compose, decode_batched, decode_slot_sets,
+                                    gaussian_slots)
+from slot_attention.model import (CONFIG_FLAGS, SlotAutoencoder, SlotConfig, add_config_flags, config_from_args,
+                                  mask_area_penalty, predicted_segmentation, reconstruction_loss)
 
 ASSIGNMENT = "slot_attention"
+# the training recipe the README measured (the model's is SlotConfig's defaults)
+TRAINING = dict(epochs=30, batch_size=16, lr=6e-4, warmup_steps=300, decay_steps=10_000, grad_clip=1.0,
+                explode_factor=50.0, area_penalty=0.05, area_penalty_start=2500, fid_samples=200, grid_images=6)
 SMOKE_MODEL = dict(image_size=32, slots=4, slot_dim=16, encoder_channels=8, mlp_hidden=16, decoder_channels=8,
                    decoder_size=16)
 EVAL_BATCH = 64
 AREA_PENALTY_RAMP = 1000   # steps over which the mask-area penalty's weight rises linearly from 0 to --area-penalty
 
 
-def add_scene_flags(parser, *, n_val: int = 500, n_val_note: str = "") -> None:
-    """The data flags (slot_diffusion's scripts take the same ones, with their own --n-val default)."""
-    add = parser.add_argument
-    add("--stand-in", choices=KINDS, default="flat",
-        help="the generated scenes used without CLEVRTex: flat (Multi-dSprites-like) or textured "
-             "(CLEVRTex-like) (default: %(default)s)")
-    add("--image-size", type=positive_int, default=64, help="square image side (default: %(default)s)")
-    add("--subsample", type=positive_int, default=None,
-        help="CLEVRTex: read only the first N scenes (default: all)")
-    add("--n-train", type=positive_int, default=3000, help="generated training scenes (default: %(default)s)")
-    add("--n-val", type=positive_int, default=n_val,
-        help=f"generated val scenes{n_val_note}; with CLEVRTex the val share is n-val / (n-train + n-val) "
-             "(default: %(default)s)")
-
-
-def add_encoder_flags(parser) -> None:
-    """The slot encoder's flags (slot_diffusion's encoder is this one)."""
-    add = parser.add_argument
-    add("--slots", type=positive_int, default=11, help="slots per image (default: %(default)s)")
-    add("--iterations", type=positive_int, default=3, help="slot attention iterations (default: %(default)s)")
-    add("--slot-dim", type=positive_int, default=64, help="slot size (default: %(default)s)")
-    add("--encoder-channels", type=positive_int, default=32, help="encoder CNN width (default: %(default)s)")
-    add("--encoder-stride", type=int, choices=(1, 2, 4), default=4,
-        help="the encoder's downsampling: 4 gives 16x16 features (and attention maps) at 64x64 "
-             "(default: %(default)s)")
-    add("--implicit-grad", action="store_true",
-        help="backpropagate through the last slot-attention iteration only (Chang et al., 2022) (default: off)")
-    add("--mlp-hidden", type=positive_int, default=128, help="slot MLP width (default: %(default)s)")
-
-
-def add_library_flags(parser) -> None:
-    """The slot library's flags (slot_diffusion builds the same library)."""
-    add = parser.add_argument
-    add("--clusters", type=positive_int, default=12, help="K-means clusters of the slot library (default: %(default)s)")
-    add("--library-images", type=positive_int, default=1000,
-        help="training images whose slots form the library (default: %(default)s)")
-
-
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=30, batch_size=16, lr=6e-4)
+    parser = make_parser(__doc__.splitlines()[0], epochs=TRAINING["epochs"], batch_size=TRAINING["batch_size"],
+                         lr=TRAINING["lr"])
     add_scene_flags(parser)
-    add_encoder_flags(parser)
+    add_config_flags(parser, list(CONFIG_FLAGS))
     add = parser.add_argument
-    add("--slot-init", choices=list(SLOT_INITS), default="learned",
-        help="initial slots: gaussian (K draws from one learned Gaussian) or learned (K learned queries with "
-             "BO-QSA's straight-through bi-level update) (default: %(default)s)")
-    add("--colour-shortcut", action=argparse.BooleanOptionalAction, default=True,
-        help="add a linear map of each token's mean input colour to the encoder's CNN features (the slots then "
-             "carry colour from the start; README) (default: %(default)s)")
-    add("--broadcast", type=positive_int, default=8,
-        help="the decoder's broadcast grid, doubled up to the image size (default: %(default)s)")
-    add("--decoder-channels", type=positive_int, default=32, help="decoder CNN width (default: %(default)s)")
-    add("--decoder-size", type=non_negative_int, default=16,
-        help="the decoder CNN stops at this size, then bilinear upsampling to the image size; 0: the image "
-             "size (default: %(default)s)")
-    add("--area-penalty", type=non_negative_float, default=0.05,
+    add("--area-penalty", type=non_negative_float, default=TRAINING["area_penalty"],
         help="weight of the mask-area penalty (the sum of the slots' squared image shares): keeps the spare slots "
              "on the background instead of on the objects; 0: off, the paper's loss (default: %(default)s)")
-    add("--area-penalty-start", type=non_negative_int, default=2500,
+    add("--area-penalty-start", type=non_negative_int, default=TRAINING["area_penalty_start"],
         help=f"training step where the penalty starts, rising to its weight over {AREA_PENALTY_RAMP} steps; on the "
              "early plateau, where all slots are alike, it would hold them alike (default: %(default)s)")
-    add_step_schedule_flags(parser, decay=10000)
+    add_step_schedule_flags(parser, warmup=TRAINING["warmup_steps"], decay=TRAINING["decay_steps"],
+                            clip=TRAINING["grad_clip"], explode=TRAINING["explode_factor"])
     add_library_flags(parser)
-    add("--fid-samples", type=non_negative_int, default=200,
+    add("--fid-samples", type=non_negative_int, default=TRAINING["fid_samples"],
         help="images per FID set; 0: no FID (Inception at 299x299 and the 2048x2048 matrix square root take "
              "minutes on a CPU; --smoke skips it) (default: %(default)s)")
-    add("--grid-images", type=positive_int, default=6, help="val images in the mask grid (default: %(default)s)")
+    add("--grid-images", type=positive_int, default=TRAINING["grid_images"],
+        help="val images in the mask grid (default: %(default)s)")
     return parser
+
+
+def parse(argv=None):
+    """The flags, with --smoke's tiny model and data; the model config is checked here (one-line errors)."""
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    if args.smoke:
+        args.epochs = min(args.epochs, 2)
+        args.fid_samples, args.library_images, args.clusters, args.grid_images = 0, 16, 4, 2
+        args.warmup_steps = min(args.warmup_steps, 2)
+        vars(args).update(SMOKE_MODEL)
+    model_config(args)
+    return args
 
 
 def run_name(args) -> str:
@@ -122,21 +95,13 @@ def run_name(args) -> str:
     return f"{what}_{args.data}_s{args.image_size}_k{args.slots}_b{args.batch_size}_lr{args.lr:g}_seed{args.seed}"
 
 
+def model_config(args) -> SlotConfig:
+    return config_from_args(args, list(CONFIG_FLAGS))
+
+
 def area_penalty_weight(step: int, weight: float, start: int, ramp: int = AREA_PENALTY_RAMP) -> float:
     """0 before `start`, then rising linearly to `weight` over `ramp` steps."""
     return weight * min(1.0, max(0.0, (step - start) / ramp))
-
-
-def model_config(args) -> SlotConfig:
-    try:
-        return SlotConfig(image_size=args.image_size, slots=args.slots, iterations=args.iterations,
-                          slot_dim=args.slot_dim, encoder_channels=args.encoder_channels,
-                          encoder_stride=args.encoder_stride, mlp_hidden=args.mlp_hidden, broadcast=args.broadcast,
-                          decoder_channels=args.decoder_channels, decoder_size=args.decoder_size,
-                          implicit_grad=args.implicit_grad, slot_init=args.slot_init,
-                          colour_shortcut=args.colour_shortcut)
-    except ValueError as err:
-        raise UserError(f"{err}; change --image-size, --broadcast or --decoder-size") from None
 
 
 @torch.no_grad()
@@ -154,19 +119,12 @@ def evaluate_scenes(model, images: torch.Tensor, masks: torch.Tensor, seed: int,
 
 
 def main(argv=None) -> dict:
-    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
-    if args.smoke:
-        args.epochs = min(args.epochs, 2)
-        args.fid_samples, args.library_images, args.clusters, args.grid_images = 0, 16, 4, 2
-        args.warmup_steps = min(args.warmup_steps, 2)
-        vars(args).update(SMOKE_MODEL)
+    args = parse(argv)
     config = model_config(args)
     with distributed.launch(args) as info:
         seed_everything(args.seed)
         device = torch.device(info.device)
-        data = load_scenes(args.data, args.data_root, kind=args.stand_in, image_size=args.image_size,
-                           n_train=args.n_train, n_val=args.n_val, subsample=args.subsample, seed=args.seed,
-                           smoke=args.smoke).to(device)
+        data = scenes_from_flags(args).to(device)
         if data.max_objects >= config.slots:
             print(f"note: scenes hold up to {data.max_objects} objects + background, more than --slots "
                   f"{config.slots}: some slots must hold several objects")
@@ -176,32 +134,48 @@ def main(argv=None) -> dict:
               f"{len(data.train_images):,} train / {len(data.val_images):,} val; data: {data.source}")
         trained = distributed.wrap_model(model, info.device, find_unused_parameters=config.has_unused_parameters)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_halving(args.warmup_steps, args.decay_steps))
-        guard = DivergenceGuard(args.explode_factor, run.path, scheduler)
-        steps = batch_count(len(data.train_images), distributed.per_rank_batch(args.batch_size))
-        clock = {"since": time.perf_counter()}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(halving(args.decay_steps), 0,
+                                                                           args.warmup_steps))
+        batch = distributed.per_rank_batch(args.batch_size)
+        steps = batch_count(len(data.train_images), batch, drop_last=True)
 
-        def train_step(batch):
-            images = batch[0].float() / 255                                    # (B, 3, H, W)
-            out = trained(images)
-            loss = reconstruction_loss(out["recon"], images)
-            guard.check(loss, scheduler.last_epoch // steps)
-            penalty = mask_area_penalty(out["masks"])
-            weight = area_penalty_weight(scheduler.last_epoch, args.area_penalty, args.area_penalty_start)
-            n = torch.tensor(float(len(images)), device=device)
-            return loss + weight * penalty, {"loss": loss.detach() * n, "area_penalty": penalty.detach() * n, "n": n}
+        start, elapsed = resume(run, trained, optimizer, scheduler)
+        guard, step_guard = EpochGuard(run), DivergenceGuard(args.explode_factor, run.path, scheduler)
+        earlier = run.metrics()          # the wall time carries on over --resume
+        wall, since = (earlier[-1]["wall_seconds"] if earlier else 0.0), time.perf_counter()
+        for epoch in range(start, args.epochs):
+            tic = time.perf_counter()
+            trained.train()
+            meter = Meter()
+            batches = tensor_batches((data.train_images,), batch, seed=args.seed, epoch=epoch, drop_last=True)
+            for (images,) in progress(batches, desc=f"epoch {epoch + 1}/{args.epochs}", total=steps, quiet=args.smoke):
+                images = images.float() / 255                                     # (B, 3, H, W)
+                with autocast(device):
+                    out = trained(images)
+                    loss = reconstruction_loss(out["recon"], images)
+                    step_guard.check(loss, scheduler.last_epoch // steps)         # names the step that diverged
+                    penalty = mask_area_penalty(out["masks"])
+                    weight = area_penalty_weight(scheduler.last_epoch, args.area_penalty, args.area_penalty_start)
+                    total = loss + weight * penalty
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                torch.nn.utils.clip_grad_norm_(trained.parameters(), args.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                n = len(images)
+                meter.add(total, n, loss=loss.detach() * n, area_penalty=penalty.detach() * n)
+            train = guard.check(meter, trained, epoch)
+            elapsed += time.perf_counter() - tic
 
-        def evaluate(epoch: int) -> dict:
+            trained.eval()
+            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **prefixed("train", train)}
             scores = evaluate_scenes(model, data.val_images, data.val_masks, args.seed, device)
-            earlier, now = run.metrics(), time.perf_counter()   # wall time carries on over --resume
-            wall = (earlier[-1]["wall_seconds"] if earlier else 0.0) + now - clock["since"]
-            clock["since"] = now
-            return {**{f"val_{k}": v for k, v in scores.items()}, "wall_seconds": wall}
-
-        settings = FitSettings(epochs=args.epochs, grad_clip=args.grad_clip, quiet=args.smoke, steps_per_epoch=steps)
-        fit(trained, optimizer, run, lambda e: tensor_batches((data.train_images,), distributed.per_rank_batch(
-            args.batch_size), seed=args.seed, epoch=e, drop_last=True), train_step, evaluate, settings,
-            config.to_dict(), scheduler=scheduler, step_scheduler_per_batch=True, device=device)
+            wall, since = wall + time.perf_counter() - since, time.perf_counter()
+            record.update(**prefixed("val", scores), wall_seconds=wall, train_seconds=elapsed)
+            end_epoch(run, record, checkpoint(epoch + 1, elapsed, config.to_dict(), trained, optimizer, scheduler),
+                      quiet=args.smoke)
+        trained.eval()
+        finished_records(run)
         if not info.is_main:
             return {}
         return write_artefacts(run, model, data, args)
@@ -209,8 +183,6 @@ def main(argv=None) -> dict:
 
 def slot_grid(model, images: torch.Tensor, masks: torch.Tensor, seed: int) -> tuple[np.ndarray, list[str], int]:
     """Rows of [image, reconstruction, true segments, predicted segments, each slot's mask x RGB]."""
-    from matplotlib import colormaps
-
     with torch.no_grad():
         out = model(images.float() / 255, generator=torch.Generator(device=images.device).manual_seed(seed))
     palette = colormaps["tab20"](np.arange(20))[:, :3]
@@ -228,9 +200,6 @@ def slot_grid(model, images: torch.Tensor, masks: torch.Tensor, seed: int) -> tu
 
 
 def write_artefacts(run, model: SlotAutoencoder, data: SceneData, args) -> dict:
-    from common.fid import fid, inception_features
-    from slot_attention.library import build_library, compose, decode_batched, decode_slot_sets, gaussian_slots
-
     records = run.metrics()
     last = records[-1]
     short = data.source.split(" (")[0]

@@ -11,28 +11,29 @@ image's own slots, then decoded by the VAE.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.errors import UserError
 from common.models import ModelConfig
 from slot_attention.model import SlotConfig, SlotEncoder
 from slot_diffusion.ddpm import SCHEDULES, Diffusion
 from slot_diffusion.unet import UNet
 
+# the encoder fields a config stored before the `encoder` field (2026-12-06) held at its top level; the encoder
+# it meant was slot_attention's with Gaussian slots, no colour shortcut and no decoder (LEGACY_ENCODER)
+LEGACY_ENCODER_FIELDS = ("image_size", "channels", "slots", "iterations", "slot_dim", "encoder_channels",
+                         "encoder_stride", "mlp_hidden", "implicit_grad")
+LEGACY_ENCODER = dict(image_size=64, slots=11, iterations=3, slot_dim=64, encoder_channels=32, encoder_stride=4,
+                      mlp_hidden=128, implicit_grad=False, colour_shortcut=False, slot_init="gaussian", decoder_size=0)
+
 
 @dataclass(frozen=True)
 class SlotDiffusionConfig(ModelConfig):
-    image_size: int = 64
-    channels: int = 3
-    slots: int = 11
-    iterations: int = 3
-    slot_dim: int = 64
-    encoder_channels: int = 32
-    encoder_stride: int = 4
-    mlp_hidden: int = 128
-    implicit_grad: bool = False
+    encoder: SlotConfig = SlotConfig()   # slot_attention's encoder and its defaults (its decoder fields unused)
     latent_channels: int = 3
     latent_size: int = 16            # the VAE's latent side (image_size / 4)
     unet_widths: tuple[int, ...] = (32, 64, 64)
@@ -43,25 +44,49 @@ class SlotDiffusionConfig(ModelConfig):
     timesteps: int = 1000
 
     def __post_init__(self):
+        if not isinstance(self.encoder, SlotConfig):
+            raise ValueError(f"encoder must be a SlotConfig, got {type(self.encoder).__name__}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown beta schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
         factor = 2 ** (len(self.unet_widths) - 1)
         if self.latent_size % factor:
             raise ValueError(f"the latent side {self.latent_size} must be a multiple of the UNet's downsampling "
                              f"{factor}")
-        self.slot_config()   # the encoder's own checks
 
-    def slot_config(self) -> SlotConfig:
-        """slot_attention's config for the encoder (its decoder fields unused)."""
-        return SlotConfig(image_size=self.image_size, channels=self.channels, slots=self.slots,
-                          iterations=self.iterations, slot_dim=self.slot_dim, encoder_channels=self.encoder_channels,
-                          encoder_stride=self.encoder_stride, mlp_hidden=self.mlp_hidden,
-                          broadcast=self.image_size, implicit_grad=self.implicit_grad)
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "encoder": self.encoder.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "SlotDiffusionConfig":
+        """A stored config: today's ({"encoder": {...}, ...}) or one written before the encoder field (the
+        encoder's fields at the top level), whose encoder is rebuilt as it was then."""
+        if not isinstance(values, Mapping):
+            return super().from_dict(values)       # the one-line error
+        values = dict(values)
+        if "encoder" in values:
+            encoder = values.pop("encoder")
+        else:
+            old = {k: values.pop(k) for k in LEGACY_ENCODER_FIELDS if k in values}
+            encoder = {**LEGACY_ENCODER, **old}
+            encoder["broadcast"] = encoder["image_size"]
+        if not isinstance(encoder, Mapping):
+            raise UserError(f"{cls.__name__}: encoder must be a mapping of SlotConfig fields, got "
+                            f"{type(encoder).__name__}")
+        try:
+            return super().from_dict({**values, "encoder": SlotConfig.from_dict(encoder)})
+        except ValueError as err:
+            raise UserError(f"{cls.__name__}: {err}") from None
+
+    @property
+    def image_size(self) -> int:
+        return self.encoder.image_size
 
     def describe(self) -> str:
-        c = self.slot_config()
-        return (f"slot encoder {c.encoder_channels}ch -> {c.feature_size}x{c.feature_size}, {self.slots} slots x "
-                f"{self.slot_dim}, {self.iterations} iterations; UNet {'/'.join(map(str, self.unet_widths))} on "
+        c = self.encoder
+        shortcut = " + colour shortcut" if c.colour_shortcut else ""
+        queries = " (learned queries, BO-QSA)" if c.slot_init == "learned" else ""
+        return (f"slot encoder {c.encoder_channels}ch{shortcut} -> {c.feature_size}x{c.feature_size}, {c.slots} slots "
+                f"x {c.slot_dim}{queries}, {c.iterations} iterations; UNet {'/'.join(map(str, self.unet_widths))} on "
                 f"{self.latent_channels}x{self.latent_size}x{self.latent_size} latents, DDPM {self.schedule} "
                 f"T={self.timesteps}")
 
@@ -70,9 +95,9 @@ class SlotDiffusion(nn.Module):
     def __init__(self, config: SlotDiffusionConfig):
         super().__init__()
         self.config = config
-        self.slot_encoder = SlotEncoder(config.slot_config())
+        self.slot_encoder = SlotEncoder(config.encoder)
         self.unet = UNet(config.latent_channels, config.unet_widths, config.unet_blocks, config.attention_levels,
-                         config.slot_dim, config.heads)
+                         config.encoder.slot_dim, config.heads)
         self.diffusion = Diffusion(config.schedule, config.timesteps)
 
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None

@@ -12,6 +12,7 @@ checkpoint.pt of this script (--vae PATH) or trains one itself (--vae train).
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -21,18 +22,23 @@ import numpy as np
 import torch
 
 from common import distributed
+from common.checkpoint import load_checkpoint
 from common.cli import make_parser, non_negative_float, parse_args, positive_int
 from common.errors import UserError, run_cli
 from common.models import count_parameters
 from common.plots import plot_curves, plot_image_grid
+from common.progress import progress
 from common.runtime import seed_everything
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
-from slot_attention.train import add_scene_flags
-from slot_diffusion.data import load_scenes
-from slot_diffusion.vae import VAE, VAEConfig, psnr, vae_loss
+from common.training import (EpochGuard, Meter, autocast, batch_count, checkpoint, end_epoch, finished_records,
+                             prefixed, resume, tensor_batches)
+from slot_diffusion.data import add_scene_flags, scenes_from_flags
+from slot_diffusion.vae import VAE, VAEConfig, evaluate_vae, vae_loss
 
 ASSIGNMENT = "slot_diffusion"
-SMOKE_MODEL = dict(image_size=32, stem=8, widths=(8, 16))
+# the training recipe of the README's VAE (the model's is VAEConfig's defaults)
+TRAINING = dict(epochs=6, batch_size=32, lr=1e-3, vae_kl_weight=1e-5, grid_images=8)
+N_VAL = 200                # slot_diffusion's val scenes (the VAE sees the scenes train.py sees)
+SMOKE_MODEL = dict(image_size=32, vae_stem=8, vae_widths=[8, 16])
 EVAL_BATCH = 64
 
 
@@ -44,27 +50,36 @@ def widths(text: str) -> list[int]:
     return values
 
 
-def add_data_flags(parser) -> None:
-    """slot_attention's data flags, which train.py shares with this script (so the VAE sees the same scenes)."""
-    add_scene_flags(parser, n_val=200, n_val_note=" (200: the val set of runs/slot_attention/recipe_e_flat_seed0_30ep)")
-
-
 def add_vae_flags(parser) -> None:
+    """The VAE's flags (train.py takes them for --vae train); defaults from VAEConfig."""
     add = parser.add_argument
-    add("--vae-stem", type=positive_int, default=16, help="VAE full-resolution width (default: %(default)s)")
-    add("--vae-widths", type=widths, default=[32, 64],
-        help="VAE widths, one per x2 downsampling (two: 4x) (default: 32,64)")
-    add("--vae-kl-weight", type=non_negative_float, default=1e-5,
+    defaults = VAEConfig()
+    add("--vae-stem", type=positive_int, default=defaults.stem,
+        help="VAE full-resolution width (default: %(default)s)")
+    add("--vae-widths", type=widths, default=list(defaults.widths),
+        help=f"VAE widths, one per x2 downsampling (two: 4x) (default: {','.join(map(str, defaults.widths))})")
+    add("--vae-kl-weight", type=non_negative_float, default=TRAINING["vae_kl_weight"],
         help="weight of the KL term (per-element means) (default: %(default)s)")
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=6, batch_size=32, lr=1e-3)
-    add_data_flags(parser)
+    parser = make_parser(__doc__.splitlines()[0], epochs=TRAINING["epochs"], batch_size=TRAINING["batch_size"],
+                         lr=TRAINING["lr"])
+    add_scene_flags(parser, n_val=N_VAL)
     add_vae_flags(parser)
-    parser.add_argument("--grid-images", type=positive_int, default=8,
+    parser.add_argument("--grid-images", type=positive_int, default=TRAINING["grid_images"],
                         help="val images in the reconstruction grid (default: %(default)s)")
     return parser
+
+
+def parse(argv=None):
+    """The flags, with --smoke's tiny model and data."""
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    if args.smoke:
+        args.epochs, args.grid_images = min(args.epochs, 2), 4
+        vars(args).update(SMOKE_MODEL)
+    vae_config(args)
+    return args
 
 
 def run_name(args) -> str:
@@ -80,18 +95,6 @@ def vae_config(args) -> VAEConfig:
 
 
 @torch.no_grad()
-def evaluate_vae(model: VAE, images: torch.Tensor) -> dict:
-    model.eval()
-    mse, db = [], []
-    for start in range(0, len(images), EVAL_BATCH):
-        x = images[start:start + EVAL_BATCH].float() / 255
-        recon = model.decode(model.encode(x))
-        mse.append(((recon.clamp(0, 1) - x) ** 2).flatten(1).mean(1))
-        db.append(psnr(recon, x))
-    return {"loss": float(torch.cat(mse).mean()), "psnr": float(torch.cat(db).mean())}
-
-
-@torch.no_grad()
 def latent_scale(model: VAE, images: torch.Tensor) -> float:
     """1 / std of the posterior means of (up to 1,000) training images."""
     model.eval()
@@ -101,43 +104,52 @@ def latent_scale(model: VAE, images: torch.Tensor) -> float:
 
 
 def main(argv=None) -> dict:
-    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
-    if args.smoke:
-        args.epochs, args.grid_images = min(args.epochs, 2), 4
-        args.image_size, args.vae_stem, args.vae_widths = SMOKE_MODEL["image_size"], 8, [8, 16]
-    return train_vae(args)
+    args = parse(argv)
+    return train(args)
 
 
-def train_vae(args) -> dict:
-    """One VAE run into args.out (also called by train.py --vae train)."""
+def train(args) -> dict:
+    """One VAE run into args.out."""
     config = vae_config(args)
     with distributed.launch(args) as info:
         seed_everything(args.seed)
         device = torch.device(info.device)
-        data = load_scenes(args.data, args.data_root, kind=args.stand_in, image_size=args.image_size,
-                           n_train=args.n_train, n_val=args.n_val, subsample=args.subsample, seed=args.seed,
-                           smoke=args.smoke).to(device)
+        data = scenes_from_flags(args).to(device)
         model = VAE(config).to(device)
         run = distributed.run_dir(args, data_source=data.source, device=str(device))
         print(f"vae: {config.describe()}, {count_parameters(model):,} parameters; "
               f"{len(data.train_images):,} train / {len(data.val_images):,} val; data: {data.source}")
         trained = distributed.wrap_model(model, info.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-        steps = batch_count(len(data.train_images), distributed.per_rank_batch(args.batch_size), drop_last=True)
+        batch = distributed.per_rank_batch(args.batch_size)
+        steps = batch_count(len(data.train_images), batch, drop_last=True)
 
-        def train_step(batch):
-            images = batch[0].float() / 255
-            loss, parts = vae_loss(trained(images), images, args.vae_kl_weight)
-            n = torch.tensor(float(len(images)), device=device)
-            return loss, {"loss": loss.detach() * n, "mse": parts["mse"] * n, "kl": parts["kl"] * n, "n": n}
+        start, elapsed = resume(run, trained, optimizer)
+        guard = EpochGuard(run)
+        for epoch in range(start, args.epochs):
+            tic = time.perf_counter()
+            trained.train()
+            meter = Meter()
+            batches = tensor_batches((data.train_images,), batch, seed=args.seed, epoch=epoch, drop_last=True)
+            for (images,) in progress(batches, desc=f"epoch {epoch + 1}/{args.epochs}", total=steps, quiet=args.smoke):
+                images = images.float() / 255
+                with autocast(device):
+                    loss, parts = vae_loss(trained(images), images, args.vae_kl_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                n = len(images)
+                meter.add(loss, n, mse=parts["mse"] * n, kl=parts["kl"] * n)
+            train = guard.check(meter, trained, epoch)
+            elapsed += time.perf_counter() - tic
 
-        def evaluate(epoch: int) -> dict:
-            return {f"val_{k}": v for k, v in evaluate_vae(model, data.val_images).items()}
-
-        settings = FitSettings(epochs=args.epochs, quiet=args.smoke, steps_per_epoch=steps)
-        fit(trained, optimizer, run, lambda e: tensor_batches((data.train_images,), distributed.per_rank_batch(
-            args.batch_size), seed=args.seed, epoch=e, drop_last=True), train_step, evaluate, settings,
-            config.to_dict(), device=device)
+            trained.eval()
+            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **prefixed("train", train),
+                      **prefixed("val", evaluate_vae(model, data.val_images)), "train_seconds": elapsed}
+            end_epoch(run, record, checkpoint(epoch + 1, elapsed, config.to_dict(), trained, optimizer),
+                      quiet=args.smoke)
+        trained.eval()
+        finished_records(run)
         if not info.is_main:
             return {}
         return finish(run, model, data, args)
@@ -145,8 +157,6 @@ def train_vae(args) -> dict:
 
 def finish(run, model: VAE, data, args) -> dict:
     """Set the latent scale, store it in the checkpoint, write the grid and summary."""
-    from common.checkpoint import load_checkpoint
-
     model.scale.fill_(latent_scale(model, data.train_images))
     state = load_checkpoint(run.path / "checkpoint.pt")
     state["model"] = model.state_dict()

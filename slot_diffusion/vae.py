@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from common.models import ModelConfig
+from common.checkpoint import load_checkpoint
+from common.models import ModelConfig, rebuild_model
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -113,11 +114,21 @@ def psnr(recon: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
 
 
+@torch.no_grad()
+def evaluate_vae(model: VAE, images: torch.Tensor, batch_size: int = 64) -> dict:
+    """Val MSE and PSNR of uint8 images (N, C, H, W), the posterior mean decoded."""
+    model.eval()
+    mse, db = [], []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].float() / 255
+        recon = model.decode(model.encode(x))
+        mse.append(((recon.clamp(0, 1) - x) ** 2).flatten(1).mean(1))
+        db.append(psnr(recon, x))
+    return {"loss": float(torch.cat(mse).mean()), "psnr": float(torch.cat(db).mean())}
+
+
 def load_vae(path, device="cpu") -> VAE:
     """A frozen VAE from any checkpoint.pt of train_vae.py (one UserError when the file does not fit)."""
-    from common.checkpoint import load_checkpoint
-    from common.models import rebuild_model
-
     model = rebuild_model(load_checkpoint(path), lambda d: VAE(VAEConfig.from_dict(d)), path,
                           "slot_diffusion/train_vae.py")
     return model.to(device).eval().requires_grad_(False)

@@ -8,18 +8,27 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.metrics import adjusted_rand_score
 
+import slot_attention.diagnose as diagnose_script
 from common.divergence import DivergenceGuard
 from common.errors import TrainingDiverged, UserError
-from common.schedules import warmup_halving
-from slot_attention import train
+from common.reporting import load_result
+from common.schedules import halving, lr_lambda
+from slot_attention import report, train
 from slot_attention.data import generate_scenes, load_scenes, read_clevrtex
-from slot_attention.model import (Encoder, SlotAttention, SlotAutoencoder, SlotConfig, SlotEncoder,
+from slot_attention.diagnose import diagnose, interior_pixels
+from slot_attention.library import (SlotLibrary, cluster_roles, compose, gaussian_slots, owned_regions,
+                                    slot_roles)
+from slot_attention.mask_ceiling import ceiling_segmentation, ceilings
+from slot_attention.mask_ceiling import main as mask_ceiling_main
+from slot_attention.model import (CONFIG_FLAGS, Encoder, SlotAttention, SlotAutoencoder, SlotConfig, SlotEncoder,
                                   SpatialBroadcastDecoder, mask_area_penalty)
 from tests.conftest import REPO, kill_after_first_checkpoint, run_script
 
-TINY = SlotConfig(image_size=16, slots=5, slot_dim=12, encoder_channels=6, mlp_hidden=10, broadcast=4,
-                  decoder_channels=6)
+# the paper's model, small: Gaussian slots, no colour shortcut, stride 2, the decoder to the image size
+TINY = SlotConfig(image_size=16, slots=5, slot_dim=12, encoder_channels=6, encoder_stride=2, mlp_hidden=10,
+                  broadcast=4, decoder_channels=6, decoder_size=0, colour_shortcut=False, slot_init="gaussian")
 TINY_FLAGS = ["--image-size", "16", "--slots", "4", "--slot-dim", "8", "--encoder-channels", "4",
               "--mlp-hidden", "8", "--broadcast", "4", "--decoder-channels", "4", "--decoder-size", "0",
               "--n-train", "24", "--n-val", "8", "--batch-size", "8", "--fid-samples", "0", "--library-images", "8",
@@ -279,7 +288,7 @@ def test_area_penalty_weight_is_zero_until_its_start_then_ramps_to_its_weight():
 
 
 def test_lr_warms_up_then_halves_every_decay_steps():
-    factor = warmup_halving(10, 100)
+    factor = lr_lambda(halving(100), 0, 10)
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     assert factor(110) == pytest.approx(0.5) and factor(210) == pytest.approx(0.25)
 
@@ -288,6 +297,7 @@ def test_lr_warms_up_then_halves_every_decay_steps():
 @pytest.mark.parametrize("flags, message", [
     (["--slots", "0"], "positive integer"),
     (["--image-size", "48"], "power of two"),
+    (["--implicit-grad"], "--implicit-grad acts only with --slot-init gaussian"),
     (["--data", "real", "--data-root", "{tmp}"], "CLEVRTex not found"),
 ])
 def test_bad_inputs_are_one_line_errors_with_exit_2(tmp_path, flags, message):
@@ -299,8 +309,6 @@ def test_bad_inputs_are_one_line_errors_with_exit_2(tmp_path, flags, message):
 
 
 def test_owned_regions_match_numpy_on_hand_made_masks():
-    from slot_attention.library import owned_regions
-
     labels = np.zeros((8, 8), np.int64)
     labels[1:3, 2:6] = 1                                   # a 2x4 block
     labels[7, 7] = 2                                       # a single pixel
@@ -316,8 +324,6 @@ def test_owned_regions_match_numpy_on_hand_made_masks():
 
 
 def test_slot_roles_from_area_and_spread():
-    from slot_attention.library import cluster_roles, slot_roles
-
     areas = np.array([0.6, 0.05, 0.08, 0.001, 0.05])
     spreads = np.array([0.3, 0.08, 0.35, 0.0, 0.19])
     roles = slot_roles(areas, spreads)
@@ -327,8 +333,6 @@ def test_slot_roles_from_area_and_spread():
 
 
 def test_composition_takes_one_scenes_background_and_objects_from_others():
-    from slot_attention.library import SlotLibrary, compose
-
     # scene 0: background split over two slots (0, 1) + one object (2); scene 1: one background (3) + one object (4)
     roles = np.array(["background", "background", "object", "background", "object", "empty"])
     library = SlotLibrary(np.arange(12, dtype=np.float32).reshape(6, 2), np.array([0.1, 0.1, 0.05, 0.6, 0.04, 0.0]),
@@ -342,20 +346,15 @@ def test_composition_takes_one_scenes_background_and_objects_from_others():
 
 
 def test_mask_ceiling_is_exact_at_full_resolution_and_costs_at_coarse_grids():
-    from slot_attention.data import generate_scenes
-    from slot_attention.mask_ceiling import ceiling_segmentation, ceilings, main
-
     masks = torch.from_numpy(generate_scenes(20, 32, "flat", 0, "val")[1]).long()
     assert torch.equal(ceiling_segmentation(masks, 32), masks)   # the full grid gives the segments back
     scores = ceilings(masks, [4, 8, 32])
     assert scores[32]["fg_ari"] == pytest.approx(1.0) and scores[4]["fg_ari"] < scores[8]["fg_ari"] < 1.0
     with pytest.raises(UserError, match="larger than the image"):
-        main(["--image-size", "16", "--scenes", "2", "--sizes", "32"])
+        mask_ceiling_main(["--image-size", "16", "--scenes", "2", "--sizes", "32"])
 
 
 def test_gaussian_baseline_draws_fresh_slots_for_learned_queries_too():
-    from slot_attention.library import gaussian_slots
-
     for init in ("gaussian", "learned"):
         torch.manual_seed(0)
         model = SlotAutoencoder(SlotConfig(image_size=16, slots=3, slot_dim=8, encoder_channels=4, mlp_hidden=8,
@@ -375,9 +374,6 @@ def test_gaussian_baseline_draws_fresh_slots_for_learned_queries_too():
 
 
 def test_report_builds_from_run_directories(smoke_run, tmp_path):
-    from common.reporting import load_result
-    from slot_attention import report
-
     out, summary = smoke_run
     specs = report.runs(True)
     assert specs and all("--epochs" in s.args for s in specs)
@@ -390,10 +386,6 @@ def test_report_builds_from_run_directories(smoke_run, tmp_path):
 
 
 def test_diagnosis_separates_cut_objects_from_shared_segments_on_hand_made_segmentations():
-    from sklearn.metrics import adjusted_rand_score
-
-    from slot_attention.diagnose import diagnose, interior_pixels
-
     true = torch.zeros(1, 8, 8, dtype=torch.long)
     true[0, 1:7, 0:4], true[0, 1:7, 4:8] = 1, 2                              # two 6x4 objects side by side
     perfect = diagnose(true, true.clone())
@@ -418,15 +410,35 @@ def test_diagnosis_separates_cut_objects_from_shared_segments_on_hand_made_segme
 
 
 def test_diagnose_reads_a_run_and_scores_as_training_did(smoke_run, tmp_path):
-    from slot_attention.diagnose import main
-
     out, summary = smoke_run
-    result = main([str(out)])
+    result = diagnose_script.main([str(out)])
     assert result["fg_ari"] == pytest.approx(summary["val_fg_ari"])
     assert result["ari"] == pytest.approx(summary["val_ari"])
     assert 0 <= result["largest_share"] <= 1 and result["objects"] > 0
     with pytest.raises(UserError, match="no config.json"):
-        main([str(tmp_path)])
+        diagnose_script.main([str(tmp_path)])
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(UserError, match="not a slot_attention/train.py run config"):
-        main([str(tmp_path)])
+        diagnose_script.main([str(tmp_path)])
+
+
+def test_the_flags_defaults_are_slot_configs_and_config_fields_it_did_not_have_keep_their_old_meaning(tmp_path):
+    parser, recipe = train.build_parser(), SlotConfig()
+    for name in CONFIG_FLAGS:                       # --help shows SlotConfig's defaults: the measured recipe
+        assert parser.get_default(name) == getattr(recipe, name), name
+    assert parser.get_default("image_size") == recipe.image_size
+    args = train.parse(["--out", str(tmp_path / "run")])
+    assert train.model_config(args) == recipe
+    assert (recipe.slot_init, recipe.colour_shortcut, recipe.encoder_stride, recipe.decoder_size) == ("learned", True,
+                                                                                                     4, 16)
+    old = {k: v for k, v in recipe.to_dict().items() if k not in ("slot_init", "colour_shortcut")}
+    assert SlotConfig.from_dict(old) == dataclasses.replace(recipe, slot_init="gaussian", colour_shortcut=False)
+
+
+def test_implicit_grad_is_refused_where_it_would_do_nothing(tmp_path):
+    with pytest.raises(UserError, match="--implicit-grad acts only with --slot-init gaussian"):
+        train.parse(["--implicit-grad", "--out", str(tmp_path / "a")])
+    args = train.parse(["--implicit-grad", "--slot-init", "gaussian", "--out", str(tmp_path / "b")])
+    assert train.model_config(args).implicit_grad
+    with pytest.raises(ValueError, match="implicit_grad acts only with slot_init 'gaussian'"):
+        SlotConfig(implicit_grad=True)

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from common.errors import UserError
-from slot_diffusion import train, train_vae
+from common.reporting import load_result
+from slot_attention import train as slot_attention_train
+from slot_attention.model import ENCODER_FIELDS, SlotConfig
+from slot_diffusion import report, train, train_vae
 from slot_diffusion.ddpm import Diffusion, make_betas
 from slot_diffusion.model import SlotDiffusion, SlotDiffusionConfig, attention_masks
 from slot_diffusion.unet import UNet
@@ -160,8 +163,9 @@ def test_the_vae_gives_3x32x32_latents_for_128px_images_and_decodes_back():
 
 
 def test_slot_diffusion_loss_masks_and_sampling():
-    config = SlotDiffusionConfig(image_size=16, slots=3, slot_dim=8, encoder_channels=4, mlp_hidden=8, latent_size=4,
-                                 unet_widths=(8, 16), attention_levels=(1,), heads=2, timesteps=20)
+    encoder = SlotConfig(image_size=16, slots=3, slot_dim=8, encoder_channels=4, mlp_hidden=8)
+    config = SlotDiffusionConfig(encoder=encoder, latent_size=4, unet_widths=(8, 16), attention_levels=(1,), heads=2,
+                                 timesteps=20)
     model = SlotDiffusion(config)
     assert SlotDiffusionConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     images, latents = torch.rand(2, 3, 16, 16), torch.randn(2, 3, 4, 4)
@@ -180,11 +184,48 @@ def test_slot_diffusion_loss_masks_and_sampling():
         SlotDiffusionConfig(latent_size=6, unet_widths=(8, 16, 16))
 
 
+def test_the_encoder_is_slot_attentions_default_and_its_flags_come_from_slot_config(tmp_path):
+    assert SlotDiffusionConfig().encoder == SlotConfig()
+    parser, ours = slot_attention_train.build_parser(), train.build_parser()
+    for name in ENCODER_FIELDS:
+        assert ours.get_default(name) == parser.get_default(name) == getattr(SlotConfig(), name), name
+    defaults = SlotDiffusionConfig()
+    assert ours.get_default("unet_widths") == list(defaults.unet_widths) and ours.get_default("heads") == defaults.heads
+    args = train.parse(["--out", str(tmp_path / "run")])
+    assert train.model_config(args, latent_size=16) == defaults
+    # --baseline train hands slot_attention the same encoder
+    old_encoder = ["--slot-init", "gaussian", "--no-colour-shortcut", "--slots", "7"]
+    args = train.parse([*old_encoder, "--out", str(tmp_path / "a")])
+    baseline = slot_attention_train.parse([*train.encoder_flags(args), "--out", str(tmp_path / "b")])
+    assert all(getattr(baseline, name) == getattr(args, name) for name in ENCODER_FIELDS)
+    assert train.model_config(args, 16).encoder == slot_attention_train.model_config(baseline)
+    assert train.model_config(args, 16).encoder.slots == 7
+    with pytest.raises(UserError, match="--implicit-grad acts only with --slot-init gaussian"):
+        train.parse(["--implicit-grad", "--out", str(tmp_path / "c")])
+
+
+def test_a_config_stored_before_the_encoder_field_rebuilds_the_encoder_it_had():
+    old = {"image_size": 32, "channels": 3, "slots": 4, "iterations": 3, "slot_dim": 16, "encoder_channels": 8,
+           "encoder_stride": 4, "mlp_hidden": 16, "implicit_grad": False, "latent_channels": 3, "latent_size": 8,
+           "unet_widths": [16, 32], "unet_blocks": 1, "attention_levels": [1], "heads": 2, "schedule": "linear",
+           "timesteps": 100}                        # a smoke run's model_config, as stored until 2026-12-06
+    config = SlotDiffusionConfig.from_dict(old)
+    encoder = config.encoder
+    assert (encoder.slot_init, encoder.colour_shortcut, encoder.slots, encoder.encoder_channels) == ("gaussian", False,
+                                                                                                     4, 8)
+    assert config.unet_widths == (16, 32) and config.latent_size == 8
+    keys = SlotDiffusion(config).state_dict()
+    assert "slot_encoder.slot_attention.queries" not in keys and "slot_encoder.encoder.colour.weight" not in keys
+    assert SlotDiffusionConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(UserError, match="SlotDiffusionConfig has no field"):
+        SlotDiffusionConfig.from_dict({**old, "unknown": 1})
+    with pytest.raises(UserError, match="encoder must be a mapping"):
+        SlotDiffusionConfig.from_dict({"encoder": 3})
+
+
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
     """train_vae.py --smoke, slot_attention --smoke (the baseline), then train.py --smoke with both."""
-    from slot_attention import train as slot_attention_train
-
     root = tmp_path_factory.mktemp("slot_diffusion")
     vae = train_vae.main(["--smoke", "--out", str(root / "vae")])
     slot_attention_train.main(["--smoke", "--out", str(root / "baseline")])
@@ -215,9 +256,6 @@ def test_smoke_runs_write_every_artefact(smoke_runs):
 
 
 def test_report_builds_from_run_directories(smoke_runs, tmp_path):
-    from common.reporting import load_result
-    from slot_diffusion import report
-
     root, _, summary = smoke_runs
     specs = report.runs(True)
     assert specs and all("--epochs" in s.args for s in specs)
@@ -235,6 +273,18 @@ def test_a_checkpoint_of_another_kind_is_a_one_line_user_error(smoke_runs, tmp_p
         train.main(["--smoke", "--out", str(tmp_path / "a"), "--vae", str(root / "baseline" / "checkpoint.pt")])
     with pytest.raises(UserError, match="no checkpoint"):
         train.main(["--smoke", "--out", str(tmp_path / "b"), "--vae", str(tmp_path / "missing.pt")])
+
+
+def test_resuming_a_run_of_the_old_encoder_defaults_names_the_flags_it_needs(smoke_runs, tmp_path):
+    root, _, _ = smoke_runs
+    flags = ["--smoke", "--out", str(tmp_path / "run"), "--vae", str(root / "vae" / "checkpoint.pt")]
+    train.main([*flags, "--slot-init", "gaussian", "--no-colour-shortcut"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    for name in ("slot_init", "colour_shortcut"):   # a run started before these flags existed
+        del config["args"][name]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="trained with --slot-init gaussian --no-colour-shortcut: resume with those"):
+        train.main([*flags, "--resume"])
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
-"""The end of a slot_diffusion run: reconstructions by sampling, masks, the slot library and composed
-scenes, the Gaussian-slot baseline, sampling time, FID against the val images, and (with --baseline)
-slot_attention's broadcast decoder on the same val images, side by side.
+"""What a finished slot_diffusion run writes (train.py's write_artefacts): reconstructions by sampling, masks,
+the slot library and composed scenes, the Gaussian-slot baseline, sampling time, FID against the val images,
+and (with --baseline) slot_attention's broadcast decoder on the same val images, side by side.
 
 Compositional generation uses slot_attention/library.py unchanged (its rule: the background slots of
 one random training scene and as many object slots as another has, each from a K-means cluster drawn in
@@ -16,10 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 
+from common.errors import UserError
+from common.fid import fid, inception_features
+from common.models import count_parameters
 from common.plots import plot_curves, plot_image_grid
 from common.segmentation import segmentation_scores
-from slot_attention.model import predicted_segmentation
+from slot_attention.library import build_library, compose, decode_slot_sets, gaussian_slots
+from slot_attention.model import load_autoencoder, predicted_segmentation
+from slot_diffusion.vae import evaluate_vae
 
 EVAL_BATCH = 64
 
@@ -63,8 +69,6 @@ def mask_grid(images, vae_recon, recon, true_masks, masks, slots_recon_title: st
     """Rows of [image, VAE, sampled reconstruction, true segments, predicted segments, each slot's
     attention mask over the image (white where the slot does not attend; masks divided by the image's
     largest mask value)]."""
-    from matplotlib import colormaps
-
     palette = colormaps["tab20"](np.arange(20))[:, :3]
     segments = predicted_segmentation(masks)
     scores = segmentation_scores(true_masks, segments)
@@ -82,15 +86,10 @@ def mask_grid(images, vae_recon, recon, true_masks, masks, slots_recon_title: st
 
 
 def _fids(sets: dict[str, torch.Tensor], reference, n: int) -> dict[str, float]:
-    from common.fid import fid, inception_features
-
     return {f"fid_{name}": fid(inception_features(images[:n]), reference) for name, images in sets.items()}
 
 
 def write_artefacts(run, model, vae, data, args, baseline_path, vae_path: str) -> dict:
-    from slot_attention.library import build_library, compose
-    from slot_diffusion.train_vae import evaluate_vae
-
     records = run.metrics()
     last = records[-1]
     short = data.source.split(" (")[0]
@@ -122,8 +121,7 @@ def write_artefacts(run, model, vae, data, args, baseline_path, vae_path: str) -
     n_sets = max(n_fid, 24)
     slot_sets = compose(library, n_sets, args.seed)
     composed = sample_slot_sets(model, vae, slot_sets, args, args.seed + 1)
-    gaussian = sample_images(model, vae, model.slot_encoder.slot_attention.initial_slots(
-        n_sets, torch.Generator(device=val.device).manual_seed(args.seed)), args, args.seed + 2)
+    gaussian = sample_images(model, vae, gaussian_slots(model, n_sets, args.seed), args, args.seed + 2)
     n_grid = min(24, n_sets)
     for images, name, what in ((composed, "compositional.png", f"new scenes from the slot library ({args.clusters} "
                                 "K-means clusters), sampled"), (gaussian, "gaussian_baseline.png",
@@ -132,8 +130,6 @@ def write_artefacts(run, model, vae, data, args, baseline_path, vae_path: str) -
 
     fids, reference = {}, None
     if n_fid >= 2:
-        from common.fid import inception_features
-
         reference = inception_features(val[:n_fid].cpu())
         fids = _fids({"reconstruction": recon, "compositional": composed, "gaussian": gaussian,
                       "vae": vae_recon}, reference, n_fid)
@@ -151,7 +147,7 @@ def write_artefacts(run, model, vae, data, args, baseline_path, vae_path: str) -
         "curve": [{"epoch": r["epoch"], "minutes": r["wall_seconds"] / 60, "val_fg_ari": r["val_fg_ari"],
                    "val_ari": r["val_ari"], "val_loss": r["val_loss"]} for r in records],
         "epochs": last["epoch"], "train_seconds": last["train_seconds"], "wall_seconds": last["wall_seconds"],
-        "after_training_seconds": time.perf_counter() - tic, "parameters": sum(p.numel() for p in model.parameters()),
+        "after_training_seconds": time.perf_counter() - tic, "parameters": count_parameters(model),
         "model_config": model.config.to_dict(), "model": model.config.describe(), "stand_in": args.stand_in,
         "n_train": len(data.train_images), "n_val": len(data.val_images),
     }, records)
@@ -169,10 +165,6 @@ def write_artefacts(run, model, vae, data, args, baseline_path, vae_path: str) -
 def evaluate_baseline(path, data, args, diffusion_recon, reference, n_fid: int, run) -> dict:
     """slot_attention's SlotAutoencoder on the same val images: FG-ARI / ARI (all val), MSE and FID of its
     reconstructions, FID of its composed scenes, decoding seconds per image; a side-by-side grid."""
-    from common.errors import UserError
-    from slot_attention.library import build_library, compose, decode_slot_sets
-    from slot_attention.model import load_autoencoder
-
     device = data.val_images.device
     model, state = load_autoencoder(path)
     model = model.to(device).eval()
