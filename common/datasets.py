@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from common import generated, hierarchy_data
+from common import generated
 from common.data_source import resolve_data, with_source
 from common.download import fetch
 from common.errors import UserError
@@ -20,6 +20,33 @@ from common.formats import read_cifar_batch, read_cifar_meta, read_idx
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                  "Bag", "Ankle boot"]
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR100_FINE_NAMES = [
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
+    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
+    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
+    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
+    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger",
+    "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+]
+CIFAR100_SUPERCLASS_NAMES = [
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+    "vehicles_1", "vehicles_2",
+]
+# CIFAR-100's own coarse label of each fine label (the "coarse_labels" its files carry)
+CIFAR100_FINE_TO_SUPER = np.array([
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
+    6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
+    5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
+    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
+    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
+], dtype=np.int64)
 
 
 @dataclass
@@ -73,17 +100,25 @@ def _check_labels(labels: np.ndarray, num_classes: int, where: Path) -> np.ndarr
     return labels.astype(np.int64)
 
 
-def _read_idx_set(classes: list[str]) -> Callable[[Path], ImageDataset]:
+def _read_idx_set(classes: list[str], size: tuple[int, int] = (28, 28)) -> Callable[[Path], ImageDataset]:
     def read(folder: Path) -> ImageDataset:
         splits = {}
         for split, prefix in (("train", "train"), ("test", "t10k")):
-            images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
+            image_file = _find(folder, f"{prefix}-images-idx3-ubyte")
+            images = read_idx(image_file)
+            if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != size or not len(images):
+                raise UserError(f"{image_file}: {images.dtype} images {images.shape}, expected N >= 1 unsigned-byte "
+                                f"images of {size[0]}x{size[1]}; delete the file and fetch it again")
             label_file = _find(folder, f"{prefix}-labels-idx1-ubyte")
-            labels = _check_labels(read_idx(label_file), len(classes), label_file)
-            if images.ndim != 3 or len(images) != len(labels):
+            labels = read_idx(label_file)
+            if labels.dtype.kind not in "iu" or labels.ndim != 1:
+                raise UserError(f"{label_file}: {labels.dtype} labels {labels.shape}, expected one integer label "
+                                f"per image; delete the file and fetch it again")
+            labels = _check_labels(labels, len(classes), label_file)
+            if len(images) != len(labels):
                 raise UserError(f"{folder}: {prefix} images {images.shape} do not match {len(labels)} "
                                 f"labels; delete the files and fetch them again")
-            splits[split] = (images.astype(np.uint8), labels)
+            splits[split] = (images, labels)
         return ImageDataset(*splits["train"], *splits["test"], classes, "real")
     return read
 
@@ -122,12 +157,12 @@ def _digits_stand_in(seed: int) -> ImageDataset:
                         "embedded: scikit-learn digits (1,797 real 8x8 scans upscaled to 28x28)")
 
 
-def _pattern_stand_in(shape, classes, n_train, n_test, coarse_per_class=None):
+def _pattern_stand_in(shape, classes, n_train, n_test, coarse: np.ndarray | None = None):
+    """Pattern classes; `coarse` (classes,): each class's coarse label, kept as the "coarse" aux labels."""
     def make(seed: int) -> ImageDataset:
         x_train, y_train = generated.pattern_classes(n_train, shape, len(classes), seed)
         x_test, y_test = generated.pattern_classes(n_test, shape, len(classes), seed, "test")
-        aux = ({"coarse": y_train // coarse_per_class}, {"coarse": y_test // coarse_per_class}) \
-            if coarse_per_class else ({}, {})
+        aux = ({"coarse": coarse[y_train]}, {"coarse": coarse[y_test]}) if coarse is not None else ({}, {})
         return ImageDataset(x_train, y_train, x_test, y_test, classes,
                             f"generated: {len(classes)} pattern classes {shape} (seed {seed})", *aux)
     return make
@@ -151,7 +186,7 @@ REAL_SETS: dict[str, RealImageSet] = {
     "cifar100": RealImageSet(
         "CIFAR-100", "cifar-100-python", ("train", "test", "meta"), _read_cifar100, "CIFAR100",
         ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
-        hierarchy_data.cifar100_stand_in),
+        _pattern_stand_in((32, 32, 3), CIFAR100_FINE_NAMES, 10000, 2000, coarse=CIFAR100_FINE_TO_SUPER)),
 }
 
 
@@ -162,7 +197,7 @@ def _present(spec: RealImageSet, root: Path) -> bool:
 
 def _download(spec: RealImageSet, root: Path, announce: Callable[[str], None]) -> None:
     def run() -> None:
-        import torchvision.datasets as tv_datasets
+        import torchvision.datasets as tv_datasets   # heavy (about a second): only when downloading
 
         root.mkdir(parents=True, exist_ok=True)
         cls = getattr(tv_datasets, spec.torchvision_class)
@@ -192,6 +227,9 @@ def load_image_dataset(name: str, mode: str, root: Path, *, seed: int = 0, smoke
 
     def read() -> tuple[ImageDataset, str]:
         data = spec.read(folder)
+        if not len(data.y_train) or not len(data.y_test):
+            raise UserError(f"{folder}: the {'training' if not len(data.y_train) else 'test'} set holds no images; "
+                            f"delete the files and fetch them again")
         data.source = f"real: {spec.name} ({len(data.y_train):,} train / {len(data.y_test):,} test) from {folder}"
         return with_source(data)
 

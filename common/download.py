@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+from common.progress import progress
+
 PROBE_SECONDS = 5.0
 DOWNLOAD_SOCKET_TIMEOUT = 30.0
 
@@ -61,7 +63,6 @@ def download_file(url: str, target: Path, *, max_lines: int | None = None, desc:
     """Stream `url` into `target` (its folder created), whole or its first `max_lines` lines, through a
     temporary file renamed at the end: an interrupted transfer never leaves a truncated `target`.
     Call it inside `fetch`, which probes the host and bounds the socket time-outs."""
-    from common.progress import progress  # tqdm, only when something is downloaded
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

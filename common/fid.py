@@ -14,6 +14,7 @@ sample counts small there and say so; FID from a few hundred images is biased up
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,8 +42,6 @@ class FIDInception(torch.nn.Module):
 
     def __init__(self, path: Path | None = None):
         super().__init__()
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)   # torch.jit.load's deprecation notice
             base = torch.jit.load(str(path or inception_path()), map_location="cpu").eval()
@@ -71,7 +70,7 @@ def to_uint8_hwc(images: torch.Tensor | np.ndarray) -> np.ndarray:
 def inception_features(images: torch.Tensor | np.ndarray, *, batch_size: int = 32, device: str = "cpu"
                        ) -> np.ndarray:
     """(N, 2048) float64 features of images (N, 3, H, W) after clean-fid's clean resize."""
-    from cleanfid.resize import build_resizer
+    from cleanfid.resize import build_resizer   # clean-fid is heavy: only when an FID is computed
 
     resize = build_resizer("clean")
     pixels = to_uint8_hwc(images)
@@ -85,10 +84,7 @@ def inception_features(images: torch.Tensor | np.ndarray, *, batch_size: int = 3
 
 def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """clean-fid's FID of two feature sets (each at least 2 rows)."""
-    from cleanfid.fid import fid_from_feats
-
-    import warnings
-
+    from cleanfid.fid import fid_from_feats   # clean-fid is heavy: only when an FID is computed
     from scipy.linalg import LinAlgWarning
 
     if min(len(features_a), len(features_b)) < 2:

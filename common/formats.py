@@ -44,7 +44,10 @@ def read_idx(path: Path) -> np.ndarray:
     if found != expected:
         raise UserError(f"corrupt IDX file {path}: expected {expected} data bytes for shape {shape}, "
                         f"found {found}; {REDOWNLOAD}")
-    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        raise UserError(f"corrupt IDX file {path}: it holds NaN or infinite values; {REDOWNLOAD}")
+    return array
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -59,27 +62,51 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def read_cifar_batch(path: Path, label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR python batch -> images (N, 32, 32, 3) uint8 and labels (N,) int64."""
+    """One CIFAR python batch -> images (N, 32, 32, 3) uint8 and labels (N,) int64. The fields are checked
+    for the types CIFAR's files hold before any array is built: `data` a (N, 3072) uint8 array, the labels
+    N integers (a nested list that reuses one sub-list at every level is a few KB on disk and terabytes
+    once converted: refused, never converted)."""
     entry = _unpickle(path)
+    missing = [key for key in (b"data", label_key.encode()) if key not in entry]
+    if missing:
+        raise UserError(f"corrupt CIFAR batch {path}: missing key {missing[0]!r}; {REDOWNLOAD}")
+    data, labels = entry[b"data"], entry[label_key.encode()]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        found = f"a {data.dtype} array {data.shape}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
+        raise UserError(f"corrupt CIFAR batch {path}: 'data' is {found}, not an (N, 3072) uint8 array; {REDOWNLOAD}")
+    return np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)), \
+        _cifar_labels(labels, len(data), f"{path} '{label_key}'")   # images (N, 32, 32, 3)
+
+
+def _cifar_labels(labels: Any, count: int, where: str) -> np.ndarray:
+    """`count` integer labels (a list or an integer array) as int64, checked before conversion."""
+    if isinstance(labels, np.ndarray):
+        ok = labels.ndim == 1 and labels.dtype.kind in "iu"
+    else:
+        ok = isinstance(labels, (list, tuple)) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                                       for v in labels[:count + 1])
+    if not ok:
+        raise UserError(f"corrupt CIFAR batch {where}: the labels are not a list of integers; {REDOWNLOAD}")
+    if len(labels) != count:
+        raise UserError(f"corrupt CIFAR batch {where}: {len(labels)} labels for {count} images; {REDOWNLOAD}")
     try:
-        data = np.asarray(entry[b"data"], dtype=np.uint8)
-        labels = np.asarray(entry[label_key.encode()], dtype=np.int64)
-    except KeyError as err:
-        raise UserError(f"corrupt CIFAR batch {path}: missing key {err}; {REDOWNLOAD}") from None
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-        raise UserError(f"corrupt CIFAR batch {path}: data {data.shape} and {len(labels)} labels do not "
-                        f"fit (N, 3072); {REDOWNLOAD}")
-    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3)
-    return np.ascontiguousarray(images), labels
+        return np.asarray(labels, dtype=np.int64)
+    except OverflowError:
+        raise UserError(f"corrupt CIFAR batch {where}: a label is out of range; {REDOWNLOAD}") from None
 
 
 def read_cifar_meta(path: Path, key: str = "label_names") -> list[str]:
-    """Class names from CIFAR's batches.meta (CIFAR-10) or meta (CIFAR-100)."""
+    """Class names from CIFAR's batches.meta (CIFAR-10) or meta (CIFAR-100): a list of byte strings."""
     entry = _unpickle(path)
+    if key.encode() not in entry:
+        raise UserError(f"corrupt CIFAR meta file {path}: no '{key}'; {REDOWNLOAD}")
+    names = entry[key.encode()]
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, (bytes, str)) for n in names):
+        raise UserError(f"corrupt CIFAR meta file {path}: '{key}' is not a list of class names; {REDOWNLOAD}")
     try:
-        return [name.decode() for name in entry[key.encode()]]
-    except KeyError:
-        raise UserError(f"corrupt CIFAR meta file {path}: no '{key}'; {REDOWNLOAD}") from None
+        return [name.decode() if isinstance(name, bytes) else name for name in names]
+    except UnicodeDecodeError:
+        raise UserError(f"corrupt CIFAR meta file {path}: a class name is not UTF-8 text; {REDOWNLOAD}") from None
 
 
 def write_cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray, label_key: str = "labels") -> None:

@@ -11,7 +11,7 @@ def sklearn_digits_28() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, UCI) in MNIST's layout:
     upscaled to 20x20 and centred by centre of mass in a 28x28 frame, uint8 0-255.
     Returns images (N, 28, 28) uint8 and labels (N,) int64."""
-    from scipy import ndimage
+    from scipy import ndimage   # scipy and scikit-learn take a second to import: only for this stand-in
     from sklearn.datasets import load_digits
 
     digits = load_digits()

@@ -8,15 +8,60 @@ torch.Generator, so a run is deterministic given its seed and no DataLoader work
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from common.datasets import load_image_dataset
 from common.errors import UserError
+
+MAX_IMAGE_PIXELS = 64_000_000   # a photo or render this project reads: far below Pillow's bomb limit (178 Mpx)
+
+
+@contextlib.contextmanager
+def open_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS):
+    """Image.open(path) (lazy: nothing decoded yet) as a context; an image above `max_pixels` is a UserError
+    naming the file, never Pillow's DecompressionBombError traceback or its warning."""
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError:
+            image = None
+    if image is None or image.size[0] * image.size[1] > max_pixels:
+        size = "more than 178 Mpx" if image is None else f"{image.size[0]}x{image.size[1]} pixels"
+        if image is not None:
+            image.close()
+        raise UserError(f"{path}: {size}, above the {max_pixels:,} pixels this loader decodes; resize the image "
+                        f"or remove it")
+    with image:
+        yield image
+
+
+def rgb8(image, path: Path | str = "the image"):
+    """A Pillow image as 8-bit RGB. 16-bit (and 32-bit integer) greys are scaled to 8 bits: Pillow's
+    convert("RGB") clips them, so a 16-bit scan came out pure white. A float image is a UserError naming `path`."""
+
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise UserError(f"{path}: {image.mode} pixel values {values.min()}..{values.max()} outside 16 bits; "
+                            f"save it as an 8- or 16-bit image")
+        if image.mode.startswith("I;16") or values.max(initial=0) > 255:   # 16-bit range: 65535 -> 255
+            values = (values * 255 + 32767) // 65535
+        return Image.fromarray(values.astype(np.uint8), "L").convert("RGB")
+    if image.mode == "F":
+        raise UserError(f"{path}: a 32-bit float image, which has no one scale to 8 bits; save it as an 8- or 16-bit "
+                        f"image")
+    return image.convert("RGB")
+
 
 @dataclass
 class ImageTensors:

@@ -20,6 +20,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from common.checkpoint import check_finite
 from common.errors import UserError
 
 C = TypeVar("C", bound="ModelConfig")
@@ -74,6 +75,7 @@ def rebuild_model(state: Any, build: Callable[[dict], Any], source: Path | str, 
     if not isinstance(state, dict) or not isinstance(state.get("model_config"), dict) or "model" not in state:
         raise UserError(f"{source} is not a {what} checkpoint (it has no model_config/model entries); pick the "
                         f"checkpoint.pt of a {what} run")
+    check_finite(state["model"], source)   # NaN weights: a damaged file (exit 2), not a run that diverged later
     try:
         model = build(dict(state["model_config"]))
         model.load_state_dict(state["model"])

@@ -6,6 +6,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import mean, stdev
 from typing import Sequence
 
 from common.rundir import read_metrics
@@ -32,6 +33,16 @@ class RunResult:
         return [r[key] for r in self.records]
 
 
+@dataclass(frozen=True)
+class Headline:
+    """An assignment's row in reports/index.md, the page a grader opens first: what the course asked (one line),
+    the headline metric, the original report's figure ("—" where it gives none) and ours."""
+    task: str
+    metric: str
+    original: str
+    ours: str
+
+
 def load_result(name: str, path: Path) -> RunResult:
     path = Path(path)
     return RunResult(name, path, json.loads((path / "config.json").read_text()),
@@ -42,6 +53,11 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def mean_std(values: list[float]) -> str:
+    """'0.662 ± 0.026' (std over runs, n - 1 in the denominator; one run: no std; none: '—')."""
+    return f"{mean(values):.3f}" + (f" ± {stdev(values):.3f}" if len(values) > 1 else "") if values else "—"
 
 
 def pct(value: float) -> str:

@@ -7,13 +7,12 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 from common import REPO_ROOT
-from common.checkpoint import load_checkpoint, save_checkpoint
+from common.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint, temp_file
 from common.data_source import short_source
 from common.errors import UserError
 from common.metrics import loss_trend
@@ -28,19 +27,52 @@ RESUMABLE_DIFFERENCES = {"resume", "overwrite", "wandb", "device", "threads", "e
 
 def write_json(path: Path, payload: dict) -> None:
     """Atomic JSON write: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    _write_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file (.<name>.<random>.tmp, removed by RunDir.start when a kill
+    left it) and a rename."""
+    fd, tmp = temp_file(path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_metrics(run_path: Path) -> list[dict]:
-    """The records of <run_path>/metrics.jsonl, oldest first ([] when there are none)."""
+    """The records of <run_path>/metrics.jsonl, oldest first ([] when there are none). A last line cut short
+    (what a kill during a write leaves: no newline after it, not JSON) is left out; any other line that is not
+    a JSON record is a UserError."""
     path = Path(run_path) / METRICS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path} ({getattr(err, 'strerror', None) or type(err).__name__}); start over "
+                        f"with --overwrite, or pick another --out") from None
+    lines = text.splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            if number == len(lines) and not text.endswith("\n"):
+                break   # cut short by a kill: the epoch it held is trained again
+            record = None
+        epoch = record.get("epoch", 0) if isinstance(record, dict) else None
+        if not isinstance(record, dict) or isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+            raise UserError(f"{path} line {number} is not a metrics record (a JSON object with a numeric epoch); "
+                            f"the file is damaged: delete that line and the ones after it, or start over with "
+                            f"--overwrite")
+        records.append(record)
+    return records
 
 
 def check_writable_dir(path: Path, flag: str = "--out") -> None:
@@ -104,6 +136,11 @@ class RunDir:
         elif config_file.exists() and not args.overwrite:
             raise UserError(f"{_short(self.path)} already holds a run: add --resume to continue it, "
                             f"--overwrite to start over, or pick another --out")
+        elif not config_file.exists() and not args.overwrite and _visible_files(self.path):
+            found = ", ".join(p.name for p in _visible_files(self.path)[:3])
+            raise UserError(f"{_short(self.path)} holds files ({found}) but no config.json: not a run this script "
+                            f"can {'resume' if args.resume else 'add to'}; add --overwrite to start over there, or "
+                            f"pick another --out")
         elif args.resume and not config_file.exists():
             print(f"note: no run in {_short(self.path)} to resume; starting from scratch")
 
@@ -122,8 +159,7 @@ class RunDir:
         if self._started:
             return
         make_dir(self.path)
-        for stale in self.path.glob(f".{CHECKPOINT}.*.tmp"):
-            stale.unlink(missing_ok=True)
+        remove_stale_temp_files(self.path)
         if self.args.resume:
             self._keep_records_until(self._resume_epoch)
         elif self.args.overwrite:
@@ -165,10 +201,7 @@ class RunDir:
         if not (self.path / METRICS).exists():
             return
         kept = [r for r in read_metrics(self.path) if r.get("epoch", 0) <= epoch]
-        fd, tmp = tempfile.mkstemp(dir=self.path)
-        with os.fdopen(fd, "w") as handle:
-            handle.writelines(json.dumps(r) + "\n" for r in kept)
-        os.replace(tmp, self.path / METRICS)
+        _write_atomic(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
 
     # checkpoints -----------------------------------------------------------------------------
     @property
@@ -217,6 +250,15 @@ class RunDir:
         self.tracker.summary(summary)
         self.tracker.finish()
         return summary
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """The files directly in `folder` an earlier run (or anything else) left, hidden ones (temp files) aside;
+    sub-folders are nested runs (dfad_kd's teacher/, slot_diffusion's vae/) and do not count."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError:   # missing, or not a folder: check_writable_dir has said so
+        return []
 
 
 def _short(path: Path) -> str:

@@ -5,9 +5,11 @@ import os
 import platform
 import random
 import subprocess
+import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from common import REPO_ROOT
 from common.errors import UserError
@@ -68,8 +70,18 @@ def set_cpu_threads(threads: str | int) -> int:
     adaptive = threads == "auto" and local_processes == 1
     if threads == "auto":
         threads = max(1, free_cores() // local_processes)
-    threads = _apply_threads(int(threads))
+    threads = _apply_threads(cap_threads(int(threads)))
     _governor = ThreadGovernor(threads) if adaptive else None
+    return threads
+
+
+def cap_threads(threads: int) -> int:
+    """--threads N above this process's cores is capped at the cores, in one line: more threads than cores
+    only spin and wait (--threads 10000 started ~19,000 threads and stalled the machine, issue 33)."""
+    cores = usable_cores()
+    if threads > cores:
+        print(f"note: --threads {threads} is more than the {cores} core(s) this process may use; using {cores}")
+        return cores
     return threads
 
 
@@ -77,8 +89,6 @@ def _apply_threads(threads: int) -> int:
     torch = _torch_if_loaded()
     if torch is not None:
         torch.set_num_threads(threads)
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(limits=threads, user_api="blas")   # a plain call applies the limit for the process
     return threads
 
@@ -140,7 +150,7 @@ def adapt_threads() -> None:
 
 def choose_device(name: str) -> str:
     """'auto' picks cuda, then mps, then cpu; an explicit choice that is not available is an error."""
-    import torch
+    import torch   # here, not at the top: the NumPy scripts never import torch
 
     available = {
         "cpu": True,
@@ -186,6 +196,5 @@ def hardware_info(device: str = "cpu") -> dict:
 
 
 def _torch_if_loaded():
-    import sys
 
     return sys.modules.get("torch")

@@ -82,8 +82,3 @@ def add_step_schedule_flags(parser, *, warmup: int = 300, decay: int = 3000, cli
     add("--explode-factor", type=non_negative_float, default=explode,
         help="stop when a step's loss exceeds this many times the running mean (0: only non-finite) "
              "(default: %(default)s)")
-
-
-def warmup_halving(warmup: int, decay: int):
-    """Linear warm-up over `warmup` steps, then halved every `decay` steps (lr_lambda with halving)."""
-    return lr_lambda(halving(decay), 0, warmup)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
+import hashlib
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
@@ -74,7 +75,7 @@ class NullTracker:
 class WandbTracker:
     def __init__(self, mode: str, project: str, name: str, config: dict, directory: Path):
         try:
-            import wandb
+            import wandb   # optional and slow to import: only when a run logs to wandb
         except ImportError:
             raise UserError("--wandb needs the wandb package: pip install wandb") from None
         self._owned = wandb.run is None  # inside a wandb sweep's agent the trial's run is already open
@@ -104,7 +105,6 @@ class WandbTracker:
 
 def _run_id(directory: Path) -> str:
     """A stable id per run directory, so --resume continues the same wandb run."""
-    import hashlib
 
     return hashlib.sha1(str(directory.resolve()).encode()).hexdigest()[:16]
 

@@ -67,6 +67,7 @@ class Meter:
 
     def __init__(self):
         self.sums: dict[str, torch.Tensor] | None = None
+        self.examples = 0.0          # the count, when it is given as a Python number (no device copy per step)
         self.first: torch.Tensor | None = None
         self.peak: torch.Tensor | None = None
 
@@ -76,9 +77,13 @@ class Meter:
             self.first, self.peak = step.clone(), step.clone()
         else:
             self.peak = torch.maximum(self.peak, step)       # NaN propagates
-        count = n if isinstance(n, torch.Tensor) else torch.tensor(float(n), device=step.device)
+        batch = {"loss": step * n, **sums}
+        if isinstance(n, torch.Tensor):
+            batch["n"] = n
+        else:
+            self.examples += n
         self.sums = self.sums if self.sums is not None else {}
-        for key, value in {"loss": step * count, **sums, "n": count}.items():
+        for key, value in batch.items():
             value = value.detach().float()
             if key in self.sums:
                 self.sums[key] += value
@@ -89,12 +94,15 @@ class Meter:
         """(names, their sums over all ranks, [first, peak] over all ranks), still on the device."""
         if self.sums is None:
             raise TrainingDiverged("the training set gave no batches: check --batch-size against the data size")
-        names = sorted(self.sums)
-        sums = all_reduce_sum(torch.stack([self.sums[k] for k in names]))
+        sums = dict(self.sums)
+        if "n" not in sums:
+            sums["n"] = torch.tensor(self.examples, dtype=torch.float32, device=self.first.device)
+        names = sorted(sums)
+        totals = all_reduce_sum(torch.stack([sums[k] for k in names]))
         pair = torch.stack([self.first, self.peak])
         if is_distributed():
             dist.all_reduce(pair, op=dist.ReduceOp.MAX)
-        return names, sums, pair
+        return names, totals, pair
 
     def means(self) -> dict[str, float]:
         """The epoch's means over all ranks (one host sync)."""

@@ -1,28 +1,42 @@
 """Hostile and careless inputs to the data layer (issue 17): data files whose pickle would run code,
 a --data-root that is a file, MathQA rows of the wrong type and options built to be slow, index
-tokens with thousands of digits, NaN / Infinity coordinates, and wandb on an offline machine.
+tokens with thousands of digits, NaN / Infinity coordinates, and wandb on an offline machine; and the
+third round's defects (issue 33, at the end): memo bombs, files of the wrong shape or type, 16-bit and
+oversized images, non-finite inputs, empty sets, leftover temp files, folders that cannot be made,
+torch's warnings, an --out without config.json and a damaged metrics.jsonl.
 
 Each case is one clear line (a UserError, or exit 2 and one `error:` line for a script), nothing runs,
 and nothing is created. Tiny files are written here in the real formats; nothing touches the network."""
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import os
 import pathlib
 import pickle
+import struct
 import time
+import warnings
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from common import download, tracking
+from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import make_parser, parse_args
 from common.datasets import CIFAR10_NAMES, REAL_SETS, load_image_dataset
 from common.errors import UserError
-from common.formats import read_cifar_batch, read_cifar_meta, read_npz, write_cifar_batch
+from common.formats import read_cifar_batch, read_cifar_meta, read_idx, read_npz, write_cifar_batch, write_idx
+from common.rundir import RunDir, read_metrics
+from common.runtime import usable_cores
 from sketch_rnn.data import load_sketches, parse_ndjson_line
 from sketch_rnn.data import read_npz as read_sketch_npz
-from tests.conftest import REPO, run_script
+from tests.conftest import REPO, run_script, write_mnist_layout
 from text2math.data import load_mathqa, read_glove, read_mathqa_json
 from text2math.program import ExecutionError, correct_values, execute, option_values
 
@@ -403,3 +417,631 @@ def test_explicit_online_offline_is_one_line_and_other_modes_are_not_probed(wand
     assert len(probes) == 2
     assert _parse(["--wandb", "offline"]).wandb == "offline" and _parse(["--wandb", "off"]).wandb == "off"
     assert _parse(["--smoke"]).wandb == "off" and len(probes) == 2
+
+
+# === issue 33: the 16 defects of the third round of hostile probes =================================
+# D1 --threads without bound; D2 memo bombs; D3 IDX shapes; D4 CIFAR field types; D5 16-bit images; D6 CLEVRTex
+# metadata and pixel bombs; D7 non-finite inputs; D8 empty training sets; D9 temp files; D10 folders other than
+# --out; D11 torch's warning and advice; D12 unreadable class folders; D14 absurd sizes; D15 an --out without
+# config.json; D16 a damaged metrics.jsonl. (D13, torchrun in dfad_kd, is tested with the torchrun scripts.)
+SCRIPT_MAINS = {  # every entry point with --threads -> extra flags it needs to get to its threads
+    **{f"{p.parent.name}/train.py": [] for p in REPO.glob("*/train.py")},
+    **{f"mnist_scratch/{name}.py": [] for name in ("xor", "approximation", "gradient_flow", "activations")},
+    "dfad_kd/train_teacher.py": [], "kd_cifar10/distill.py": [], "slot_diffusion/train_vae.py": [],
+    "fashion_mnist_ffn/sweep.py": [],
+    "text2math/evaluate.py": ["--checkpoint", "x.pt", "--eval-file", "x.json"],
+    "text2math/rerank.py": ["--checkpoint", "x.pt"],
+}
+
+
+class ThreadsSet(Exception):
+    """Raised by the patched thread setter: the script got as far as applying --threads."""
+
+
+def test_threads_above_the_cores_are_capped_in_one_line(capsys):
+    """D1: --threads 10000 started ~19,000 threads; it is capped at the usable cores, with one line."""
+    assert _parse(["--threads", "10000"]).threads == usable_cores()
+    (note,) = capsys.readouterr().out.strip().splitlines()
+    assert note.startswith("note: --threads 10000 is more than") and f"using {usable_cores()}" in note
+    assert _parse(["--threads", "1"]).threads == 1 and capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_MAINS))
+def test_every_script_caps_threads(script, monkeypatch, capsys):
+    """D1 in every script: the count that reaches torch and BLAS is the capped one."""
+    from common import runtime
+
+    applied = []
+
+    def record(threads):
+        applied.append(threads)
+        raise ThreadsSet
+    monkeypatch.setattr(runtime, "_apply_threads", record)
+    module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
+    with pytest.raises(ThreadsSet):
+        module.main(["--threads", "10000", *SCRIPT_MAINS[script]])
+    assert applied == [usable_cores()], script
+    assert "note: --threads 10000 is more than" in capsys.readouterr().out
+
+
+def nested_list_bomb(width: int = 64, depth: int = 6, leaf=0) -> list:
+    """A list of `width` references to one list of `width` references ... : width ** depth leaves once
+    converted (64 ** 6 = 6.9e10 bytes as uint8), a few KB pickled (pickle's memo stores each level once)."""
+    level = [leaf] * width
+    for _ in range(depth - 1):
+        level = [level] * width
+    return level
+
+
+def test_a_cifar_memo_bomb_is_refused_before_it_expands(tmp_path):
+    """D2: a 'data' that is a nested list reusing one sub-list at every level grew kd_cifar10 to 22.9 GB."""
+    folder = write_cifar10(tmp_path / "data", "data_batch_1", nested_list_bomb())
+    assert (folder / "data_batch_1").stat().st_size < 20_000      # small on disk: checked before it expands
+    start = time.perf_counter()
+    with pytest.raises(UserError) as err:
+        load_image_dataset("cifar10", "real", tmp_path / "data")
+    message = one_line(err)
+    assert str(folder / "data_batch_1") in message and "'data' is a list, not an (N, 3072) uint8 array" in message
+    entry = cifar_entry()
+    entry[b"labels"] = nested_list_bomb(4, 6)                     # the labels, too
+    (folder / "data_batch_1").write_bytes(pickle.dumps(entry))
+    with pytest.raises(UserError, match="the labels are not a list of integers"):
+        load_image_dataset("cifar10", "real", tmp_path / "data")
+    assert time.perf_counter() - start < 5
+
+
+def _write_npz_drawings(path, drawings):
+    strokes = np.empty(len(drawings), dtype=object)
+    for i, drawing in enumerate(drawings):
+        strokes[i] = drawing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, train=strokes, valid=strokes[:1], test=strokes[:1])
+    return path
+
+
+def test_a_sketch_npz_memo_bomb_is_refused_before_it_expands(tmp_path, monkeypatch):
+    """D2: the same trick in a sketch-rnn .npz object array ended in a MemoryError traceback; a drawing must be
+    an (L, 3) numeric array, and the points read are bounded."""
+    from sketch_rnn import data as sketch_data
+
+    good = np.array([[1, 2, 0], [3, 4, 1]], np.int16)
+    path = _write_npz_drawings(tmp_path / "quickdraw" / "sketchrnn" / "cat.npz", [good, nested_list_bomb()])
+    assert path.stat().st_size < 20_000
+    with pytest.raises(UserError) as err:
+        read_sketch_npz(path, 10)
+    assert one_line(err).startswith(f"{path} drawing 1: a list, not an (L, 3) numeric stroke-3 array")
+    for drawing in ([[1, 2, 0]], np.array(["a", "b", "c"]).reshape(1, 3), np.zeros((2, 3, 1))):
+        with pytest.raises(UserError, match="not an .L, 3. numeric stroke-3 array"):
+            read_sketch_npz(_write_npz_drawings(tmp_path / "x.npz", [good, drawing]), 10)
+    assert len(read_sketch_npz(_write_npz_drawings(tmp_path / "ok.npz", [good] * 2), 10)) == 4
+    monkeypatch.setattr(sketch_data, "MAX_POINTS", 50)
+    with pytest.raises(UserError, match="drawing 1: 51 points"):
+        read_sketch_npz(_write_npz_drawings(tmp_path / "long.npz", [good, np.zeros((51, 3), np.int16)]), 10)
+    monkeypatch.setattr(sketch_data, "MAX_TOTAL_POINTS", 5)        # one array referenced again and again
+    with pytest.raises(UserError, match="drawing 2: 2 points .6 so far"):
+        read_sketch_npz(_write_npz_drawings(tmp_path / "many.npz", [good] * 4), 10)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("images, needle", [
+    (np.zeros((0, 28, 28), np.uint8), "(0, 28, 28)"), (np.zeros((10, 2, 2), np.uint8), "(10, 2, 2)"),
+    (np.zeros((10, 5, 7), np.uint8), "(10, 5, 7)"), (np.zeros((10, 784), np.uint8), "(10, 784)"),
+    (np.zeros((10, 28, 28), np.float32), "float32 images"),
+])
+def test_idx_images_of_another_shape_or_none_are_one_line(tmp_path, name, images, needle):
+    """D3: 0 images, or 2x2 / 5x7 images, gave a ValueError traceback in fashion_mnist_ffn and mnist_scratch."""
+    folder = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw"}[name]
+    raw = write_mnist_layout(tmp_path / "data", n_train=10, folder=folder)
+    write_idx(raw / "train-images-idx3-ubyte", images)
+    write_idx(raw / "train-labels-idx1-ubyte", np.zeros(len(images), np.uint8))
+    with pytest.raises(UserError) as err:
+        load_image_dataset(name, "real", tmp_path / "data")
+    message = one_line(err)
+    assert message.startswith(str(raw / "train-images-idx3-ubyte")) and needle in message, message
+
+
+@pytest.mark.parametrize("folder, flags", [("mnist_scratch", []), ("fashion_mnist_ffn", [])])
+def test_a_script_on_an_empty_idx_set_is_a_user_error(tmp_path, folder, flags):
+    """D3 / D8 through the scripts: exit 2 (a UserError), never a traceback or the divergence code."""
+    raw = write_mnist_layout(tmp_path / "data", folder="FashionMNIST/raw" if folder == "fashion_mnist_ffn"
+                             else "MNIST/raw")
+    write_idx(raw / "train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+    write_idx(raw / "train-labels-idx1-ubyte", np.zeros(0, np.uint8))
+    main = importlib.import_module(f"{folder}.train").main
+    with pytest.raises(UserError, match="expected N >= 1 unsigned-byte images of 28x28") as info:
+        main(["--data", "real", "--data-root", str(tmp_path / "data"), "--epochs", "1", "--out",
+              str(tmp_path / "run"), *flags])
+    assert type(info.value) is UserError and not (tmp_path / "run").exists()
+
+
+def test_dfad_kd_teacher_with_no_training_images_exits_2_not_3(tmp_path):
+    """D8: train_teacher.py with 0 MNIST training images stopped as a divergence (exit 3)."""
+    from dfad_kd import train_teacher
+
+    raw = write_mnist_layout(tmp_path / "data")
+    write_idx(raw / "train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+    write_idx(raw / "train-labels-idx1-ubyte", np.zeros(0, np.uint8))
+    with pytest.raises(UserError) as info:
+        train_teacher.main(["--dataset", "mnist", "--data", "real", "--data-root", str(tmp_path / "data"),
+                            "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert info.value.exit_code == 2 and "(0, 28, 28)" in one_line(info)
+
+
+def test_text2math_with_every_training_program_dropped_exits_2_not_3(tmp_path):
+    """D8: when every training row is dropped (here: no program fits --max-program-len 1), training on nothing
+    stopped as a divergence (exit 3); it is a data error."""
+    from text2math import train as text2math_train
+
+    with pytest.raises(UserError) as info:
+        text2math_train.main(["--smoke", "--max-program-len", "1", "--out", str(tmp_path / "run")])
+    assert info.value.exit_code == 2 and "training programs were dropped" in one_line(info)
+    assert not (tmp_path / "run").exists()
+
+
+def cifar_entry_with(field: bytes, value):
+    entry = cifar_entry()
+    entry[field] = value
+    return entry
+
+
+CIFAR_FIELDS = {  # D4: what each wrongly typed field is, and the words of its one line
+    "data as bytes": ("data_batch_1", b"data", b"\x00" * 3072 * 4, "'data' is a bytes"),
+    "labels None": ("data_batch_1", b"labels", None, "the labels are not a list of integers"),
+    "labels a str": ("test_batch", b"labels", "0123", "the labels are not a list of integers"),
+    "a label of 10**30": ("data_batch_1", b"labels", [10 ** 30, 1, 2, 3], "a label is out of range"),
+    "pixel value 300": ("data_batch_1", b"data", np.full((4, 3072), 300, np.int16), "'data' is a int16 array"),
+    "pixels as a list": ("data_batch_1", b"data", [[300] * 3072] * 4, "'data' is a list"),
+    "label_names a str": ("batches.meta", b"label_names", "airplane", "'label_names' is not a list of class names"),
+    "label_names an int": ("batches.meta", b"label_names", 10, "'label_names' is not a list of class names"),
+    "label_names of ints": ("batches.meta", b"label_names", list(range(10)), "is not a list of class names"),
+}
+
+
+@pytest.mark.parametrize("case", list(CIFAR_FIELDS))
+def test_cifar_fields_of_the_wrong_type_are_one_line_in_kd_cifar10_and_resnet_norms(tmp_path, case):
+    """D4: data as bytes, labels None, a pixel value of 300, label_names a str or an int crashed both readers."""
+    from kd_cifar10.data import load_dataset
+    from resnet_norms.data import load_data
+
+    name, field, value, needle = CIFAR_FIELDS[case]
+    folder = write_cifar10(tmp_path / "data")
+    entry = pickle.loads((folder / name).read_bytes())
+    entry[field] = value
+    (folder / name).write_bytes(pickle.dumps(entry))
+    for load in (lambda: load_dataset("cifar10", "real", tmp_path / "data"),
+                 lambda: load_data("cifar10", "real", tmp_path / "data", image_size=32)):
+        with pytest.raises(UserError) as err:
+            load()
+        assert str(folder / name) in one_line(err) and needle in str(err.value), str(err.value)
+
+
+def _grey16_png(path, value: int, size=(24, 20)):
+    """A 16-bit greyscale PNG (Pillow writes uint16 arrays as bit depth 16) of one value."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size[::-1], value, np.uint16)).save(path)
+    assert Image.open(path).mode == "I;16"
+    return path
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height 8-bit grey pixels, with no pixel data (a few bytes)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b""))
+            + _png_chunk(b"IEND", b""))
+
+
+def test_a_16_bit_png_in_a_caltech_class_is_scaled_not_white(tmp_path):
+    """D5: a 16-bit PNG decoded as pure white, silently; 30000 of 65535 is grey 117 of 255."""
+    from resnet_norms import data as rdata
+
+    root = tmp_path / "caltech101" / "101_ObjectCategories"
+    for i in range(8):
+        _grey16_png(root / "emu" / f"{i}.png", 30000)
+        Image.new("RGB", (24, 20), (200, 10, 10)).save((root / "ibis").mkdir(parents=True, exist_ok=True)
+                                                       or root / "ibis" / f"{i}.png")
+    assert np.asarray(rdata.decode_image(root / "emu" / "0.png", 8)).mean() == pytest.approx(117, abs=1)
+    found = rdata.load_folder_set(root, "caltech101", size=8, split=(0.5, 0.25, 0.25), seed=0,
+                                  cache_dir=tmp_path / "cache")
+    images, labels = found["splits"]["train"]
+    assert images[labels == 0].mean() == pytest.approx(117, abs=1) and not found["skipped"]
+
+
+def _clevrtex_scene(root, index=0, image=None, objects=3, mask=None):
+    """One CLEVRTex scene in the released layout: <n>/CLEVRTEX_full_NNNNNN.png, _flat.png and .json."""
+    sub = root / "clevrtex_full" / str(index // 3)
+    sub.mkdir(parents=True, exist_ok=True)
+    stem = sub / f"CLEVRTEX_full_{index:06d}"
+    if image is None:
+        Image.new("RGB", (40, 30), (30, 60, 90)).save(f"{stem}.png")
+    elif isinstance(image, bytes):
+        Path(f"{stem}.png").write_bytes(image)
+    else:
+        image(Path(f"{stem}.png"))
+    if mask is None:
+        labels = np.zeros((30, 40), np.uint8)
+        labels[5:10, 5:20] = 1
+        Image.fromarray(labels, "L").save(f"{stem}_flat.png")
+    else:
+        Path(f"{stem}_flat.png").write_bytes(mask)
+    stem.with_suffix(".json").write_text(json.dumps({"image_index": index, "objects": objects}
+                                                   if objects != "missing" else {"image_index": index}))
+    return Path(f"{stem}.png")
+
+
+def test_a_16_bit_clevrtex_image_is_scaled_not_white(tmp_path):
+    """D5: a 16-bit CLEVRTex render decoded as pure white."""
+    from slot_attention.data import read_clevrtex_scene
+
+    path = _clevrtex_scene(tmp_path, image=lambda p: _grey16_png(p, 30000, (40, 30)), objects=[{}, {}])
+    image, mask = read_clevrtex_scene(path, 16)
+    assert image.mean() == pytest.approx(117, abs=1) and mask.max() == 1
+
+
+@pytest.mark.parametrize("objects, needle", [(None, "'objects' is null"), (3, "'objects' is a int"),
+                                             ("cube", "'objects' is a str")])
+def test_clevrtex_objects_that_are_no_list_are_one_line(tmp_path, objects, needle):
+    """D6: a scene .json whose `objects` is null or a number gave a TypeError (slot_attention, slot_diffusion)."""
+    from slot_attention.data import read_clevrtex_scene
+    from slot_diffusion.data import load_scenes
+
+    path = _clevrtex_scene(tmp_path / "data", objects=objects)
+    for index in (1, 2):
+        _clevrtex_scene(tmp_path / "data", index, objects=[{}])
+    with pytest.raises(UserError) as err:
+        read_clevrtex_scene(path, 16)
+    assert one_line(err).startswith(str(path.with_suffix(".json"))) and needle in str(err.value)
+    with pytest.raises(UserError, match=needle):
+        load_scenes("real", tmp_path / "data", kind="flat", image_size=16, n_train=2, n_val=1, subsample=None,
+                    seed=0)
+    _clevrtex_scene(tmp_path / "ok", objects="missing")              # no objects key: no bound to check
+    assert read_clevrtex_scene(tmp_path / "ok" / "clevrtex_full" / "0" / "CLEVRTEX_full_000000.png", 8)[1].max() == 1
+
+
+@pytest.mark.parametrize("which", ["image", "mask"])
+def test_a_clevrtex_png_over_pillows_bomb_limit_is_one_line(tmp_path, which):
+    """D6: a PNG over 178 Mpx gave PIL's DecompressionBombError traceback; the file here is 60 bytes."""
+    from slot_attention.data import read_clevrtex_scene
+
+    bomb = _png_claiming(20_000, 20_000)
+    assert len(bomb) < 100
+    path = _clevrtex_scene(tmp_path, image=bomb if which == "image" else None,
+                           mask=bomb if which == "mask" else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                               # nor Pillow's warning
+        with pytest.raises(UserError) as err:
+            read_clevrtex_scene(path, 16)
+    assert "above the" in one_line(err) and (str(path) if which == "image" else "_flat.png") in str(err.value)
+
+
+def test_a_glove_file_with_nan_is_corrupt_input_naming_file_and_line(tmp_path):
+    """D7: NaN in a GloVe file ended as a divergence (exit 3, "lower --lr")."""
+    glove = tmp_path / "glove.6B.50d.txt"
+    for bad in ("nan", "inf", "-Infinity", "1e50"):
+        glove.write_text(f"the 0.1 0.2 0.3\ncat 0.4 {bad} 0.6\n")
+        with pytest.raises(UserError) as err:
+            read_glove(glove)
+        assert one_line(err).startswith(f"{glove} line 2 ('cat') holds a NaN or infinite value")
+        assert err.value.exit_code == 2
+    assert read_glove(glove, ["the"])["the"].tolist() == pytest.approx([0.1, 0.2, 0.3])   # a line not read
+
+
+def _nan_weights(model: torch.nn.Module) -> dict:
+    weights = model.state_dict()
+    next(v for v in weights.values() if v.is_floating_point()).view(-1)[0] = float("nan")
+    return weights
+
+
+def test_a_teacher_with_nan_weights_is_corrupt_input_naming_the_file(tmp_path):
+    """D7: NaN weights in a teacher ended as a divergence (exit 3); dfad_kd's and kd_cifar10's teacher loaders."""
+    from dfad_kd.model import LeNet5, LeNet5Config, load_teacher, model_config_dict
+    from kd_cifar10.distill import load_teacher as kd_load_teacher
+    from kd_cifar10.model import build_model, model_config
+
+    lenet = LeNet5(LeNet5Config())
+    lenet.family = "lenet5"
+    save_checkpoint(tmp_path / "dfad.pt", {"model_config": model_config_dict(lenet, (0.5,), (0.5,)),
+                                           "model": _nan_weights(lenet)})
+    with pytest.raises(UserError) as err:
+        load_teacher(tmp_path / "dfad.pt")
+    assert one_line(err).startswith(f"{tmp_path / 'dfad.pt'}: the weights hold NaN or infinite values")
+    cnn = build_model("cnn", layers=(1, 1, 1, 1), width=4)
+    save_checkpoint(tmp_path / "kd.pt", {"model_config": model_config(cnn), "model": _nan_weights(cnn)})
+    data = argparse.Namespace(shape=(3, 32, 32), classes=list(range(10)))
+    with pytest.raises(UserError, match="kd.pt: the weights hold NaN or infinite values"):
+        kd_load_teacher(tmp_path / "kd.pt", data, "cpu")
+
+
+def test_a_published_resnet_with_nan_weights_or_a_foreign_pickle_is_one_line(tmp_path):
+    """D7 and D11 for the published CIFAR ResNets (common.pretrained, used by dfad_kd, kd_cifar10, resnet_norms)."""
+    from common.pretrained import read_published_resnet
+    from dfad_kd.model import load_teacher
+
+    weights = {"module.conv1.weight": torch.full((16, 3, 3, 3), float("nan")), "module.linear.bias": torch.zeros(10)}
+    torch.save({"state_dict": weights, "best_prec1": 91.7}, tmp_path / "resnet20.th")
+    for read in (read_published_resnet, load_teacher):
+        with pytest.raises(UserError) as err:
+            read(tmp_path / "resnet20.th")
+        assert one_line(err).startswith(f"{tmp_path / 'resnet20.th'}: the weights hold NaN or infinite values")
+    torch.save({"state_dict": {"w": Evil()}}, tmp_path / "evil.th")
+    with pytest.raises(UserError) as err:
+        read_published_resnet(tmp_path / "evil.th")
+    assert one_line(err).startswith(f"refused checkpoint {tmp_path / 'evil.th'}: it holds posix.system")
+    assert "weights_only" not in str(err.value) and str(err.value).endswith("fetch the file again")
+
+
+def test_nan_in_a_float_idx_file_is_corrupt_input(tmp_path):
+    """D7: NaN in a float IDX file ended as a divergence; the file is named."""
+    write_idx(tmp_path / "x-idx3-ubyte", np.array([[0.5, np.nan]], np.float32))
+    with pytest.raises(UserError) as err:
+        read_idx(tmp_path / "x-idx3-ubyte")
+    assert one_line(err).startswith(f"corrupt IDX file {tmp_path / 'x-idx3-ubyte'}: it holds NaN or infinite")
+
+
+def test_every_temp_file_a_killed_atomic_write_leaves_is_removed_at_the_next_start(tmp_path):
+    """D9: .best.pt.*.tmp and .recognizer.pt.*.tmp survived a kill, even after --resume."""
+    from tests.test_checkpoint_and_rundir import _args
+
+    run = RunDir(_args(tmp_path / "r"), data_source="g")
+    run.save_checkpoint({"epoch": 1, "model": {}})
+    leftovers = [".best.pt.k2j3h4.tmp", ".recognizer.pt.abc_12.tmp", ".checkpoint.pt.x1.tmp",
+                 ".config.json.q9.tmp", ".metrics.jsonl.zz.tmp"]
+    for name in leftovers:
+        (tmp_path / "r" / name).write_bytes(b"half a file")
+    (tmp_path / "r" / "notes.tmp").write_text("the user's")         # not a temp file of ours
+    resumed = RunDir(_args(tmp_path / "r", resume=True), data_source="g")
+    resumed.resume_state()
+    resumed.log({"epoch": 2})
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl",
+                                                                 "notes.tmp"]
+
+
+def test_a_killed_best_pt_write_leaves_nothing_after_resume(tmp_path, monkeypatch):
+    """D9 through a script that writes best.pt (text2math): a kill inside that write, then --resume."""
+    import shutil
+
+    from text2math import train as text2math_train
+
+    out = tmp_path / "run"
+    real_replace = os.replace
+
+    def killed_in_best(src, dst):
+        if ".best.pt." in str(src):   # a SIGKILL here leaves the temp file (no clean-up runs): copied to stay
+            shutil.copy(src, str(src).replace(".tmp", "_killed.tmp"))
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", killed_in_best)
+    with pytest.raises(KeyboardInterrupt):
+        text2math_train.main(["--smoke", "--epochs", "2", "--out", str(out)])
+    monkeypatch.undo()
+    assert list(out.glob(".best.pt.*.tmp"))
+    text2math_train.main(["--smoke", "--epochs", "2", "--resume", "--out", str(out)])
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_reproduce_with_a_runs_dir_that_cannot_be_made_is_one_line(tmp_path):
+    """D10: reproduce.py --runs-dir /proc/x, or a file as --runs-dir, gave a traceback."""
+    import reproduce
+
+    (tmp_path / "afile").write_text("x")
+    for runs_dir in ("/proc/x", str(tmp_path / "afile"), str(tmp_path / "afile" / "runs")):
+        with pytest.raises(UserError, match="--runs-dir") as err:
+            reproduce.main(["mnist_scratch", "--smoke", "--runs-dir", runs_dir, "--reports-dir",
+                            str(tmp_path / "reports")])
+        one_line(err)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def _two_caltech_classes(tmp_path, per_class=8):
+    root = tmp_path / "caltech101" / "101_ObjectCategories"
+    for name, colour in (("emu", (200, 10, 10)), ("ibis", (10, 10, 200))):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (24, 20), colour).save(root / name / f"{i}.jpg")
+    return root
+
+
+def test_a_resnet_norms_cache_dir_that_cannot_be_made_is_one_line(tmp_path):
+    """D10: --cache-dir /proc/x, or a file as --cache-dir, gave a traceback."""
+    from resnet_norms.data import load_data
+
+    _two_caltech_classes(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    for cache in (Path("/proc/x"), tmp_path / "afile", tmp_path / "afile" / "cache"):
+        with pytest.raises(UserError, match="--cache-dir") as err:
+            load_data("caltech101", "real", tmp_path, image_size=8, cache_dir=cache)
+        one_line(err)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_resnet_norms_cache_whose_arrays_do_not_fit_its_files_is_rebuilt(tmp_path):
+    """D10: a cache whose arrays do not match its file list gave an IndexError; it is rebuilt like a damaged one."""
+    from resnet_norms.data import load_data
+
+    _two_caltech_classes(tmp_path)
+    first = load_data("caltech101", "real", tmp_path, image_size=8, cache_dir=tmp_path / "cache")
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    state = torch.load(cache, weights_only=True)
+    for spoiled in ({**state, "images": state["images"][:3]}, {**state, "keep": state["keep"][:5]},
+                    {**state, "images": state["images"].float()}, {**state, "keep": torch.ones(40, dtype=torch.bool)}):
+        torch.save(spoiled, cache)
+        again = load_data("caltech101", "real", tmp_path, image_size=8, cache_dir=tmp_path / "cache")
+        torch.testing.assert_close(again.data.x_train, first.data.x_train)
+
+
+def _raw_pickle_checkpoint(path):
+    with open(path, "wb") as handle:
+        pickle.dump({"epoch": 1, "model": {}}, handle, protocol=4)
+
+
+class Evil:
+    def __reduce__(self):
+        return os.system, ("true",)
+
+
+def test_a_raw_pickle_checkpoint_is_one_line_without_torchs_warning(tmp_path, capfd):
+    """D11: torch printed a 2-line UserWarning about the pickle protocol before the one-line error."""
+    _raw_pickle_checkpoint(tmp_path / "raw.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserError) as err:
+            load_checkpoint(tmp_path / "raw.pt")
+    assert one_line(err).startswith(f"corrupt checkpoint {tmp_path / 'raw.pt'}")
+    assert capfd.readouterr().err == ""
+
+
+def test_a_refused_global_is_named_and_torchs_advice_never_echoed(tmp_path):
+    """D11: torch 2.14 says "unsupported GLOBAL"; the check looked for "Unsupported global" only, so the file was
+    called corrupt with PyTorch's advice to load it with weights_only=False."""
+    torch.save({"epoch": 1, "model": {"w": Evil()}}, tmp_path / "evil.pt")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tmp_path / "evil.pt")
+    message = one_line(err)
+    assert message.startswith(f"refused checkpoint {tmp_path / 'evil.pt'}: it holds posix.system")
+    assert "weights_only" not in message and "trust" not in message.lower()
+
+
+@pytest.mark.parametrize("script", ["resume", "sample"])
+def test_a_raw_pickle_checkpoint_on_resume_and_in_sample_is_one_line(tmp_path, script, capfd):
+    """D11 where the probes met it: --resume, and sketch_rnn/sample.py --checkpoint."""
+    from tests.test_checkpoint_and_rundir import _args
+
+    if script == "resume":
+        RunDir(_args(tmp_path / "r"), data_source="g").log({"epoch": 1})
+        _raw_pickle_checkpoint(tmp_path / "r" / "checkpoint.pt")
+        load = RunDir(_args(tmp_path / "r", resume=True), data_source="g").resume_state
+    else:
+        from sketch_rnn import sample
+
+        _raw_pickle_checkpoint(tmp_path / "checkpoint.pt")
+
+        def load():
+            return sample.main(["--checkpoint", str(tmp_path / "checkpoint.pt"), "--device", "cpu"])
+    with pytest.raises(UserError, match="corrupt checkpoint") as err:
+        load()
+    one_line(err)
+    assert "Warning" not in capfd.readouterr().err
+
+
+def test_a_caltech_class_of_unreadable_images_is_an_empty_class(tmp_path):
+    """D12: a class folder whose images are all unreadable was kept as an empty class."""
+    from resnet_norms.data import load_data
+
+    root = _two_caltech_classes(tmp_path)
+    (root / "dodo").mkdir()
+    for i in range(3):
+        (root / "dodo" / f"{i}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError) as err:
+        load_data("caltech101", "real", tmp_path, image_size=8, cache_dir=tmp_path / "cache")
+    assert one_line(err).startswith(f"class folder {root / 'dodo'} has no readable images (all 3 failed")
+
+
+def test_an_absurd_resnet_norms_image_size_is_one_line(tmp_path):
+    """D14: --image-size 40000 gave a MemoryError traceback."""
+    from resnet_norms.data import load_data
+
+    start = time.perf_counter()
+    for dataset in ("birds", "caltech101"):
+        with pytest.raises(UserError, match="--image-size 40000 is above") as err:
+            load_data(dataset, "generated", tmp_path, image_size=40_000, smoke=True)
+        one_line(err)
+    assert time.perf_counter() - start < 2
+
+
+def test_an_out_with_an_earlier_run_but_no_config_needs_overwrite(tmp_path):
+    """D15: an --out holding an earlier run without config.json was taken for empty: the new run appended to the
+    old metrics.jsonl (epochs 1, 2, 1, 2) and replaced checkpoint.pt."""
+    from tests.test_checkpoint_and_rundir import _args
+
+    old = RunDir(_args(tmp_path / "r"), data_source="g")
+    for epoch in (1, 2):
+        old.log({"epoch": epoch})
+    old.save_checkpoint({"epoch": 2, "model": {}})
+    (tmp_path / "r" / "config.json").unlink()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    for resume in (False, True):
+        with pytest.raises(UserError, match="holds files .*checkpoint.pt, metrics.jsonl. but no config.json") as err:
+            RunDir(_args(tmp_path / "r", resume=resume), data_source="g")
+        assert "--overwrite" in one_line(err)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+    new = RunDir(_args(tmp_path / "r", overwrite=True), data_source="g")
+    new.log({"epoch": 1})
+    assert read_metrics(tmp_path / "r") == [{"epoch": 1}]
+    (tmp_path / "nested" / "teacher").mkdir(parents=True)             # a nested run (dfad_kd's teacher/) only
+    (tmp_path / "nested" / ".config.json.x.tmp").write_text("")      # and a killed write's temp file
+    RunDir(_args(tmp_path / "nested"), data_source="g").log({"epoch": 1})
+
+
+def test_a_script_refuses_an_earlier_run_without_config(tmp_path):
+    """D15 as reproduced: a fashion_mnist_ffn run folder with config.json deleted, run again without --overwrite."""
+    from fashion_mnist_ffn import train
+
+    out = tmp_path / "run"
+    flags = ["--data", "generated", "--epochs", "1", "--out", str(out)]
+    train.main([*flags, "--smoke"])
+    (out / "config.json").unlink()
+    before = (out / "metrics.jsonl").read_bytes()
+    with pytest.raises(UserError, match="but no config.json"):
+        train.main(flags)
+    assert (out / "metrics.jsonl").read_bytes() == before
+
+
+def test_resume_recovers_from_a_truncated_last_metrics_line(tmp_path):
+    """D16: a kill during a metrics write leaves a last line cut short; --resume crashed on it (JSONDecodeError)."""
+    from tests.test_checkpoint_and_rundir import _args
+
+    run = RunDir(_args(tmp_path / "r"), data_source="g")
+    for epoch in (1, 2):
+        run.log({"epoch": epoch, "loss": 0.5})
+    run.save_checkpoint({"epoch": 2, "model": {}})
+    with open(tmp_path / "r" / "metrics.jsonl", "a") as handle:
+        handle.write('{"epoch": 3, "lo')                             # killed mid-line
+    assert [r["epoch"] for r in read_metrics(tmp_path / "r")] == [1, 2]
+    resumed = RunDir(_args(tmp_path / "r", resume=True), data_source="g")
+    assert resumed.resume_state()["epoch"] == 2
+    resumed.log({"epoch": 3, "loss": 0.4})
+    assert [r["epoch"] for r in read_metrics(tmp_path / "r")] == [1, 2, 3]
+    assert (tmp_path / "r" / "metrics.jsonl").read_text().count("\n") == 3
+
+
+@pytest.mark.parametrize("damage", ['[1, 2]\n', '"epoch"\n', 'null\n', '{"epoch": "two"}\n', 'garbage\n',
+                                    'garbage\n{"epoch": 2}\n', '{"epoch": 3, "lo\n'])
+def test_a_metrics_file_damaged_otherwise_is_one_line(tmp_path, damage):
+    """D16: a line that is not a JSON object (or not JSON, short of a cut-off last line) gave an AttributeError or
+    JSONDecodeError traceback on --resume."""
+    from tests.test_checkpoint_and_rundir import _args
+
+    run = RunDir(_args(tmp_path / "r"), data_source="g")
+    run.log({"epoch": 1})
+    run.save_checkpoint({"epoch": 1, "model": {}})
+    with open(tmp_path / "r" / "metrics.jsonl", "a") as handle:
+        handle.write(damage)
+    before = (tmp_path / "r" / "metrics.jsonl").read_bytes()
+    resumed = RunDir(_args(tmp_path / "r", resume=True), data_source="g")
+    with pytest.raises(UserError, match=r"metrics.jsonl line 2 is not a metrics record") as err:
+        resumed.resume_state()
+        resumed.log({"epoch": 2})
+    one_line(err)
+    assert (tmp_path / "r" / "metrics.jsonl").read_bytes() == before
+
+
+def test_a_sweep_with_an_absurd_hidden_size_is_one_line(tmp_path):
+    """D14: a sweep config with hidden_size 1e8 gave a MemoryError traceback (fashion_mnist_ffn/model.py's FFNConfig
+    bounds the parameters before any array is made)."""
+    from fashion_mnist_ffn import sweep
+    from fashion_mnist_ffn import train as ffn_train
+
+    config = tmp_path / "huge.yaml"
+    config.write_text("method: grid\nmetric: {name: val_acc, goal: maximize}\n"
+                      "parameters:\n  hidden_size: {value: 100000000}\n  epochs: {value: 1}\n")
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="parameters, above the 100,000,000") as err:
+        sweep.main(["--config", str(config), "--count", "1", "--data", "generated", "--wandb", "off",
+                    "--out", str(tmp_path / "sweep")])
+    one_line(err)
+    with pytest.raises(UserError, match="pick smaller hidden sizes"):
+        ffn_train.main(["--data", "generated", "--hidden-size", "100000000", "--out", str(tmp_path / "run")])
+    assert time.perf_counter() - start < 20

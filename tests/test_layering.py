@@ -15,6 +15,8 @@ ASSIGNMENTS = ("mnist_scratch", "fashion_mnist_ffn", "cifar100_multitask", "sket
 PACKAGES = ASSIGNMENTS + ("common",)
 # importer folder -> the other folders' modules it may import (the course's "same as part A" reuse)
 ALLOWED = {
+    "fashion_mnist_ffn": {f"mnist_scratch.engine.{m}" for m in ("init", "layers", "losses", "network", "optim",
+                                                               "training")} | {"mnist_scratch.engine"},  # assignment 1
     "dfad_kd": {"resnet_norms.model", "kd_cifar10.model"},       # its teachers and students are those ResNets
     "kd_cifar10": {"resnet_norms.model"},                        # the CIFAR ResNet the published weights load into
     "slot_diffusion": {"slot_attention.model", "slot_attention.data", "slot_attention.library"},   # part A

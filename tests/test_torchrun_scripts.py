@@ -30,6 +30,8 @@ SCRIPTS = {
     "text2math/train.py": [],
     "resnet_norms/train.py": [],       # its own BatchNorm (not nn.BatchNorm2d): DDP broadcasts rank 0's buffers
     "slot_attention/train.py": [],
+    # no --teacher: both processes train one first; the cifar10 preset's BN match and balance span the processes
+    "dfad_kd/train.py": ["--dataset", "cifar10"],
 }
 
 
@@ -93,6 +95,39 @@ def test_kd_train_two_processes_match_one_process(two_process_runs, tmp_path):
         assert abs(a["train_acc"] - b["train_acc"]) <= 1 / one["n_train"] + 1e-9
         assert abs(a["test_acc"] - b["test_acc"]) <= 1 / one["n_test"] + 1e-9
     assert "--sync-bn needs CUDA" in done.stdout   # on the CPU the flag is announced, not silently dropped
+
+
+def test_dfad_teacher_and_student_two_processes_match_one_process(tmp_path):
+    """dfad_kd's two scripts under two processes, against one. train_teacher.py: N ranks x (B / N) rows of
+    the same permutation (LeNet-5, no BatchNorm, no augmentation). train.py: every process draws the whole
+    batch and the generator makes all of it, each process distils its rows (LeNet-5 teacher and student, no
+    BatchNorm), the balance term's mean prediction is averaged over the processes. Both are one process's
+    computation up to float32 summation order (measured: ~1e-7)."""
+    from dfad_kd import train, train_teacher
+
+    teacher = tmp_path / "teacher"
+    train_teacher.main(["--smoke", "--out", str(teacher)])
+    runs = {"teacher": start_torchrun("dfad_kd/train_teacher.py", tmp_path / "teacher2"),
+            "student": start_torchrun("dfad_kd/train.py", tmp_path / "student2", "--teacher",
+                                      str(teacher / "checkpoint.pt"))}
+    one = train.main(["--smoke", "--teacher", str(teacher / "checkpoint.pt"), "--out", str(tmp_path / "student")])
+    for name, process in runs.items():
+        done = finished(process, tmp_path / f"{name}2")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("run directory") == 1
+        assert json.loads((tmp_path / f"{name}2" / "summary.json").read_text())["epochs"] == 2
+        ones, twos = _records(tmp_path / name), _records(tmp_path / f"{name}2")
+        assert [r["epoch"] for r in ones] == [r["epoch"] for r in twos] == [1, 2]
+        for a, b in zip(ones, twos):
+            assert a["lr"] == b["lr"]
+            for key in ("train_loss", "test_loss", "loss_g", "loss_s"):
+                assert (key in a) == (key in b) and a.get(key, 0) == pytest.approx(b.get(key, 0), abs=1e-5), key
+            assert abs(a["test_acc"] - b["test_acc"]) <= 1 / 128 + 1e-9                 # the 128 smoke test images
+            if name == "student":
+                assert a["class_hist"] == pytest.approx(b["class_hist"], abs=0.01)
+                assert a["agree_input"] == pytest.approx(b["agree_input"], abs=0.01)
+    assert one["test_acc"] == pytest.approx(json.loads((tmp_path / "student2" / "summary.json").read_text())
+                                            ["test_acc"], abs=1 / 128 + 1e-9)
 
 
 # the helpers, in two processes started by torch.multiprocessing ----------------------------------------
