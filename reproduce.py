@@ -1,4 +1,5 @@
-"""Run the runs behind an assignment's report table and write reports/<assignment>.md.
+"""Run the runs behind an assignment's report table and write reports/<assignment>.md, and the grader's index
+reports/index.md (one row per assignment: the original report's figure, ours, data, time, link).
 
     python reproduce.py mnist_scratch --quick     # the embedded data, a few minutes on a laptop
     python reproduce.py mnist_scratch             # real data when present or downloadable
@@ -16,13 +17,15 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from common import REPO_ROOT
 from common.cli import DATA_MODES, OneLineParser
+from common.data_source import short_source
 from common.errors import UserError, run_cli
 from common.progress import progress
-from common.reporting import RunResult, RunSpec, load_result
+from common.reporting import Headline, RunResult, RunSpec, load_result, markdown_table
 from common.rundir import make_dir
 from common.runtime import git_commit
 
@@ -72,7 +75,7 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
         raise UserError(f"--report-only: run {out} is missing or unfinished; drop --report-only to train it")
     action = "resumed" if same and (out / "config.json").exists() else "trained"
     command.append("--resume" if action == "resumed" else "--overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "--runs-dir")
     recorded.write_text(json.dumps(identity))
     with open(out / "log.txt", "w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
@@ -83,9 +86,16 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
     return action
 
 
+def runs_dir_of(args) -> Path:
+    return (args.runs_dir or REPO_ROOT / "runs" / f"reproduce{'' if _mode(args) == 'full' else '-' + _mode(args)}")
+
+
+INDEX = "index.json"   # the index's rows, kept across invocations (one assignment at a time adds its row)
+
+
 def reproduce(assignment: str, args) -> Path:
     module = importlib.import_module(f"{assignment}.report")
-    runs_dir = (args.runs_dir or REPO_ROOT / "runs" / f"reproduce{'' if _mode(args) == 'full' else '-' + _mode(args)}")
+    runs_dir = runs_dir_of(args)
     specs: list[RunSpec] = module.runs(args.quick or args.smoke)
     results: dict[str, RunResult] = {}
     tic = time.perf_counter()
@@ -98,7 +108,32 @@ def reproduce(assignment: str, args) -> Path:
     body = module.build(results, report_dir)
     report = args.reports_dir.resolve() / f"{assignment}.md"
     report.write_text(_header(assignment, results, args, time.perf_counter() - tic) + body + "\n")
+    headline: Headline = module.headline(results)
+    sources = sorted({short_source(r.config["data_source"]) for r in results.values()})
+    training = sum(float(r.summary.get("train_seconds") or 0) for r in results.values())
+    add_to_index(args.reports_dir.resolve(), assignment, {
+        **asdict(headline), "data": ", ".join(sources), "mode": _mode(args), "runs": len(results),
+        "training_minutes": round(training / 60, 1), "commit": git_commit()[:12], "made": time.strftime("%Y-%m-%d")})
     return report
+
+
+def add_to_index(reports_dir: Path, assignment: str, row: dict) -> Path:
+    """Add (or replace) the assignment's row in reports/index.json and rebuild reports/index.md from every row."""
+    store = reports_dir / INDEX
+    rows = json.loads(store.read_text()) if store.exists() else {}
+    rows = rows if isinstance(rows, dict) else {}
+    rows[assignment] = row
+    store.write_text(json.dumps(rows, indent=2) + "\n")
+    table = markdown_table(
+        ["assignment", "what the course asked", "metric", "original report", "ours", "data", "runs",
+         "training (min)", "made"],
+        [[f"[{name}]({name}.md)", r["task"], r["metric"], r["original"], r["ours"], f"{r['data']} ({r['mode']})",
+          r["runs"], r["training_minutes"], f"{r['made']}, {r['commit']}"] for name, r in sorted(rows.items())])
+    index = reports_dir / "index.md"
+    index.write_text("# Reports index\n\nOne row per assignment, rebuilt by `python reproduce.py`; each row links to "
+                     "its report (tables and plots). \"training\" sums the runs' training time; \"(quick)\" and "
+                     "\"(smoke)\" rows ran on the embedded generated data.\n\n" + table + "\n")
+    return index
 
 
 def _header(assignment: str, results: dict[str, RunResult], args, seconds: float) -> str:
@@ -131,6 +166,7 @@ def main(argv=None) -> None:
     if unknown:
         raise UserError(f"unknown assignment {', '.join(unknown)}; choose from {', '.join(assignments())}")
     make_dir(args.reports_dir, "--reports-dir")
+    make_dir(runs_dir_of(args).expanduser().resolve(), "--runs-dir")   # a folder that cannot be made: one line, first
     failures = []
     for assignment in chosen:
         try:

@@ -1,19 +1,48 @@
 """reproduce.py: runs the declared runs, writes the report with its plots, rebuilds without retraining."""
 import importlib
+import json
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
 from common.errors import UserError
+from common.reporting import Headline, RunResult, load_result, pct
 from reproduce import assignments
 from tests.conftest import REPO, run_script
 
 
-def test_every_assignment_declares_runs_and_a_builder():
-    for name in assignments():
-        module = importlib.import_module(f"{name}.report")
-        specs = module.runs(True)
-        assert specs and len({s.name for s in specs}) == len(specs)
-        assert callable(module.build)
+@pytest.mark.parametrize("name", assignments())
+def test_every_assignment_declares_runs_a_builder_and_a_headline(name):
+    module = importlib.import_module(f"{name}.report")
+    specs = module.runs(True)
+    assert specs and len({s.name for s in specs}) == len(specs)
+    assert callable(module.build)
+    row = module.headline({})                 # no runs at all: still a row, never a KeyError
+    assert isinstance(row, Headline) and row.ours == "not run"
+    assert row.task and row.metric and row.original and "\n" not in row.task + row.metric
+
+
+def test_mnist_headline_puts_the_original_figure_beside_the_default_run():
+    from mnist_scratch import report
+
+    default = RunResult(report.DEFAULT_RUN, Path("."), {}, {"test_acc": 0.98236}, [])
+    row = report.headline({report.DEFAULT_RUN: default})
+    assert (row.original, row.ours) == ("94.70%", "98.24%")
+
+
+def test_the_index_keeps_each_assignments_row_and_replaces_its_own(tmp_path):
+    import reproduce
+
+    def row(ours: str) -> dict:
+        return {**asdict(Headline("task", "metric", "—", ours)), "data": "generated", "mode": "smoke", "runs": 1,
+                "training_minutes": 0.1, "commit": "abc", "made": "2026-12-06"}
+    reproduce.add_to_index(tmp_path, "second", row("1%"))
+    reproduce.add_to_index(tmp_path, "first", row("2%"))
+    text = reproduce.add_to_index(tmp_path, "second", row("3%")).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| [")]
+    assert [line.split("](")[0] for line in rows] == ["| [first", "| [second"]
+    assert "| 3% |" in rows[1] and "| 1% |" not in text and "[second](second.md)" in rows[1]
 
 
 @pytest.mark.slow
@@ -36,11 +65,37 @@ def test_smoke_reproduction_then_report_only(tmp_path):
             assert (reports / line.split("](")[1].rstrip(")")).exists(), line
     summary = runs / "mnist_scratch" / "minibatch_90-10" / "summary.json"
     stamp = summary.stat().st_mtime_ns
+    mnist_row = f"| 94.70% | {pct(json.loads(summary.read_text())['test_acc'])} |"
+    assert mnist_row in _index_rows(reports)["mnist_scratch"], "the index: the original report's figure, then ours"
 
     again = run_script(str(REPO / "reproduce.py"), "mnist_scratch", *common, "--report-only", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "minibatch_90-10: kept" in again.stdout
     assert summary.stat().st_mtime_ns == stamp
+
+    # a second assignment (PyTorch, the fastest smoke reproduction) into the same reports: its row joins the first
+    second = run_script(str(REPO / "reproduce.py"), "sketch_rnn", *common, cwd=tmp_path, timeout=600)
+    assert second.returncode == 0, second.stderr
+    rows = _index_rows(reports)
+    assert list(rows) == ["mnist_scratch", "sketch_rnn"] and mnist_row in rows["mnist_scratch"]
+    from sketch_rnn import report as sketch_report
+
+    results = {spec.name: load_result(spec.name, runs / "sketch_rnn" / spec.name) for spec in sketch_report.runs(True)}
+    row = sketch_report.headline(results)      # on the real smoke runs: every seed's run counted
+    pen = [r.summary["test_pen_acc"] for r in results.values() if r.config["args"]["head"] == "gmm"]
+    assert len(pen) == len(sketch_report.SEEDS) and row.ours.startswith(sketch_report.mean_std(pen))
+    assert f"| {row.original} | {row.ours} |" in rows["sketch_rnn"] and "(smoke)" in rows["sketch_rnn"]
+
+
+def _index_rows(reports: Path) -> dict[str, str]:
+    """reports/index.md's table rows by assignment, each checked to link that assignment's report."""
+    rows = {}
+    for line in (reports / "index.md").read_text().splitlines():
+        if line.startswith("| ["):
+            name = line[3:line.index("]")]
+            assert line.startswith(f"| [{name}]({name}.md) |") and (reports / f"{name}.md").exists(), line
+            rows[name] = line
+    return rows
 
 
 @pytest.mark.slow
