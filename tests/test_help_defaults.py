@@ -41,7 +41,8 @@ def test_help_defaults_are_the_defaults_a_run_uses(module, tmp_path, monkeypatch
     script = importlib.import_module(module)
     parser = script.build_parser()
     monkeypatch.chdir(tmp_path)     # nothing is written, but a relative path would show here
-    args = script.parse(["--out", str(tmp_path / "run")])
+    # a script with required flags names minimal values for them in HELP_TEST_ARGS (parse opens no file)
+    args = script.parse([*getattr(script, "HELP_TEST_ARGS", []), "--out", str(tmp_path / "run")])
     shown = [action for action in parser._actions
              if action.dest not in RESOLVED_BY_COMMON and action.default not in (None, argparse.SUPPRESS)]
     assert shown

@@ -106,7 +106,21 @@ def test_rerank_with_retrieved_programs(trained, tmp_path):
     from text2math.rerank import main as rerank_main
 
     _, out, _ = trained
-    result = rerank_main(["--checkpoint", str(out), "--data", "generated", "--data-root", str(tmp_path),
-                          "--beam", "2", "--k", "2", "--out", str(tmp_path / "rerank.json")])
+    result = rerank_main(["--checkpoint", str(out), "--beam", "2", "--k", "2", "--out", str(tmp_path / "rerank.json")])
     assert result["n"] > 0 and result["runs"] == 1.0 and 0 <= result["exec_acc"] <= result["option_acc"] + 1
     assert json.loads((tmp_path / "rerank.json").read_text())["k"] == 2
+
+
+def test_a_checkpoint_from_before_number_index_still_loads(tmp_path):
+    """Checkpoints written before --number-index existed have no such config field: they load without it."""
+    from common.checkpoint import save_checkpoint
+    from text2math.evaluate import load_model
+    from text2math.model import SPECIALS, Seq2Seq, Seq2SeqConfig
+    from text2math.pointer import MAX_NUMBERS
+
+    vocab = [*SPECIALS, *(f"n{i}" for i in range(MAX_NUMBERS)), "add", "|"]
+    config = Seq2SeqConfig("glove_lstm", vocab, ["<pad>", "<unk>", "a"], emb_dim=8, hidden=12, number_index=False)
+    values = {k: v for k, v in config.to_dict().items() if k != "number_index"}
+    save_checkpoint(tmp_path / "best.pt", {"model": Seq2Seq(config).state_dict(), "model_config": values})
+    model, tokenizer = load_model(tmp_path / "best.pt")
+    assert model.config.number_index is False and tokenizer is None

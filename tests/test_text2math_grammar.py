@@ -4,6 +4,7 @@ and option-aware accuracy; the training-only vocabulary."""
 import pytest
 import torch
 
+from common.errors import UserError
 from text2math.beam import beam_search_nbest, greedy_decode
 from text2math.data import Problem
 from text2math.evaluation import decode, score_predictions
@@ -153,4 +154,8 @@ def test_target_vocab_comes_from_training_programs_only():
     numbers = encode_sources(test, ["<pad>", "<unk>"], None, 10)[2]
     tgt, kept = encode_targets(test, vocab, 60, truncate=True, positions=numbers)
     assert kept == [True] and tgt[0, 1] == vocab.index("<unk>")
-    assert encode_targets(test, vocab, 60, positions=numbers)[1] == [False]   # training drops it
+    fits = [Problem("t n0 n1", [1.0, 2.0], ["add", "n0", "n1", "|"], [], "", ""), *test]
+    both = encode_sources(fits, ["<pad>", "<unk>"], None, 10)[2]
+    assert encode_targets(fits, vocab, 60, positions=both)[1] == [True, False]   # training drops it
+    with pytest.raises(UserError, match="all 1 training programs were dropped"):   # and refuses to train on none
+        encode_targets(test, vocab, 60, positions=numbers)

@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
-from text2math.model import MODELS
+from common.errors import UserError
+from common.schedules import SCHEDULES
+from text2math.model import MODELS, Seq2SeqConfig
 from text2math.program import ExecutionError, canonical, execute, matches
-from text2math.train import main
+from text2math.train import RECIPE, build_parser, main, parse
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "is", "of", "a", "the", "n", "##0", "##1", "##2",
          "%", "?", ".", "train", "speed", "area", "find", "km", "in", "hours", "rs", "and", "##s"]
@@ -97,10 +99,37 @@ def test_resume_gives_the_same_metrics_as_one_run(tmp_path):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-6)
     assert whole["exec_acc"] == resumed["exec_acc"]
+    # the LR after each epoch (cosine_floor over --epochs); the resumed epoch follows this run's 2-epoch curve,
+    # not the 1-epoch run's, whose LR had reached its floor
+    lr = RECIPE["lr"]
+    assert [r["lr"] for r in records[0]] == pytest.approx([lr * SCHEDULES["cosine_floor"](e, 2) for e in (1, 2)])
+    assert records[1][0]["lr"] == pytest.approx(lr * 0.05) and records[1][1]["lr"] == records[0][1]["lr"]
 
 
 def test_bad_teacher_forcing_is_a_user_error(tmp_path):
-    from common.errors import UserError
-
     with pytest.raises(UserError, match="probability"):
         _run(tmp_path, "--teacher-forcing", "1.5")
+
+
+def test_model_flags_default_to_the_config_dataclass(tmp_path):
+    """One source of defaults: --hidden-size, --emb-dim, --dropout and --number-index read Seq2SeqConfig's, the
+    rest of the headline recipe (model, epochs, batch, lr, teacher forcing, --retrieve, the reranker) RECIPE's;
+    --smoke shrinks the model in parse()."""
+    parser = build_parser()
+    defaults = Seq2SeqConfig.__dataclass_fields__
+    for flag, field in [("hidden_size", "hidden"), ("emb_dim", "emb_dim"), ("dropout", "dropout"),
+                        ("number_index", "number_index")]:
+        assert parser.get_default(flag) == defaults[field].default
+    assert all(parser.get_default(flag) == value for flag, value in RECIPE.items())
+    args = parse(["--smoke", "--out", str(tmp_path / "run"), "--wandb", "off"])
+    assert (args.epochs, args.hidden_size, args.emb_dim, args.glove, args.bert) == (2, 16, 16, None, None)
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--model", "bert_frozen", "--glove", "glove.txt"], "--glove"),
+    (["--model", "glove_lstm", "--bert-layers", "2"], "--bert-layers"),
+    (["--model", "glove_attention", "--bert", "bert-base-uncased"], "--bert"),
+])
+def test_a_flag_of_the_other_encoder_is_refused(tmp_path, flags, named):
+    with pytest.raises(UserError, match=named):
+        parse(["--smoke", "--out", str(tmp_path / "run"), "--wandb", "off", *flags])

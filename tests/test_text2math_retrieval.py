@@ -122,12 +122,16 @@ def test_evaluate_command_uses_the_stored_pool(retrieval_run, tmp_path):
     assert result["beams"]["1"]["runs"] == 1.0
 
 
-def test_rerank_refuses_a_retrieval_model(retrieval_run):
+def test_rerank_command_refits_the_runs_reranker(retrieval_run, tmp_path):
     from text2math.rerank import main as rerank_main
 
-    _, out, _ = retrieval_run
-    with pytest.raises(UserError, match="retrieve"):
-        rerank_main(["--checkpoint", str(out), "--data", "generated"])
+    summary, out, _ = retrieval_run
+    result = rerank_main(["--checkpoint", str(out), "--out", str(tmp_path / "rerank.json")])
+    assert summary["rerank"] is not None and result["runs"] == 1.0
+    for key in ("exec_acc", "option_acc", "oracle", "candidates"):            # the same split, model and fit
+        assert result[key] == pytest.approx(summary["rerank"][key])
+    assert result["reranker"]["weights"] == pytest.approx(
+        json.loads((out / "reranker.json").read_text())["reranker"]["weights"])
 
 
 def test_number_index_flag_and_fit_check(tmp_path):

@@ -43,7 +43,9 @@ def beam_search_nbest(step: Step, state: dict, batch: int, sos: int, eos: int, m
                       alpha: float = 1.0) -> list[list[tuple[list[int], float]]]:
     """Per example, the beam's hypotheses (without <eos>) with their length-normalised scores, best
     first (those of score -inf left out, but never all). `state` has `batch` rows; it is repeated
-    `beam` times here (example-major: rows b*beam .. b*beam+beam-1)."""
+    `beam` times here (example-major: rows b*beam .. b*beam+beam-1). Examples whose hypotheses have all
+    ended leave the batch (their rows are dropped from every tensor, once a quarter of the rows have ended),
+    so a batch is not held to its longest program; they give the same hypotheses as if searched alone."""
     device = next(iter(state.values())).device
     state = _select(state, torch.arange(batch, device=device).repeat_interleave(beam))
     scores = torch.full((batch, beam), float("-inf"), device=device)
@@ -52,16 +54,23 @@ def beam_search_nbest(step: Step, state: dict, batch: int, sos: int, eos: int, m
     history = torch.empty((batch, beam, 0), dtype=torch.long, device=device)
     finished = torch.zeros((batch, beam), dtype=torch.bool, device=device)
     lengths = torch.zeros((batch, beam), device=device)
+    alive = torch.arange(batch, device=device)                     # the examples still searched, in row order
+    done: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}   # example -> (history, scores, lengths)
     for _ in range(max_len):
-        logits, state = step(tokens, state)
-        logp = logits.float().log_softmax(-1).view(batch, beam, -1)   # (B, K, V)
+        logits, stepped = step(tokens, state)
+        # a tensor the step hands back unchanged (encoder memory, masks, keys) is the same for every beam row of
+        # an example, and beams reorder only within an example: it needs no reordering
+        static = {k for k, v in stepped.items() if state.get(k) is v}
+        state = stepped
+        n = len(alive)
+        logp = logits.float().log_softmax(-1).view(n, beam, -1)   # (B, K, V)
         vocab = logp.shape[-1]
         # a finished hypothesis extends only by <eos> at no cost, so it keeps its score and place
         frozen = torch.full_like(logp, float("-inf"))
         frozen[..., eos] = 0.0
         logp = torch.where(finished.unsqueeze(-1), frozen, logp)
-        candidates = (scores.unsqueeze(-1) + logp).view(batch, -1)    # (B, K*V)
-        new_lengths = (lengths + (~finished).float()).unsqueeze(-1).expand(-1, -1, vocab).reshape(batch, -1)
+        candidates = (scores.unsqueeze(-1) + logp).view(n, -1)        # (B, K*V)
+        new_lengths = (lengths + (~finished).float()).unsqueeze(-1).expand(-1, -1, vocab).reshape(n, -1)
         ranking = candidates / new_lengths.clamp(min=1) ** alpha
         ranking = ranking.masked_fill(torch.isinf(candidates), float("-inf"))
         top = ranking.topk(beam, dim=-1).indices                      # (B, K)
@@ -71,16 +80,28 @@ def beam_search_nbest(step: Step, state: dict, batch: int, sos: int, eos: int, m
         finished = finished.gather(1, origin) | (token == eos)
         history = torch.cat([history.gather(1, origin.unsqueeze(-1).expand(-1, -1, history.shape[-1])),
                              token.unsqueeze(-1)], dim=-1)
-        rows = (origin + torch.arange(batch, device=device).unsqueeze(1) * beam).view(-1)
-        state = _select(state, rows)
+        rows = (origin + torch.arange(n, device=device).unsqueeze(1) * beam).view(-1)
+        state = {k: v if k in static else v.index_select(0, rows) for k, v in state.items()}
         tokens = token.view(-1)
-        if bool((finished | torch.isinf(scores)).all()):
-            break
-    final = (scores / lengths.clamp(min=1) ** alpha).masked_fill(torch.isinf(scores), float("-inf"))
-    order = final.argsort(dim=-1, descending=True, stable=True)      # (B, K)
+        ended = (finished | torch.isinf(scores)).all(1)   # an ended example stays as it is until it leaves
+        if int(ended.sum()) * 4 >= len(alive):               # leave in groups: each compaction copies the state
+            for b in ended.nonzero().view(-1).tolist():
+                done[int(alive[b])] = (history[b], scores[b], lengths[b])
+            keep = (~ended).nonzero().view(-1)
+            if not len(keep):
+                break
+            kept_rows = (keep.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
+            state = _select(state, kept_rows)
+            scores, lengths, finished, history = scores[keep], lengths[keep], finished[keep], history[keep]
+            tokens, alive = tokens[kept_rows], alive[keep]
+    for b in range(len(alive)):                                    # cut at max_len
+        done[int(alive[b])] = (history[b], scores[b], lengths[b])
     out = []
-    for b, ranks in enumerate(order.tolist()):
-        found = [(history[b, k].tolist(), float(final[b, k])) for k in ranks]
+    for b in range(batch):
+        rows, row_scores, row_lengths = done[b]
+        final = (row_scores / row_lengths.clamp(min=1) ** alpha).masked_fill(torch.isinf(row_scores), float("-inf"))
+        ranks = final.argsort(descending=True, stable=True).tolist()
+        found = [(rows[k].tolist(), float(final[k])) for k in ranks]
         found = [(row[:row.index(eos)] if eos in row else row, score) for row, score in found]
         out.append([f for f in found if f[1] > float("-inf")] or found[:1])
     return out

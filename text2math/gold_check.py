@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import Counter
@@ -43,21 +44,31 @@ def classify(row: dict, tolerance: float, where: str = "row") -> tuple[str, str]
             else "wrong_value"), ""
 
 
-def main(argv=None) -> dict:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-root", type=Path, default=REPO_ROOT / "data",
-                        help="holds MathQA/ (default: %(default)s)")
-    parser.add_argument("--file", type=Path, default=None,
-                        help="a MathQA json file (default: <data-root>/MathQA/dev.json)")
-    parser.add_argument("--tolerance", type=positive_float, nargs="+", default=[0.01, 0.02, 0.05],
-                        help="relative tolerances to report (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the counts as json here")
-    parser.add_argument("--smoke", action="store_true", help="check 200 generated problems instead")
-    args = parser.parse_args(argv)
+    add = parser.add_argument
+    add("--data-root", type=Path, default=REPO_ROOT / "data", help="holds MathQA/ (default: <repo>/data)")
+    add("--file", type=Path, default=None, help="a MathQA json file (default: <data-root>/MathQA/dev.json)")
+    add("--tolerance", type=positive_float, nargs="+", default=[0.01, 0.02, 0.05],
+        help="relative tolerances to report (default: %(default)s)")
+    add("--out", type=Path, default=None, help="also write the counts as json here (default: none written)")
+    add("--smoke", action="store_true", help="check 200 generated problems instead")
+    return parser
+
+
+def parse(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.file is None and not args.smoke:
+        args.file = args.data_root / "MathQA" / "dev.json"
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
     if args.smoke:
         rows, name = generated_rows(200, 0), "200 generated problems"
     else:
-        path = args.file or args.data_root / "MathQA" / "dev.json"
+        path = args.file
         if not Path(path).is_file():
             raise UserError(f"no MathQA json file at {path}; pass --data-root (holding MathQA/dev.json) or --file")
         rows, name = read_mathqa_rows(path), str(path)

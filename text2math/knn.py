@@ -9,16 +9,18 @@ near-duplicate problems, so this measures how far plain recall of training progr
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.cli import OneLineParser, open_fraction, positive_float, positive_int
+from common import REPO_ROOT
+from common.cli import DATA_MODES, OneLineParser, open_fraction, positive_float, positive_int
 from common.errors import run_cli
 from common.rundir import write_json
-from text2math.data import load_mathqa, with_files
+from text2math.data import MathQASplits, load_mathqa, with_files
 from text2math.evaluation import value_of
 from text2math.program import matches
 from text2math.retrieval import RetrievalPool
@@ -27,17 +29,24 @@ from text2math.retrieval import RetrievalPool
 def build_parser():
     parser = OneLineParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
-    add("--data", choices=("auto", "real", "generated"), default="auto", help="as train.py (default: %(default)s)")
-    add("--data-root", type=Path, default=Path(__file__).resolve().parent.parent / "data",
-        help="folder holding MathQA/ (default: <repo>/data)")
-    add("--train-file", type=Path, default=None, help="MathQA json to retrieve from")
-    add("--eval-file", type=Path, default=None, help="MathQA json to evaluate on")
+    add("--data", choices=DATA_MODES, default="auto", help="as train.py (default: %(default)s)")
+    add("--data-root", type=Path, default=REPO_ROOT / "data", help="folder holding MathQA/ (default: <repo>/data)")
+    add("--train-file", type=Path, default=None,
+        help="MathQA json to retrieve from (default: as train.py, the 90%% of dev.json it trains on)")
+    add("--eval-file", type=Path, default=None,
+        help="MathQA json to evaluate on (default: as train.py, the held-out 10%% of dev.json)")
     add("--test-fraction", type=open_fraction, default=0.1, help="share of dev.json held out (default: %(default)s)")
     add("--seed", type=int, default=0, help="split seed (default: %(default)s)")
     add("--k", type=positive_int, default=20, help="neighbours tried by option-aware selection (default: %(default)s)")
     add("--tolerance", type=positive_float, default=0.02, help="relative tolerance (default: %(default)s)")
-    add("--out", type=Path, default=None, help="write the scores to this json file")
+    add("--out", type=Path, default=None, help="write the scores to this json file (default: none written)")
     return parser
+
+
+def parse(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    args.data_root = args.data_root.expanduser().resolve()
+    return args
 
 
 def knn_scores(train, test, k: int, tolerance: float) -> dict:
@@ -55,13 +64,12 @@ def knn_scores(train, test, k: int, tolerance: float) -> dict:
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     if args.train_file is not None and args.eval_file is not None:
-        from text2math.data import MathQASplits
         data = with_files(MathQASplits([], [], ""), args.train_file, args.eval_file, seed=args.seed,
                           test_fraction=args.test_fraction)
     else:
-        data = with_files(load_mathqa(args.data, args.data_root.expanduser().resolve(), seed=args.seed,
+        data = with_files(load_mathqa(args.data, args.data_root, seed=args.seed,
                                       test_fraction=args.test_fraction),
                           args.train_file, args.eval_file, seed=args.seed, test_fraction=args.test_fraction)
     scores = {**knn_scores(data.train, data.test, args.k, args.tolerance), "data_source": data.source}

@@ -26,12 +26,12 @@ class Seq2SeqConfig(ModelConfig):
     tgt_vocab: list[str]            # program tokens, SPECIALS first
     src_vocab: list[str] = field(default_factory=list)   # words (GloVe encoders); empty for BERT
     bert: str = ""                  # model name or folder (BERT encoders)
-    emb_dim: int = 50
+    emb_dim: int = 50               # these defaults are train.py's: its flags read them
     hidden: int = 128
-    dropout: float = 0.2
+    dropout: float = 0.1
     bert_layers: int | None = None  # keep only the first N layers of the BERT encoder
-    number_index: bool = False      # the pointer's keys also hold a learned embedding of each number's index
-    retrieve: int = 0               # programs of the K nearest training problems to attend to / copy from
+    number_index: bool = True       # the pointer's keys also hold a learned embedding of each number's index
+    retrieve: int = 0               # programs of the K nearest training problems to attend to / copy from (train.py: 2)
     retrieval_pool: dict = field(default_factory=dict)   # RetrievalPool.to_dict(): the training problems searched
 
     def __post_init__(self):

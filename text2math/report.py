@@ -1,40 +1,62 @@
-"""The report: loss curves, exact match and execution accuracy of the four models, the
-teacher-forcing table (0.3, 0.6, 0.9) and the beam-size table (1, 10, 20) on the best model."""
+"""The report: loss curves; the four models (exact match and execution accuracy, greedy and beam, and the learned
+reranker over each model's candidates, beside the nearest-neighbour reference); teacher forcing 0.3 / 0.6 / 0.9
+and beams 1 / 10 / 20 on the best model; the best model's headline over three seeds."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from common.plots import plot_overlays
-from common.reporting import RunResult, RunSpec, copy_figure, markdown_table, pct
+from common.reporting import Headline, RunResult, RunSpec, copy_figure, markdown_table, pct
 from text2math.model import MODELS
+from text2math.train import RECIPE
 
+BEST = RECIPE["model"]   # the best model on the real-data table (README): train.py's defaults are its recipe
 BEAMS = ("--beam-sizes", "1", "10", "20")
-BEST = "bert_frozen"   # the best model on the real-data table (README): the teacher-forcing sweep reruns it
 TEACHER_FORCING = {"0.3": "tf_0.3", "0.6": "tf_0.6", "0.9": "tf_0.9", "1.0": BEST}  # value -> run
-# the protocol of every run (README "Real-data runs"): retrieval of the 2 nearest TRAINING problems' programs,
-# batch 16 (4x the updates of batch 64 per epoch), light dropout, gold tokens fed in training
-PROTOCOL = ("--retrieve", "2", "--batch-size", "16", "--dropout", "0.1", "--teacher-forcing", "1.0", "--lr", "2e-3")
+SEEDS = {0: BEST, 1: f"{BEST}_seed1", 2: f"{BEST}_seed2"}                          # seed -> run (split included)
 
 
 def _scale(quick: bool) -> dict[str, tuple[str, ...]]:
-    """Per-model flags. Quick: 1,500 generated problems, small LSTMs; the fine-tuned BERT keeps 2 of
-    MiniLM's 6 layers there so the whole report fits in minutes on a CPU."""
+    """Per-model flags on top of train.py's defaults (the recipe: --retrieve 2, batch 16, dropout 0.1, teacher
+    forcing 1.0, lr 2e-3, the reranker). Quick: 1,500 generated problems, small LSTMs; the fine-tuned BERT keeps
+    2 of MiniLM's 6 layers there so the whole report fits in minutes on a CPU."""
     if quick:
-        base = ("--n-generated", "1500", "--hidden-size", "64", "--epochs", "6", "--batch-size", "32")
+        base = ("--n-generated", "1500", "--hidden-size", "64", "--epochs", "4", "--batch-size", "32")
         return {"glove_lstm": base, "glove_attention": base, "bert_frozen": base,
-                "bert_finetuned": (*base[:4], "--epochs", "3", "--batch-size", "32", "--bert-layers", "2")}
-    glove = ("--hidden-size", "128")     # the CPU budgets of the README's real-data table (<= ~20 min each)
-    return {"glove_lstm": (*glove, "--epochs", "8"), "glove_attention": (*glove, "--epochs", "5"),
+                "bert_finetuned": (*base[:4], "--epochs", "2", "--batch-size", "32", "--bert-layers", "2")}
+    # the CPU budgets of the README's real-data table (<= ~20 min each on a shared 2-core CPU)
+    return {"glove_lstm": (), "glove_attention": ("--epochs", "5"),
             "bert_frozen": ("--epochs", "6", "--hidden-size", "256"),
             "bert_finetuned": ("--epochs", "2", "--hidden-size", "256", "--bert-layers", "2")}
 
 
 def runs(quick: bool) -> list[RunSpec]:
-    flags = {name: (*PROTOCOL, *scale) for name, scale in _scale(quick).items()}   # later flags win
-    models = [RunSpec(name, ("--model", name, *flags[name], *BEAMS)) for name in MODELS]
+    flags = _scale(quick)
+    models = [RunSpec(name, ("--model", name, *flags[name], *(BEAMS if name == BEST else ()))) for name in MODELS]
     sweep = [RunSpec(run, ("--model", BEST, *flags[BEST], "--teacher-forcing", value))
-             for value, run in TEACHER_FORCING.items() if run.startswith("tf_")]
-    return models + sweep
+             for value, run in TEACHER_FORCING.items() if run != BEST]
+    seeds = [RunSpec(run, ("--model", BEST, *flags[BEST], "--seed", str(seed))) for seed, run in SEEDS.items()
+             if run != BEST]
+    return models + sweep + seeds
+
+
+def _rerank(summary: dict, key: str) -> str:
+    return pct(summary["rerank"][key]) if summary.get("rerank") else "-"
+
+
+def _other(summary: dict) -> str:
+    other = (summary.get("rerank") or {}).get("other")
+    return f"{pct(other['exec_acc'])} / {pct(other['option_acc'])}" if other else "-"
+
+
+def _knn(summary: dict, key: str) -> str:
+    return pct(summary["rerank"]["knn"][key]) if summary.get("rerank") else "-"
+
+
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f}"
 
 
 def build(results: dict[str, RunResult], report_dir: Path) -> str:
@@ -47,47 +69,79 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
     rows = []
     for name, result in models.items():
         s = result.summary
-        beam = s["beams"][max(s["beams"], key=int)]
-        rows.append([MODELS[name].title, f"`--model {name}`", s["description"].split(": ", 1)[1],
-                     f"{s.get('best_epoch', s['epochs'])} / {s['epochs']}", f"{s['train_seconds']:.0f} s",
-                     pct(s["exact_match"]), f"**{pct(s['exec_acc'])}**", pct(s["exec_gold"]),
-                     f"{pct(beam['exec_acc'])} / {pct(beam['option_acc'])}"])
-    best_name = max(models, key=lambda n: models[n].summary["exec_acc"])
-    best = models[best_name].summary
+        beam = s["beams"]["10"] if "10" in s["beams"] else s["beams"][max(s["beams"], key=int)]
+        rows.append([MODELS[name].title, f"`--model {name}`", f"{s.get('best_epoch', s['epochs'])} / {s['epochs']}",
+                     f"{s['train_seconds']:.0f} s", pct(s["exact_match"]), pct(beam["exact_match"]),
+                     f"**{pct(s['exec_acc'])}** / {pct(beam['exec_acc'])}", pct(beam["option_acc"]),
+                     f"**{_rerank(s, 'exec_acc')}** / {_rerank(s, 'option_acc')}", _other(s)])
+    best = models[BEST].summary
+    rows.append(["reference: nearest-neighbour program (`knn.py`)", "-", "-", "seconds", "-", "-",
+                 f"{_knn(best, 'exec_acc')}", f"{_knn(best, 'option_acc')} (k = {best['rerank']['k']})"
+                 if best.get("rerank") else "-", "-", "-"])
     beam_rows = [[beam, pct(v["exact_match"]), pct(v["exec_acc"]), pct(v["exec_gold"]), pct(v["option_acc"]),
                   pct(v["runs"])] for beam, v in best["beams"].items()]
+    if best.get("rerank"):
+        r = best["rerank"]
+        beam_rows.append([f"reranked (beam {r['beam']} + {r['k']} neighbours)", pct(r["exact_match"]),
+                          pct(r["exec_acc"]), pct(r["exec_gold"]), pct(r["option_acc"]), pct(r["runs"])])
     tf_rows = []
     for value, run in TEACHER_FORCING.items():
         s = results[run].summary
-        tf_rows.append([value, pct(s["exact_match"]), pct(s["exec_acc"]), pct(s["option_acc"]),
-                        f"{s['train_loss']:.3f}", f"{s['test_loss']:.3f}"])
-    curves = copy_figure(models[best_name], "curves.png", report_dir, f"{best_name}_curves.png")
+        beam = s["beams"].get("10", s["beams"][max(s["beams"], key=int)])
+        tf_rows.append([value, pct(s["exact_match"]), pct(s["exec_acc"]), pct(beam["option_acc"]),
+                        _rerank(s, "exec_acc"), f"{s['train_loss']:.3f}", f"{s['test_loss']:.3f}"])
+    seed_runs = {seed: results[run].summary for seed, run in SEEDS.items()}
+    columns = [("exec_acc", lambda s: s["exec_acc"]), ("beam 10", lambda s: s["beams"]["10"]["exec_acc"]),
+               ("reranked", lambda s: s["rerank"]["exec_acc"]), ("reranked option-aware",
+                                                                 lambda s: s["rerank"]["option_acc"]),
+               ("kNN", lambda s: s["rerank"]["knn"]["exec_acc"]), ("kNN option-aware",
+                                                                   lambda s: s["rerank"]["knn"]["option_acc"])]
+    complete = all(s.get("rerank") and "10" in s["beams"] for s in seed_runs.values())
+    seed_rows = [[seed, *(pct(get(s)) for _, get in columns)] for seed, s in seed_runs.items()] if complete else []
+    if complete:
+        seed_rows.append(["mean ± sd", *(_mean_sd([get(s) for s in seed_runs.values()]) for _, get in columns)])
+    curves = copy_figure(models[BEST], "curves.png", report_dir, f"{BEST}_curves.png")
     any_run = next(iter(models.values()))
     quick_bert = models["bert_finetuned"].config["args"].get("bert_layers")
     return "\n".join([
         "## The four models", "",
         f"Data: {any_run.config['data_source']}. Execution accuracy: the top-1 program, run on the problem's "
-        f"numbers, lands within {best['tolerance']:.0%} (relative) of the correct option's value (or of the gold "
-        "program's own value); option-aware: among the beam's programs, the best-scoring one whose value is one "
-        "of the five options (a second metric, not top-1); exact match: the program's tokens equal the gold "
-        "program's. Grammar-constrained decoding, greedy unless a beam is named; weights of the epoch best on "
-        f"validation (early stopping); seed {any_run.config['args']['seed']}.", "",
-        markdown_table(["model", "flag", "encoder -> decoder", "best / run epochs", "train time", "exact match",
-                        "execution acc", "acc (gold value)", "widest beam: acc / option-aware"], rows), "",
-        f"BERT encoder: `{Path(any_run.config['args']['bert'] or models['bert_frozen'].config['args']['bert']).name}`"
-        f" ({models['bert_frozen'].config['args']['bert']})"
+        f"numbers, lands within {best['tolerance']:.0%} (relative) of the correct option's value; option-aware: "
+        "among the ranked programs, the first whose value is one of the five options (a second metric, not "
+        "top-1); exact match: the program's tokens equal the gold program's. Grammar-constrained decoding; "
+        "weights of the epoch best on validation; every run retrieves the 2 nearest training problems' programs "
+        "(`--retrieve 2`). Reranked: the learned reranker (`reranker.py`) over the model's beam-10 programs and the "
+        "20 nearest training problems' programs, fit on the validation problems; with the options among its "
+        "features (its top-1 uses the options, so compare it with the kNN's option-aware figure), and without "
+        f"them (a plain top-1). Seed {any_run.config['args']['seed']}.", "",
+        markdown_table(["model", "flag", "best / run epochs", "train time", "exact match greedy",
+                        "exact match beam 10", "execution acc greedy / beam 10", "option-aware beam 10",
+                        "**reranked** top-1 / option-aware", "reranked, options not a feature"], rows), "",
+        f"BERT encoder: `{Path(models['bert_frozen'].config['args']['bert']).name}`"
         + (f"; the fine-tuned model keeps its first {quick_bert} layers (`--bert-layers {quick_bert}`) to fit the "
            "CPU budget" if quick_bert else "") + ".", "",
         f"![loss curves]({report_dir.name}/loss_curves.png)", "",
-        f"The best model's own curves ({best_name}): ![curves]({curves})", "",
+        f"The best model's own curves ({BEST}): ![curves]({curves})", "",
         "## Teacher forcing", "",
-        f"{MODELS[BEST].title} with the probability of feeding the gold token at each "
-        "training step (`--teacher-forcing`); otherwise the model's own previous prediction is fed (greedy):", "",
-        markdown_table(["teacher forcing", "exact match", "execution acc", "option-aware", "train loss", "test loss"],
-                       tf_rows), "",
+        f"{MODELS[BEST].title} with the probability of feeding the gold token at each training step "
+        "(`--teacher-forcing`); otherwise the model's own previous prediction is fed (greedy):", "",
+        markdown_table(["teacher forcing", "exact match", "execution acc", "option-aware (beam 10)",
+                        "reranked top-1", "train loss", "test loss"], tf_rows), "",
         "## Beam size", "",
-        f"The best model by execution accuracy ({MODELS[best_name].title}), decoded with length-normalised beam "
-        "search (score = sum log p / length); beam 1 is greedy decoding:", "",
+        f"{MODELS[BEST].title}, length-normalised beam search (score = sum log p / length); beam 1 is greedy:", "",
         markdown_table(["beam", "exact match", "execution acc", "acc (gold value)", "option-aware",
                         "programs that run"], beam_rows), "",
+        "## Three seeds", "",
+        f"{MODELS[BEST].title}: the seed sets the split of dev.json too, so each seed is judged on its own "
+        "held-out problems, beside the nearest-neighbour reference on the same problems (execution accuracy):", "",
+        markdown_table(["seed", "greedy", "beam 10", "reranked", "reranked option-aware", "kNN", "kNN option-aware"],
+                       seed_rows) if seed_rows else "(a seed run lacks the reranker or beam 10)", "",
     ])
+
+
+def headline(results: dict[str, RunResult]) -> Headline:
+    """The index row: the best model's greedy execution accuracy over seeds (the original report gives no figure)."""
+    exec_acc = [results[run].summary["exec_acc"] for run in SEEDS.values() if run in results]
+    return Headline("Seq2seq models that turn MathQA word problems into executable programs",
+                    f"execution accuracy, greedy, best model ({BEST}; %, mean ± sd over seeds)", "—",
+                    _mean_sd(exec_acc) if exec_acc else "not run")

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 SEPARATOR = "<eos>"     # between two retrieved programs (and after the last: no row is ever empty)
 
@@ -37,8 +38,6 @@ class RetrievalPool:
     def neighbours(self, queries: Sequence[str], k: int, exclude_self: bool = False) -> list[list[int]]:
         """Indices into the pool of each query's k most similar problems, most similar first. With
         `exclude_self`, query i is pool problem i and is left out of its own neighbours."""
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"\S+")
         memory = vectorizer.fit_transform(self.texts)
         out: list[list[int]] = []

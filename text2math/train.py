@@ -10,10 +10,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
-import math
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -22,77 +23,70 @@ if __package__ in (None, ""):
 import torch
 
 from common import distributed
+from common.checkpoint import load_checkpoint, save_checkpoint
 from common.cli import make_parser, non_negative_float, open_fraction, parse_args, positive_float, positive_int
 from common.data_source import short_source
 from common.errors import UserError, run_cli
-from common.checkpoint import load_checkpoint, save_checkpoint
 from common.models import count_parameters
 from common.plots import plot_curves
-from common.rundir import RunDir
+from common.progress import progress
+from common.rundir import RunDir, write_json
 from common.runtime import seed_everything
-from common.torch_fit import FitSettings, batch_count, fit, tensor_batches
+from common.schedules import lr_lambda
+from common.training import (EpochGuard, Meter, autocast, batch_count, checkpoint, end_epoch, finished_records,
+                             prefixed, resume, tensor_batches)
 from text2math.bert import default_bert, load_bert
 from text2math.data import MathQASplits, carve_validation, load_mathqa, read_glove, with_files
 from text2math.evaluation import decode, score_predictions
 from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig, sequence_loss
+from text2math.program import detokenize
+from text2math.reranker import fit_and_score
 from text2math.retrieval import RetrievalPool, retrieved_tensor
 from text2math.vocab import encode_sources, encode_targets, glove_matrix, source_vocab, target_vocab
 
 ASSIGNMENT = "text2math"
 BEST = "best.pt"      # the weights of the epoch best on validation (trained parts only)
-
-def cosine(epochs: int, floor: float = 0.05):
-    """The learning-rate factor after `epoch` epochs: 1 down to `floor` over `epochs`, half a cosine. A
-    function of --epochs alone (not of saved scheduler state), so a resumed run follows the same curve."""
-    return lambda epoch: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch, epochs) / epochs))
-
-
-class EpochSchedule(torch.optim.lr_scheduler.LambdaLR):
-    """LambdaLR whose learning rates, on --resume, follow this run's curve (not the saved run's)."""
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        for group, base, factor in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
-            group["lr"] = base * factor(self.last_epoch)
-
-
-# --lr-schedule: optimizer, args -> a per-epoch scheduler (or None)
-SCHEDULES = {
-    "cosine": lambda opt, args: EpochSchedule(opt, cosine(args.epochs)),
-    "constant": lambda opt, args: None,
-}
-
-
-class StopTraining(Exception):
-    """Validation execution accuracy has not risen for --patience epochs."""
+MODEL = {f.name: f.default for f in dataclasses.fields(Seq2SeqConfig)}   # the model flags' defaults
+RERANKER = "reranker.json"   # the fitted reranker and the pool its neighbours come from (--rerank-k)
+# the recipe of the README's headline figure (model 1 + retrieval + the learned reranker); the model's shape
+# (hidden size, dropout, number index) comes from Seq2SeqConfig's defaults
+RECIPE = {"model": "glove_lstm", "epochs": 6, "batch_size": 16, "lr": 2e-3, "teacher_forcing": 1.0,
+          "retrieve": 2, "beam_sizes": [1, 10], "rerank_k": 20, "rerank_beam": 10, "rerank_options": True}
 
 
 def build_parser():
-    parser = make_parser(__doc__.splitlines()[0], epochs=6, batch_size=64, lr=3e-3,
+    parser = make_parser(__doc__.splitlines()[0], epochs=RECIPE["epochs"], batch_size=RECIPE["batch_size"],
+                         lr=RECIPE["lr"],
                          batch_size_help=distributed.GLOBAL_BATCH_HELP)
     add = parser.add_argument
-    add("--model", choices=list(MODELS), default="glove_attention",
+    add("--model", choices=list(MODELS), default=RECIPE["model"],
         help="which of the four models (default: %(default)s)")
     add("--glove", type=Path, default=None,
-        help="GloVe text file (default: <data-root>/glove/glove.6B.50d.txt or glove.6B.50d.5k.txt when present; "
-             "else embeddings are learned from scratch)")
-    add("--bert", default=None, help="BERT name or folder (default: the packaged all-MiniLM-L6-v2, offline)")
-    add("--bert-layers", type=positive_int, default=None, help="keep only the first N BERT layers (default: all)")
+        help="GloVe text file, GloVe models only (default: <data-root>/glove/glove.6B.50d.txt or "
+             "glove.6B.50d.5k.txt when present, not under --smoke; else embeddings are learned from scratch)")
+    add("--bert", default=None,
+        help="BERT name or folder, BERT models only (default: the packaged all-MiniLM-L6-v2, offline)")
+    add("--bert-layers", type=positive_int, default=None,
+        help="keep only the first N BERT layers, BERT models only (default: all)")
     add("--bert-lr", type=positive_float, default=5e-5,
         help="learning rate of a fine-tuned BERT (default: %(default)s)")
-    add("--teacher-forcing", type=non_negative_float, default=0.9,
+    add("--teacher-forcing", type=non_negative_float, default=RECIPE["teacher_forcing"],
         help="probability of feeding the gold token (else the model's own) at each step (default: %(default)s)")
-    add("--beam-sizes", type=positive_int, nargs="+", default=[1],
+    add("--beam-sizes", type=positive_int, nargs="+", default=RECIPE["beam_sizes"],
         help="beam widths for the final evaluation; 1 is greedy (default: %(default)s)")
     add("--length-alpha", type=non_negative_float, default=1.0,
         help="beam scores are sum(log p) / length**alpha (default: %(default)s)")
-    add("--hidden-size", type=positive_int, default=128, help="LSTM hidden size (default: %(default)s)")
-    add("--emb-dim", type=positive_int, default=50, help="word / program token embedding size (default: %(default)s)")
-    add("--dropout", type=non_negative_float, default=0.3, help="dropout (default: %(default)s)")
+    add("--hidden-size", type=positive_int, default=MODEL["hidden"],
+        help="LSTM hidden size (default: %(default)s; 16 under --smoke)")
+    add("--emb-dim", type=positive_int, default=MODEL["emb_dim"],
+        help="word / program token embedding size (default: %(default)s; 16 under --smoke; a GloVe file's "
+             "vectors set it to their dimension)")
+    add("--dropout", type=non_negative_float, default=MODEL["dropout"], help="dropout (default: %(default)s)")
     add("--label-smoothing", type=non_negative_float, default=0.0,
         help="label smoothing over the tokens that can be scored (default: %(default)s)")
-    add("--lr-schedule", choices=list(SCHEDULES), default="cosine",
-        help="per-epoch learning-rate schedule over --epochs (default: %(default)s)")
+    add("--lr-schedule", choices=("cosine_floor", "constant"), default="cosine_floor",
+        help="per-epoch learning-rate schedule over --epochs (common.schedules; cosine_floor: half a cosine "
+             "down to 5%% of the learning rates) (default: %(default)s)")
     add("--patience", type=positive_int, default=6,
         help="stop when validation execution accuracy has not risen for this many epochs (default: %(default)s)")
     add("--val-fraction", type=non_negative_float, default=0.1,
@@ -109,17 +103,49 @@ def build_parser():
     add("--n-generated", type=positive_int, default=3000, help="generated problems (default: %(default)s)")
     add("--tolerance", type=positive_float, default=0.02,
         help="relative tolerance of execution accuracy (default: %(default)s)")
-    add("--number-index", action=argparse.BooleanOptionalAction, default=True,
+    add("--number-index", action=argparse.BooleanOptionalAction, default=MODEL["number_index"],
         help="add a learned embedding of each number's index (n0, n1, ...) to the pointer's keys "
              "(default: %(default)s)")
-    add("--retrieve", type=int, default=0, metavar="K",
+    add("--retrieve", type=int, default=RECIPE["retrieve"], metavar="K",
         help="retrieval-augmented decoding: the decoder also attends to and may copy from the programs of the K "
              "nearest TRAINING problems (TF-IDF; a training problem never retrieves itself); 0: off "
              "(default: %(default)s)")
     add("--fit-check", type=int, default=200, metavar="N",
         help="after every epoch, greedy exact match / execution accuracy on N training problems (how well the "
              "model fits what it trains on); 0: off (default: %(default)s)")
+    add("--rerank-k", type=int, default=RECIPE["rerank_k"], metavar="K",
+        help="after training, fit the learned reranker (reranker.py) on the validation problems: candidates = the "
+             "beam's programs + the programs of the K nearest training problems; scored on the test problems "
+             "(summary 'rerank'); 0: off (default: %(default)s)")
+    add("--rerank-beam", type=positive_int, default=RECIPE["rerank_beam"],
+        help="beam whose programs are the reranker's candidates (default: %(default)s)")
+    add("--rerank-options", action=argparse.BooleanOptionalAction, default=RECIPE["rerank_options"],
+        help="the reranker's features include whether a candidate's value is one of the five options (its top-1 "
+             "then uses the options, as option-aware selection does); the other variant is scored too "
+             "(default: %(default)s)")
     return parser
+
+
+def parse(argv=None) -> argparse.Namespace:
+    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    is_bert = MODELS[args.model].encoder == "bert"
+    if args.teacher_forcing > 1:
+        raise UserError(f"--teacher-forcing is a probability: got {args.teacher_forcing}")
+    if min(args.retrieve, args.fit_check, args.rerank_k) < 0:
+        raise UserError(f"--retrieve, --fit-check and --rerank-k count problems: got {args.retrieve}, "
+                        f"{args.fit_check} and {args.rerank_k}")
+    if args.val_fraction >= 1:
+        raise UserError(f"--val-fraction is a share below 1: got {args.val_fraction}")
+    if is_bert and args.glove is not None:
+        raise UserError(f"--glove: --model {args.model} reads BERT word pieces, not GloVe vectors; drop --glove")
+    if not is_bert and (args.bert is not None or args.bert_layers is not None):
+        raise UserError(f"--bert / --bert-layers: --model {args.model} has a GloVe encoder; drop them, or pick "
+                        "bert_frozen / bert_finetuned")
+    if args.smoke:
+        args.epochs, args.hidden_size, args.emb_dim = min(args.epochs, 2), 16, 16
+    args.bert = (args.bert or default_bert()) if is_bert else None
+    args.glove = None if is_bert else resolve_glove(args)
+    return args
 
 
 def run_name(args) -> str:
@@ -136,15 +162,7 @@ def resolve_glove(args) -> Path | None:
 
 
 def main(argv=None) -> dict:
-    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
-    if args.smoke:
-        args.epochs, args.hidden_size, args.emb_dim = min(args.epochs, 2), 16, 16
-    is_bert = MODELS[args.model].encoder == "bert"
-    args.bert = (args.bert or default_bert()) if is_bert else args.bert
-    if args.teacher_forcing > 1:
-        raise UserError(f"--teacher-forcing is a probability: got {args.teacher_forcing}")
-    if args.retrieve < 0 or args.fit_check < 0:
-        raise UserError(f"--retrieve and --fit-check count problems: got {args.retrieve} and {args.fit_check}")
+    args = parse(argv)
     with distributed.launch(args) as info:
         return train(args, info)
 
@@ -157,8 +175,6 @@ def load_data(args) -> MathQASplits:
         data = load_mathqa(args.data, args.data_root, seed=args.seed, smoke=args.smoke,
                            n_generated=args.n_generated, test_fraction=args.test_fraction)
     data = with_files(data, args.train_file, args.eval_file, seed=args.seed, test_fraction=args.test_fraction)
-    if args.val_fraction >= 1:
-        raise UserError(f"--val-fraction is a share below 1: got {args.val_fraction}")
     return carve_validation(data, args.val_fraction, args.seed)
 
 
@@ -187,11 +203,10 @@ def train(args, info: distributed.DistInfo) -> dict:
     seed_everything(args.seed)
     data = load_data(args)
     tokenizer, trunk = load_bert(args.bert, args.bert_layers) if is_bert else (None, None)
-    glove = resolve_glove(args)
     src_words = [] if is_bert else source_vocab(data.train)
-    vectors = read_glove(glove, src_words) if (glove and not is_bert) else {}
+    vectors = read_glove(args.glove, src_words) if args.glove else {}
     if vectors:
-        args.emb_dim = len(next(iter(vectors.values())))
+        args.emb_dim = len(next(iter(vectors.values())))   # the GloVe file's dimension
     pool = RetrievalPool.from_problems(data.train).to_dict() if args.retrieve else {}   # training part only
     config = Seq2SeqConfig(args.model, target_vocab(data.train), src_words, args.bert or "",   # training programs only
                            args.emb_dim, args.hidden_size, args.dropout, args.bert_layers, args.number_index,
@@ -203,8 +218,8 @@ def train(args, info: distributed.DistInfo) -> dict:
         if vectors:
             embedding = model.encoder.embedding.weight
             embedding.data.copy_(glove_matrix(src_words, vectors, embedding.data))
-        embedding_note = (f", GloVe {glove.name}: {len(vectors):,}/{len(src_words):,} words found, the rest learned"
-                          if glove else ", no GloVe file: embeddings learned from scratch")
+        embedding_note = (f", GloVe {args.glove.name}: {len(vectors):,}/{len(src_words):,} words found, the rest "
+                          "learned" if args.glove else ", no GloVe file: embeddings learned from scratch")
     model.to(device)
     train_tensors, train_problems = encode(data.train, config, tokenizer, args, train=True)
     val_tensors, val_problems = encode(data.val or data.test, config, tokenizer, args, train=False)
@@ -217,61 +232,85 @@ def train(args, info: distributed.DistInfo) -> dict:
         model.encoder.cached = True
     train_tensors, val_tensors, test_tensors = (tuple(x.to(device) for x in t)
                                                 for t in (train_tensors, val_tensors, test_tensors))
+    fit_rows = torch.randperm(len(train_problems), generator=torch.Generator().manual_seed(args.seed))[:args.fit_check]
+    fit_check = (tuple(t[fit_rows] for t in train_tensors), [train_problems[i] for i in fit_rows.tolist()])
     # a fine-tuned trunk's pooler is trained by no loss: DDP must not wait for its gradients
     net = distributed.wrap_model(model, info.device, find_unused_parameters=is_bert and not spec.freeze_encoder)
     run = distributed.run_dir(args, data_source=data.source, device=device.type)
-    trained = count_parameters(model, trainable_only=True)
-    print(f"{ASSIGNMENT}: {config.describe()}{embedding_note}; {trained:,} trainable parameters; "
-          f"{len(train_problems):,} train ({len(data.train) - len(train_problems)} dropped: longer than "
-          f"{args.max_program_len} tokens, or a number or token outside reach) / {len(data.val):,} validation / "
-          f"{len(data.test):,} test; teacher forcing {args.teacher_forcing:g}; data: {data.source}")
+    print(f"{ASSIGNMENT}: {config.describe()}{embedding_note}; {count_parameters(model, trainable_only=True):,} "
+          f"trainable parameters; {len(train_problems):,} train ({len(data.train) - len(train_problems)} dropped: "
+          f"longer than {args.max_program_len} tokens, or a number or token outside reach) / {len(data.val):,} "
+          f"validation / {len(data.test):,} test; teacher forcing {args.teacher_forcing:g}; data: {data.source}")
     optimizer = build_optimizer(model, args, is_bert and not spec.freeze_encoder)
-    scheduler = SCHEDULES[args.lr_schedule](optimizer, args)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.lr_schedule, args.epochs))  # per epoch
+    batch_size = distributed.per_rank_batch(args.batch_size)
+    steps = batch_count(len(train_problems), batch_size)
 
-    fit_rows = torch.randperm(len(train_problems), generator=torch.Generator().manual_seed(args.seed))[:args.fit_check]
-    fit_tensors = tuple(t[fit_rows] for t in train_tensors)
-    fit_problems = [train_problems[i] for i in fit_rows.tolist()]
+    start, elapsed = resume(run, net, optimizer, scheduler)
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(start)   # this run's curve, also when --resume changed --epochs
+    history = [r for r in run.metrics() if r["epoch"] <= start]   # on every rank: early stopping's evidence
+    guard = EpochGuard(run)
+    for epoch in range(start, args.epochs):
+        if stale_epochs(history) >= args.patience:
+            if distributed.is_main_process():
+                print(f"early stop: validation execution accuracy has not risen for {args.patience} epochs")
+            break
+        tic = time.perf_counter()
+        net.train()
+        meter = Meter()
+        batches = tensor_batches(train_tensors, batch_size, seed=args.seed, epoch=epoch)
+        for batch in progress(batches, desc=f"epoch {epoch + 1}/{args.epochs}", total=steps, quiet=args.smoke):
+            src, mask, numbers, tgt, retrieved = trim(*batch)
+            with autocast(device):
+                logits = net(src, mask, numbers, tgt, teacher_forcing=args.teacher_forcing, retrieved=retrieved)
+                loss_sum, tokens, correct = sequence_loss(logits, tgt, args.label_smoothing)
+                loss = loss_sum / tokens.clamp(min=1)                  # per program token
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), args.grad_clip)
+            optimizer.step()
+            meter.add(loss, tokens, loss=loss_sum, token_acc=correct)
+        means = guard.check(meter, net, epoch)   # one host sync; a diverged run stops here
+        scheduler.step()
+        elapsed += time.perf_counter() - tic
 
-    def train_step(batch):
-        src, mask, numbers, tgt, retrieved = trim(*batch)
-        logits = net(src, mask, numbers, tgt, teacher_forcing=args.teacher_forcing, retrieved=retrieved)
-        loss_sum, tokens, correct = sequence_loss(logits, tgt, args.label_smoothing)
-        return loss_sum / tokens.clamp(min=1), {"n": tokens, "loss": loss_sum.detach(), "token_acc": correct}
-
-    def evaluate(epoch: int) -> dict:   # each rank a strided share of the validation problems
-        record = teacher_forced_loss(model, test_tensors, "test")
-        if fit_problems and distributed.is_main_process():   # how well it fits its own training problems
-            scores = score_predictions(decode(model, fit_tensors, fit_problems, config, beam=1,
-                                              max_len=args.max_program_len), fit_problems, config, args.tolerance)
-            record.update({f"fit_{k}": scores[k] for k in ("exact_match", "exec_acc")})
-        if val_problems:
-            record.update(teacher_forced_loss(model, val_tensors, "val"))
-            share, problems = tuple(distributed.shard(t) for t in val_tensors), distributed.shard(val_problems)
-            scores = score_predictions(decode(model, share, problems, config, beam=1, max_len=args.max_program_len),
-                                       problems, config, args.tolerance)
-            record.update(distributed.reduce_means({f"val_{k}": scores[k] for k in ("exact_match", "exec_acc")},
-                                                   len(problems)))
-        if distributed.is_main_process() and is_best(run.metrics(), record):
+        net.eval()
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **prefixed("train", means)}
+        with torch.no_grad():
+            record.update(evaluate(model, config, args, test_tensors, (val_tensors, val_problems), fit_check))
+        record["train_seconds"] = elapsed
+        if distributed.is_main_process() and is_best(history, record):
             save_checkpoint(run.file(BEST), {"epoch": epoch + 1, "model": model.state_dict(),
                                              "model_config": config.to_dict()})
-        return record
-
-    def batches(epoch: int):
-        if stale_epochs(run.metrics()) >= args.patience:
-            raise StopTraining
-        return tensor_batches(train_tensors, batch, seed=args.seed, epoch=epoch)
-
-    batch = distributed.per_rank_batch(args.batch_size)
-    settings = FitSettings(epochs=args.epochs, grad_clip=args.grad_clip, quiet=args.smoke,
-                           steps_per_epoch=batch_count(len(train_problems), batch))
-    try:
-        fit(net, optimizer, run, batches, train_step, evaluate, settings, config.to_dict(), scheduler=scheduler,
-            device=device)
-    except StopTraining:
-        print(f"early stop: validation execution accuracy has not risen for {args.patience} epochs")
+        history.append(record)
+        end_epoch(run, record, checkpoint(epoch + 1, elapsed, config.to_dict(), net, optimizer, scheduler),
+                  quiet=args.smoke)
+    net.eval()
+    records = finished_records(run)
     if (run.path / BEST).exists():
         model.load_state_dict(load_checkpoint(run.path / BEST)["model"])
-    return distributed.on_rank0(write_artefacts, run, model, data, config, test_tensors, args)
+    return distributed.on_rank0(write_artefacts, run, model, data, config, test_tensors, records, args,
+                                (val_tensors, val_problems))
+
+
+def evaluate(model: Seq2Seq, config: Seq2SeqConfig, args, test_tensors, val, fit_check) -> dict:
+    """One epoch's evaluation entries: the teacher-forced test loss; greedy exact match / execution accuracy
+    on the fit-check training problems (rank 0) and, with their loss, on the validation problems (each rank
+    a strided share). `val` and `fit_check` are (tensors, problems)."""
+    record = teacher_forced_loss(model, test_tensors, "test")
+    if fit_check[1] and distributed.is_main_process():   # how well it fits its own training problems
+        scores = score_predictions(decode(model, *fit_check, config, beam=1, max_len=args.max_program_len),
+                                   fit_check[1], config, args.tolerance)
+        record.update({f"fit_{k}": scores[k] for k in ("exact_match", "exec_acc")})
+    if val[1]:
+        record.update(teacher_forced_loss(model, val[0], "val"))
+        share, problems = tuple(distributed.shard(t) for t in val[0]), distributed.shard(val[1])
+        scores = score_predictions(decode(model, share, problems, config, beam=1, max_len=args.max_program_len),
+                                   problems, config, args.tolerance)
+        record.update(distributed.reduce_means({f"val_{k}": scores[k] for k in ("exact_match", "exec_acc")},
+                                               len(problems)))
+    return record
 
 
 def _key(record: dict) -> tuple[float, float]:
@@ -320,8 +359,6 @@ def cache_features(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, device
     """The frozen encoder's last hidden states for every example, once: (N, S, D) float16. Rows are run
     in order of length, each batch cut to its longest row (no work on padding); with `cache_dir`, the
     result is kept on disk under a hash of the encoder and the token ids, and reused by later runs."""
-    from common.progress import progress
-
     key = hashlib.sha1(f"{model.config.bert}|{model.config.bert_layers}".encode() + ids.numpy().tobytes()
                        + mask.numpy().tobytes()).hexdigest()[:20]
     path = cache_dir / f"features_{key}.pt" if cache_dir is not None else None
@@ -350,8 +387,8 @@ def teacher_forced_loss(model: Seq2Seq, tensors, name: str, batch: int = 128) ->
     return distributed.reduce_means({f"{name}_loss": total / max(count, 1)}, count)   # over every rank's tokens
 
 
-def write_artefacts(run: RunDir, model: Seq2Seq, data, config: Seq2SeqConfig, test_tensors, args) -> dict:
-    records = run.metrics()
+def write_artefacts(run: RunDir, model: Seq2Seq, data, config: Seq2SeqConfig, test_tensors, records: list[dict],
+                    args, val=((), [])) -> dict:
     plot_curves(records, {"loss (per program token)": ["train_loss", "val_loss", "test_loss"],
                           "accuracy": ["train_token_acc", "fit_exact_match", "fit_exec_acc", "val_exact_match",
                                        "val_exec_acc"]},
@@ -359,21 +396,53 @@ def write_artefacts(run: RunDir, model: Seq2Seq, data, config: Seq2SeqConfig, te
     best_epoch = int(load_checkpoint(run.path / BEST)["epoch"]) if (run.path / BEST).exists() else len(records)
     beams = evaluate_beams(model, test_tensors, data.test, config, args, run.file("predictions.jsonl"))
     first = beams[str(args.beam_sizes[0])]
+    rerank = rerank_test(run, model, val, (test_tensors, data.test), data, args)
     best = records[best_epoch - 1] if records else {}
     summary = run.finish({
         "model": args.model, "title": MODELS[args.model].title, "description": config.describe(),
         **{k: first[k] for k in ("exact_match", "exec_acc", "exec_gold", "option_acc", "runs")}, "beams": beams,
         "teacher_forcing": args.teacher_forcing, "best_epoch": best_epoch,
         "train_loss": best.get("train_loss"), "test_loss": best.get("test_loss"),
-        "val_exec_acc": best.get("val_exec_acc"),
+        "val_exec_acc": best.get("val_exec_acc"), "rerank": rerank,
         "parameters": count_parameters(model, trainable_only=True),
         "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test),
         "tolerance": args.tolerance,
         "model_config": {k: v for k, v in config.to_dict().items() if not k.endswith(("vocab", "pool"))},
     }, records)
     print(f"done (weights of epoch {best_epoch}, best on validation): " + describe_beams(beams)
+          + (f"; reranked: {describe_rerank(rerank)}" if rerank else "")
           + f" on {len(data.test):,} test problems; run directory {run.path}")
     return summary
+
+
+def rerank_settings(args) -> dict:
+    return {"beam": args.rerank_beam, "k": args.rerank_k, "max_len": args.max_program_len,
+            "alpha": args.length_alpha, "tolerance": args.tolerance, "options": args.rerank_options}
+
+
+def rerank_test(run: RunDir, model: Seq2Seq, val, test, data, args) -> dict | None:
+    """Fit the reranker on the validation problems, score it on the test problems, keep it in reranker.json
+    (with its pool: every training problem, validation part included, as knn.py searches). None when off."""
+    if not args.rerank_k or not val[1]:
+        return None
+    pool = data.train + data.val
+    reranker, scores, _ = fit_and_score(model, val, test, pool, **rerank_settings(args))
+    write_json(run.file(RERANKER), {"reranker": reranker.to_dict(), "beam": args.rerank_beam, "k": args.rerank_k,
+                                    "options": args.rerank_options,
+                                    "pool": RetrievalPool.from_problems(pool).to_dict()})
+    return scores
+
+
+def describe_rerank(scores: dict) -> str:
+    other = scores.get("other")
+
+    def uses(options) -> str:
+        return "options in the features" if options else "options not in the features"
+
+    return (f"execution accuracy {scores['exec_acc']:.2%}, option-aware {scores['option_acc']:.2%} (beam "
+            f"{scores['beam']} + {scores['k']} neighbours' programs, {uses(scores.get('options'))}; a correct "
+            f"candidate for {scores['oracle']:.2%})"
+            + (f"; {uses(other['options'])}: {other['exec_acc']:.2%} / {other['option_acc']:.2%}" if other else ""))
 
 
 def evaluate_beams(model: Seq2Seq, tensors, problems, config: Seq2SeqConfig, args, predictions: Path | None) -> dict:
@@ -396,8 +465,6 @@ def describe_beams(beams: dict) -> str:
 
 
 def write_predictions(path: Path, predictions, problems, config) -> None:
-    from text2math.program import detokenize
-
     with open(path, "w") as handle:
         for tokens, problem in zip(predictions, problems):
             handle.write(json.dumps({"problem": problem.text, "numbers": problem.numbers, "gold": problem.formula,

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from common.errors import UserError
 from text2math.data import Problem
 from text2math.grammar import MAX_REFS as MAX_STEPS
 from text2math.model import EOS, PAD, SOS, SPECIALS, UNK
@@ -93,6 +94,9 @@ def encode_targets(problems: Sequence[Problem], vocab: Sequence[str], max_len: i
         kept.append(fits or truncate)
         if fits or truncate:
             rows.append([index[SOS], *ids, index[EOS]])
+    if problems and not rows:   # training on nothing would end as a NaN loss (exit 3), not a data error
+        raise UserError(f"all {len(problems):,} training programs were dropped (longer than {max_len} tokens, or "
+                        f"using a number or token outside reach); raise --max-program-len or check the data")
     tgt = torch.full((len(rows), max(map(len, rows), default=2)), index[PAD], dtype=torch.long)
     for i, row in enumerate(rows):
         tgt[i, :len(row)] = torch.tensor(row)

@@ -1,0 +1,146 @@
+"""Batched beam search gives the per-problem search's programs (generated problems always; real MathQA when
+../shared/data is there); the learned reranker: leave-one-out neighbours, a fit that follows its evidence,
+every ranked program executes, and evaluate.py applies a run's fitted reranker to another file."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO
+from text2math.data import Problem, generated_rows, load_mathqa
+from text2math.evaluation import decode, value_of
+from text2math.model import Seq2Seq, Seq2SeqConfig
+from text2math.reranker import FEATURES, Candidates, fit, neighbours
+from text2math.retrieval import RetrievalPool
+from text2math.train import encode, main
+from text2math.train import parse as train_parse
+from text2math.vocab import source_vocab, target_vocab
+
+REAL = REPO.parent / "shared" / "data"
+
+
+def _untrained(train, seed=0):
+    """A seeded, untrained glove_lstm with retrieval: the pointer, the grammar mask and the copy all in play."""
+    pool = RetrievalPool.from_problems(train).to_dict()
+    config = Seq2SeqConfig("glove_lstm", target_vocab(train), source_vocab(train), "", 16, 24, 0.0, None, True, 2,
+                           pool)
+    torch.manual_seed(seed)
+    return Seq2Seq(config).eval()
+
+
+def _same_programs_batched_and_one_by_one(data, n, tmp_path):
+    model = _untrained(data.train)
+    settings = train_parse(["--data", "generated", "--out", str(tmp_path / "unused")])
+    problems = (data.test + data.train)[:n]
+    tensors, problems = encode(problems, model.config, None, settings, train=False)
+    for beam in (1, 3):
+        one = decode(model, tensors, problems, model.config, beam=beam, max_len=24, batch=1, quiet=True)
+        many = decode(model, tensors, problems, model.config, beam=beam, max_len=24, batch=64, quiet=True)
+        assert one == many
+        assert len(many) == n and all(1 <= len(h) <= beam for h in many)
+        for hypotheses, problem in zip(many, problems):      # every decoded program parses and executes
+            assert all(value_of([model.config.tgt_vocab[i] for i in ids], problem.numbers) is not None
+                       for ids in hypotheses)
+
+
+def test_batched_beam_search_equals_the_per_problem_search_on_generated_problems(tmp_path):
+    data = load_mathqa("generated", None, seed=0, n_generated=400)
+    _same_programs_batched_and_one_by_one(data, 200, tmp_path)
+
+
+@pytest.mark.skipif(not (REAL / "MathQA" / "dev.json").exists(), reason="real MathQA not in ../shared/data")
+def test_batched_beam_search_equals_the_per_problem_search_on_real_problems(tmp_path):
+    data = load_mathqa("real", REAL, seed=0)
+    _same_programs_batched_and_one_by_one(data, 200, tmp_path)
+
+
+def test_neighbours_leave_one_out():
+    texts = ["a train runs n0 km", "a train runs n0 km", "the area of a circle", "n0 % of n1"]
+    found = neighbours(texts, texts, k=2, exclude=[0, 1, 2, 3])
+    assert all(i not in [j for j, _ in row] for i, row in enumerate(found))
+    assert found[0][0][0] == 1 and found[1][0][0] == 0                   # the duplicate, not itself
+    assert neighbours(texts, texts[2:3], k=1)[0][0][0] == 2               # without exclusion: itself
+    assert found[0][0][1] >= found[0][1][1]                               # most similar first
+
+
+def _problem(answer):
+    return Problem("x", [1.0], ["add", "n0", "n0", "|"], [answer], "", "", options=[[answer]])
+
+
+def test_reranker_learns_which_feature_marks_the_right_candidate():
+    rng = np.random.default_rng(0)
+    found, problems = [], []
+    column = FEATURES.index("vote_sim")
+    for _ in range(60):
+        features = rng.normal(size=(4, len(FEATURES)))
+        right = int(rng.integers(4))
+        features[right, column] += 6.0                                   # the evidence: a strong vote
+        values = [float(i + 10) for i in range(4)]
+        found.append(Candidates([[i] for i in range(4)], values, features))
+        problems.append(_problem(values[right]))
+    reranker = fit(found[:40], problems[:40], tolerance=0.02)
+    assert np.argmax(np.abs(reranker.weights)) == column and reranker.weights[column] > 0
+    assert reranker.fitted_on == 40
+    hits = [reranker.rank(f)[0] == f.programs[int(np.argmax(f.features[:, column]))] for f in found[40:]]
+    assert np.mean(hits) == 1.0
+
+
+def test_reranker_without_both_classes_ranks_by_the_decoder():
+    features = np.zeros((3, len(FEATURES)))
+    features[:, FEATURES.index("logp_mean")] = [-3.0, -1.0, -2.0]
+    found = Candidates([[0], [1], [2]], [1.0, 2.0, 3.0], features)
+    reranker = fit([found], [_problem(99.0)], tolerance=0.02)             # no candidate is right
+    assert reranker.rank(found) == [[1], [2], [0]] and reranker.fitted_on == 0
+
+
+@pytest.fixture(scope="module")
+def reranked_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rerank")
+    train, test = root / "train.json", root / "challenge_test.json"
+    train.write_text(json.dumps(generated_rows(80, seed=3)))
+    test.write_text(json.dumps(generated_rows(12, seed=4)))
+    out = root / "run"
+    summary = main(["--smoke", "--out", str(out), "--wandb", "off", "--train-file", str(train), "--eval-file",
+                    str(test), "--rerank-k", "5", "--rerank-beam", "3"])
+    return summary, out, test
+
+
+def test_train_fits_and_scores_the_reranker(reranked_run):
+    summary, out, _ = reranked_run
+    rerank = summary["rerank"]
+    assert rerank["runs"] == 1.0 and rerank["k"] == 5 and rerank["beam"] == 3     # every ranked program runs
+    assert rerank["option_acc"] <= rerank["oracle"] <= 1.0 and rerank["options"] is True
+    assert rerank["other"]["options"] is False and rerank["other"]["exec_acc"] <= rerank["other"]["option_acc"]
+    saved = json.loads((out / "reranker.json").read_text())
+    assert saved["reranker"]["features"] == list(FEATURES)
+    assert len(saved["pool"]["texts"]) == summary["n_train"] + summary["n_val"]     # every training problem
+    assert saved["reranker"]["fitted_on"] in (0, summary["n_val"])
+
+
+def test_evaluate_applies_the_runs_reranker_to_an_eval_file(reranked_run, tmp_path):
+    from text2math.evaluate import main as evaluate_main
+
+    summary, out, test = reranked_run
+    result = evaluate_main(["--checkpoint", str(out), "--eval-file", str(test), "--out", str(tmp_path)])
+    assert result["rerank"]["runs"] == 1.0
+    assert result["rerank"]["exec_acc"] == pytest.approx(summary["rerank"]["exec_acc"])   # the same problems
+    plain = evaluate_main(["--checkpoint", str(out), "--eval-file", str(test), "--out", str(tmp_path), "--no-rerank"])
+    assert plain["rerank"] is None
+
+
+def test_without_options_the_reranker_ignores_them():
+    rng = np.random.default_rng(1)
+    column = FEATURES.index("in_options")
+    found, problems = [], []
+    for _ in range(30):
+        features = rng.normal(size=(3, len(FEATURES)))
+        features[:, column] = [1.0, 0.0, 0.0]                             # the right one is an option
+        found.append(Candidates([[0], [1], [2]], [5.0, 6.0, 7.0], features))
+        problems.append(_problem(5.0))
+    assert fit(found, problems, 0.02, options=True).weights[column] > 0
+    blind = fit(found, problems, 0.02, options=False)
+    assert blind.weights[column] == 0.0
+    flipped = Candidates([[0], [1], [2]], [5.0, 6.0, 7.0], found[0].features[::-1].copy())
+    assert np.allclose(blind.scores(flipped.features), blind.scores(np.where(np.arange(len(FEATURES)) == column, 0.0,
+                                                                    flipped.features)))
