@@ -42,10 +42,13 @@ def thread_count(text: str) -> str | int:
     return text if text == "auto" else positive_int(text)
 
 
+LARGEST = 1e30   # above this a learning rate or a weight overflows float32 within a step or two: refused, not a crash
+
+
 def positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    if not 0 < value <= LARGEST:
+        raise argparse.ArgumentTypeError(f"expected a positive number up to {LARGEST:g}, got {text}")
     return value
 
 
