@@ -72,6 +72,7 @@ def test_real_without_files_is_a_clear_error(tmp_path, offline):
     assert not (tmp_path / "nothing").exists()
 
 
+@pytest.mark.slow
 def test_generated_never_touches_the_network(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("network used")

@@ -226,6 +226,7 @@ def test_the_bn_loss_reaches_the_generator_and_never_moves_the_teachers_buffers(
     assert _same(before, _snapshot(teacher.model)) and not teacher.model.training
 
 
+@pytest.mark.slow
 def test_the_bn_loss_changes_the_generators_step(bn_teacher, tmp_path):
     generators = {}
     for weight in (0, 1):
@@ -522,6 +523,7 @@ def test_baselines_run_without_a_generator(smoke_teacher, tmp_path, method):
     assert len(_records(out)) == 2
 
 
+@pytest.mark.slow
 def test_kill_and_resume_equals_an_uninterrupted_run(smoke_teacher, tmp_path, monkeypatch):
     flags = ["--smoke", "--teacher", str(smoke_teacher[0]), "--epochs", "2"]
     whole = train.main(flags + ["--out", str(tmp_path / "whole")])

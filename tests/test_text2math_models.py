@@ -88,6 +88,7 @@ def test_glove_file_initialises_the_embeddings(tmp_path):
     assert torch.allclose(embedding[words.index("what")], torch.full((6,), 0.5), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_metrics_as_one_run(tmp_path):
     flags = ["--model", "glove_attention", "--teacher-forcing", "0.5"]
     whole, whole_out = _run(tmp_path / "whole", *flags, "--epochs", "2")

@@ -44,11 +44,13 @@ def _same_programs_batched_and_one_by_one(data, n, tmp_path):
                        for ids in hypotheses)
 
 
+@pytest.mark.slow
 def test_batched_beam_search_equals_the_per_problem_search_on_generated_problems(tmp_path):
     data = load_mathqa("generated", None, seed=0, n_generated=400)
     _same_programs_batched_and_one_by_one(data, 200, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REAL / "MathQA" / "dev.json").exists(), reason="real MathQA not in ../shared/data")
 def test_batched_beam_search_equals_the_per_problem_search_on_real_problems(tmp_path):
     data = load_mathqa("real", REAL, seed=0)

@@ -134,6 +134,7 @@ def test_rerank_command_refits_the_runs_reranker(retrieval_run, tmp_path):
         json.loads((out / "reranker.json").read_text())["reranker"]["weights"])
 
 
+@pytest.mark.slow
 def test_number_index_flag_and_fit_check(tmp_path):
     main(["--smoke", "--out", str(tmp_path / "on"), "--wandb", "off", "--model", "glove_attention"])
     main(["--smoke", "--out", str(tmp_path / "off"), "--wandb", "off", "--model", "glove_attention",
