@@ -22,12 +22,15 @@ def explosion_limit(reference: float, factor: float = EXPLODE_FACTOR) -> float:
     return reference + factor * max(abs(reference), 1.0)
 
 
-def check_loss(peak: float, reference: float | None, epoch: int, kept_epoch: int, where: Path | None) -> None:
-    """Raise TrainingDiverged when an epoch's largest step loss `peak` is non-finite or above the limit."""
+def check_loss(peak: float, reference: float | None, epoch: int, kept_epoch: int, where: Path | None,
+               step: int | None = None) -> None:
+    """Raise TrainingDiverged when an epoch's largest step loss `peak` (or, given `step`, that step's loss) is
+    non-finite or above the limit."""
+    at = f" at step {step}" if step is not None else ""
     if not math.isfinite(peak):
-        raise TrainingDiverged(diverged(f"the training loss became {peak}", epoch, kept_epoch, where))
+        raise TrainingDiverged(diverged(f"the training loss became {peak}{at}", epoch, kept_epoch, where))
     if reference is not None and math.isfinite(reference) and peak > explosion_limit(reference):
-        raise TrainingDiverged(diverged(f"the training loss exploded to {peak:.3g} (from {reference:.3g})",
+        raise TrainingDiverged(diverged(f"the training loss exploded to {peak:.3g} (from {reference:.3g}){at}",
                                         epoch, kept_epoch, where))
 
 

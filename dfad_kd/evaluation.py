@@ -1,4 +1,4 @@
-"""What an epoch measures: the training means (Meter: the losses, agreement and the teacher's class histogram
+"""What an epoch measures: the training means (StepMeans: the losses, agreement and the teacher's class histogram
 on the student's inputs), the evaluation on real test images (Evaluator: the full test set, the seed's 10% /
 20% subsets and the student's agreement with the teacher) and the best epoch so far (Best)."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dfad_kd.data import seed_test_subsets
 from dfad_kd.model import Teacher
 
 
-class Meter:
+class StepMeans:
     """An epoch's per-step means on the device (one host sync, summed over torchrun's processes, at the end),
     and the teacher's class histogram."""
 

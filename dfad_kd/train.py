@@ -57,7 +57,7 @@ from common.schedules import lr_lambda
 from common.training import checkpoint, end_epoch, finished_records, resume
 from dfad_kd.artefacts import GRID, finish, save_grid
 from dfad_kd.data import DATASETS, load_data
-from dfad_kd.evaluation import Best, Evaluator, Meter
+from dfad_kd.evaluation import Best, Evaluator, StepMeans
 from dfad_kd.losses import BatchNormMatch, neg_class_entropy
 from dfad_kd.methods import METHODS
 from dfad_kd.model import GENERATOR_OUTPUTS, Generator, GeneratorConfig, held, mae, model_config_dict
@@ -209,7 +209,7 @@ def train(args, info: distributed.DistInfo) -> dict:
     for epoch in range(start, args.epochs):
         tic = time.perf_counter()
         rng = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch)   # the same in every process, on resume
-        meter = Meter(len(data.classes), device)
+        meter = StepMeans(len(data.classes), device)
         student_net.train()
         if generator is not None:
             generator.train()

@@ -20,14 +20,13 @@ Also the one-call step the small scripts use (`loss_and_grads`) and the BLAS thr
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-from common.divergence import diverged, explosion_limit
-from common.errors import TrainingDiverged, UserError
+from common.divergence import check_loss
+from common.errors import UserError
 from common.rundir import CHECKPOINT, RunDir
 from mnist_scratch.engine.optim import Optimizer
 
@@ -107,14 +106,9 @@ class LossGuard:
 
     def check(self, loss: float, epoch: int, step: int) -> None:
         """`epoch` counts from 0, `step` within the epoch."""
-        reference = loss if self.reference is None else self.reference
-        if not math.isfinite(loss):
-            raise TrainingDiverged(diverged(f"the training loss became {loss} at step {step}", epoch + 1, epoch,
-                                            self.where))
-        if loss > explosion_limit(reference):
-            raise TrainingDiverged(diverged(f"the training loss exploded to {loss:.3g} (from {reference:.3g}) at "
-                                            f"step {step}", epoch + 1, epoch, self.where))
-        self.reference = reference
+        check_loss(loss, self.reference, epoch + 1, epoch, self.where, step=step)
+        if self.reference is None:
+            self.reference = loss
 
     def end_epoch(self, mean_loss: float) -> None:
         self.reference = mean_loss
