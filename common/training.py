@@ -196,6 +196,9 @@ def resume(run: RunDir | None, model: torch.nn.Module, optimizer: torch.optim.Op
             scheduler.load_state_dict(state["scheduler"])
         for key, obj in extra.items():
             obj.load_state_dict(state["extra"][key])
+        for obj in (scheduler, *extra.values()):
+            if isinstance(obj, torch.optim.lr_scheduler.LambdaLR):
+                follow_this_run(obj)
         torch.set_rng_state(state["torch_rng"])
     except (RuntimeError, ValueError, KeyError, TypeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
@@ -203,6 +206,13 @@ def resume(run: RunDir | None, model: torch.nn.Module, optimizer: torch.optim.Op
                         f"started with, or start over with --overwrite") from None
     print(f"resuming {run.path.name} after epoch {state['epoch']}")
     return int(state["epoch"]), float(state["elapsed"])
+
+
+def follow_this_run(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """The learning rates of this run's curve at the resumed step: the optimizer's saved ones follow the saved
+    run's curve, which differs when --resume changed --epochs (a schedule's total)."""
+    for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

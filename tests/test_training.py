@@ -11,8 +11,9 @@ from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import TrainingDiverged, UserError
 from common.rundir import RunDir, read_metrics
 from common import distributed
+from common.schedules import lr_lambda
 from common.training import (EpochGuard, Meter, all_finite, batch_count, checkpoint, end_epoch, finished_records,
-                             order_batches, prefixed, resume, tensor_batches)
+                             follow_this_run, order_batches, prefixed, resume, tensor_batches)
 
 
 def _args(out, resume=False, epochs=4):
@@ -210,3 +211,19 @@ def test_an_epoch_moves_its_statistics_to_the_host_once(monkeypatch):
     assert syncs == []
     means = EpochGuard(None).check(meter, model, 0)
     assert syncs == ["tolist"] and means["acc"] == pytest.approx(10 / 20)
+
+
+def test_a_resumed_lambda_schedule_follows_this_runs_curve(tmp_path):
+    """--resume may change --epochs (a schedule's total): the resumed step's LR is this run's curve, not the
+    saved optimizer's."""
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda("cosine", 4))
+    for _ in range(2):
+        optimizer.step()
+        scheduler.step()
+    saved = optimizer.param_groups[0]["lr"]
+    longer = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda("cosine", 8))
+    longer.load_state_dict(scheduler.state_dict())
+    follow_this_run(longer)
+    assert saved == pytest.approx(0.5) and optimizer.param_groups[0]["lr"] == pytest.approx(lr_lambda("cosine", 8)(2))

@@ -246,9 +246,7 @@ def train(args, info: distributed.DistInfo) -> dict:
     batch_size = distributed.per_rank_batch(args.batch_size)
     steps = batch_count(len(train_problems), batch_size)
 
-    start, elapsed = resume(run, net, optimizer, scheduler)
-    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-        group["lr"] = base * factor(start)   # this run's curve, also when --resume changed --epochs
+    start, elapsed = resume(run, net, optimizer, scheduler)   # the LR follows this run's curve, --epochs too
     history = [r for r in run.metrics() if r["epoch"] <= start]   # on every rank: early stopping's evidence
     guard = EpochGuard(run)
     for epoch in range(start, args.epochs):
