@@ -35,4 +35,4 @@ reproduce: $(STAMP)  ## every report on real data when present (set DATA_ROOT)
 	$(PY) reproduce.py --all --data-root $(or $(DATA_ROOT),data)
 
 clean:
-	rm -rf runs reports .pytest_cache
+	rm -rf runs reports/quick reports/smoke .pytest_cache   # reports/ itself holds the committed real-data reports

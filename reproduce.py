@@ -6,13 +6,16 @@ reports/index.md (one row per assignment: the original report's figure, ours, da
     python reproduce.py --all --quick
     python reproduce.py mnist_scratch --report-only   # rebuild from existing summaries, no training
 
-Finished runs are not retrained (their flags are recorded next to them); an interrupted one is
-resumed. Every assignment is attempted; failures are listed together at the end (exit 1)."""
+A full reproduction writes reports/ (committed: the real-data reports and index); --quick and --smoke write
+reports/quick/ and reports/smoke/, so an offline check never replaces a real-data row. Finished runs are not
+retrained (their flags are recorded next to them); an interrupted one is resumed. Every assignment is
+attempted; failures are listed together at the end (exit 1)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -30,6 +33,7 @@ from common.rundir import make_dir
 from common.runtime import git_commit
 
 SPEC_FILE = "reproduce_spec.json"
+WALL_FILE = "reproduce_wall.json"   # the seconds the run's command took (summed over resumes)
 
 
 def assignments() -> list[str]:
@@ -48,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--data", choices=DATA_MODES, default="auto", help="data mode for a full reproduction (default: %(default)s)")
     add("--data-root", type=Path, default=REPO_ROOT / "data", help="real data sets (default: <repo>/data)")
     add("--runs-dir", type=Path, default=None, help="where the runs go (default: runs/reproduce[-quick|-smoke])")
-    add("--reports-dir", type=Path, default=REPO_ROOT / "reports", help="where reports go (default: <repo>/reports)")
+    add("--reports-dir", type=Path, default=None,
+        help="where reports go (default: <repo>/reports, or reports/quick, reports/smoke)")
     return parser
 
 
@@ -77,13 +82,44 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
     command.append("--resume" if action == "resumed" else "--overwrite")
     make_dir(out, "--runs-dir")
     recorded.write_text(json.dumps(identity))
+    earlier = _wall_seconds(out) if action == "resumed" else 0.0
+    tic, load = time.perf_counter(), os.getloadavg()[0]
     with open(out / "log.txt", "w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    (out / WALL_FILE).write_text(json.dumps({"seconds": round(earlier + time.perf_counter() - tic, 1),
+                                             "load": [round(load, 2), round(os.getloadavg()[0], 2)]}))
     if done.returncode != 0:
         tail = (out / "log.txt").read_text().strip().splitlines()[-1:] or ["(no output)"]
         raise UserError(f"{assignment}/{spec.name} failed (exit {done.returncode}): {tail[0]}; "
                         f"log: {out / 'log.txt'}")
     return action
+
+
+def _wall_seconds(out: Path) -> float:
+    try:
+        return float(json.loads((out / WALL_FILE).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def _wall_of(assignment: str, results: dict, args) -> float:
+    return sum(_wall_seconds(runs_dir_of(args).resolve() / assignment / name) for name in results)
+
+
+def _load_of(assignment: str, results: dict, args) -> str:
+    """The 1-minute load averages when the runs started and ended: a wall time on a busy machine is not
+    comparable with one on an idle machine."""
+    loads = []
+    for name in results:
+        try:
+            loads += json.loads((runs_dir_of(args).resolve() / assignment / name / WALL_FILE).read_text())["load"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return f"; load average {min(loads):.1f}-{max(loads):.1f} at the runs' starts and ends" if loads else ""
+
+
+def reports_dir_of(args) -> Path:
+    return args.reports_dir or REPO_ROOT / "reports" / {"full": "", "quick": "quick", "smoke": "smoke"}[_mode(args)]
 
 
 def runs_dir_of(args) -> Path:
@@ -104,21 +140,24 @@ def reproduce(assignment: str, args) -> Path:
         action = ensure_run(assignment, spec, out, args)
         results[spec.name] = load_result(spec.name, out)
         print(f"  {assignment}/{spec.name}: {action}", flush=True)
-    report_dir = args.reports_dir.resolve() / assignment
-    body = module.build(results, report_dir)
-    report = args.reports_dir.resolve() / f"{assignment}.md"
-    report.write_text(_header(assignment, results, args, time.perf_counter() - tic) + body + "\n")
+    reports_dir = reports_dir_of(args).resolve()
+    body = module.build(results, reports_dir / assignment)
+    report = reports_dir / f"{assignment}.md"
+    report.write_text(_portable(_header(assignment, results, args, time.perf_counter() - tic) + body + "\n", args))
     headline: Headline = module.headline(results)
     sources = sorted({short_source(r.config["data_source"]) for r in results.values()})
     training = sum(float(r.summary.get("train_seconds") or 0) for r in results.values())
-    add_to_index(args.reports_dir.resolve(), assignment, {
+    wall = _wall_of(assignment, results, args)
+    add_to_index(reports_dir, assignment, {
         **asdict(headline), "data": ", ".join(sources), "mode": _mode(args), "runs": len(results),
-        "training_minutes": round(training / 60, 1), "commit": git_commit()[:12], "made": time.strftime("%Y-%m-%d")})
+        "training_minutes": round(training / 60, 1), "wall_minutes": round(wall / 60, 1),
+        "command": _command(assignment, args), "commit": git_commit()[:12], "made": time.strftime("%Y-%m-%d")})
     return report
 
 
 def add_to_index(reports_dir: Path, assignment: str, row: dict) -> Path:
-    """Add (or replace) the assignment's row in reports/index.json and rebuild reports/index.md from every row."""
+    """Add (or replace) the assignment's row in reports/index.json and rebuild reports/index.md from every row;
+    an assignment with no row yet is listed below the table with the command that makes its row."""
     store = reports_dir / INDEX
     rows = json.loads(store.read_text()) if store.exists() else {}
     rows = rows if isinstance(rows, dict) else {}
@@ -126,25 +165,49 @@ def add_to_index(reports_dir: Path, assignment: str, row: dict) -> Path:
     store.write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown_table(
         ["assignment", "what the course asked", "metric", "original report", "ours", "data", "runs",
-         "training (min)", "made"],
+         "training (min)", "wall (min)", "made"],
         [[f"[{name}]({name}.md)", r["task"], r["metric"], r["original"], r["ours"], f"{r['data']} ({r['mode']})",
-          r["runs"], r["training_minutes"], f"{r['made']}, {r['commit']}"] for name, r in sorted(rows.items())])
+          r["runs"], r["training_minutes"], r.get("wall_minutes", "—"), f"{r['made']}, {r['commit']}"]
+         for name, r in sorted(rows.items())])
+    made = [f"- {name}: `{r['command']}`" for name, r in sorted(rows.items()) if r.get("command")]
+    missing = [f"- {name}: not reproduced in this folder yet; `python reproduce.py {name}`"
+               for name in assignments() if name not in rows]
     index = reports_dir / "index.md"
     index.write_text("# Reports index\n\nOne row per assignment, rebuilt by `python reproduce.py`; each row links to "
-                     "its report (tables and plots). \"training\" sums the runs' training time; \"(quick)\" and "
-                     "\"(smoke)\" rows ran on the embedded generated data.\n\n" + table + "\n")
+                     "its report (tables and plots). \"training\" sums the runs' training time, \"wall\" the runs' "
+                     "commands from start to end (evaluation and plots included); \"(quick)\" and \"(smoke)\" rows ran "
+                     "on the embedded generated data.\n\n" + table + "\n"
+                     + ("\nThe commands that made the rows:\n\n" + "\n".join(made) + "\n" if made else "")
+                     + ("\nNot in this index:\n\n" + "\n".join(missing) + "\n" if missing else ""))
     return index
+
+
+def _command(assignment: str, args) -> str:
+    command = "python reproduce.py " + assignment + {"full": "", "quick": " --quick", "smoke": " --smoke"}[_mode(args)]
+    if _mode(args) == "full" and args.data != "auto":
+        command += f" --data {args.data}"
+    if _mode(args) == "full":
+        command += f" --data-root {shlex.quote(str(_shown_root(args)))}"
+    return command
+
+
+def _portable(text: str, args) -> str:
+    """A committed report names the data root as given on the command line and paths in the repository
+    relative to it, never this machine's absolute paths."""
+    text = text.replace(str(args.data_root.resolve()), str(_shown_root(args)))
+    return text.replace(str(REPO_ROOT) + "/", "")
+
+
+def _shown_root(args) -> Path:
+    root = args.data_root.resolve()
+    return root.relative_to(REPO_ROOT) if root.is_relative_to(REPO_ROOT) else args.data_root
 
 
 def _header(assignment: str, results: dict[str, RunResult], args, seconds: float) -> str:
     sources = sorted({r.config["data_source"] for r in results.values()})
     seeds = sorted({r.config["args"]["seed"] for r in results.values()})
     hardware = next(iter(results.values())).config["hardware"]
-    command = "python reproduce.py " + assignment + {"full": "", "quick": " --quick", "smoke": " --smoke"}[_mode(args)]
-    if _mode(args) == "full" and args.data != "auto":
-        command += f" --data {args.data}"
-    if _mode(args) == "full":
-        command += f" --data-root {shlex.quote(str(args.data_root))}"
+    command = _command(assignment, args)
     return "\n".join([
         f"# {assignment} report ({_mode(args)} reproduction)", "",
         f"- data: {'; '.join(sources)}",
@@ -152,7 +215,9 @@ def _header(assignment: str, results: dict[str, RunResult], args, seconds: float
         f"- command: `{command}`",
         f"- made {time.strftime('%Y-%m-%d %H:%M')} at commit {git_commit()[:12]} on "
         f"{hardware['processor']} ({hardware['cpu_count']} cores, {hardware['device']}); "
-        f"this invocation took {seconds:.0f} s (runs kept from earlier invocations not counted)",
+        f"the runs' commands took {_wall_of(assignment, results, args) / 60:.1f} min in all"
+        f"{_load_of(assignment, results, args)}; this invocation "
+        f"{seconds:.0f} s (runs kept from earlier invocations not counted)",
         "", "",
     ])
 
@@ -165,7 +230,7 @@ def main(argv=None) -> None:
     unknown = [a for a in chosen if a not in assignments()]
     if unknown:
         raise UserError(f"unknown assignment {', '.join(unknown)}; choose from {', '.join(assignments())}")
-    make_dir(args.reports_dir, "--reports-dir")
+    make_dir(reports_dir_of(args), "--reports-dir")
     make_dir(runs_dir_of(args).expanduser().resolve(), "--runs-dir")   # a folder that cannot be made: one line, first
     failures = []
     for assignment in chosen:

@@ -45,6 +45,50 @@ def test_the_index_keeps_each_assignments_row_and_replaces_its_own(tmp_path):
     assert "| 3% |" in rows[1] and "| 1% |" not in text and "[second](second.md)" in rows[1]
 
 
+def test_each_mode_writes_its_own_reports_folder_so_a_quick_run_never_replaces_a_real_data_row():
+    import reproduce
+
+    folders = {mode: reproduce.reports_dir_of(reproduce.build_parser().parse_args(["x", *flags]))
+               for mode, flags in {"full": [], "quick": ["--quick"], "smoke": ["--smoke"]}.items()}
+    assert folders == {"full": REPO / "reports", "quick": REPO / "reports" / "quick",
+                       "smoke": REPO / "reports" / "smoke"}
+    chosen = reproduce.build_parser().parse_args(["x", "--quick", "--reports-dir", "elsewhere"])
+    assert reproduce.reports_dir_of(chosen) == Path("elsewhere")
+
+
+def test_the_index_names_each_rows_command_and_lists_the_assignments_without_a_row(tmp_path):
+    import reproduce
+
+    row = {**asdict(Headline("task", "metric", "—", "9%")), "data": "real", "mode": "full", "runs": 2,
+           "training_minutes": 1.5, "wall_minutes": 2.5, "commit": "abc", "made": "2026-12-06",
+           "command": "python reproduce.py mnist_scratch --data-root ../shared/data"}
+    text = reproduce.add_to_index(tmp_path, "mnist_scratch", row).read_text()
+    assert "| 1.5 | 2.5 | 2026-12-06, abc |" in text
+    assert "- mnist_scratch: `python reproduce.py mnist_scratch --data-root ../shared/data`" in text
+    missing = [line for line in text.splitlines() if "not reproduced in this folder yet" in line]
+    assert len(missing) == len(assignments()) - 1 and not any("mnist_scratch:" in line for line in missing)
+
+
+def test_the_command_in_a_report_names_the_data_root_relative_to_the_repository():
+    import reproduce
+
+    inside = reproduce.build_parser().parse_args(["kd_cifar10", "--data-root", str(REPO / "data")])
+    assert reproduce._command("kd_cifar10", inside) == "python reproduce.py kd_cifar10 --data-root data"
+    outside = reproduce.build_parser().parse_args(["kd_cifar10", "--data-root", "../shared/data", "--data", "real"])
+    assert reproduce._command("kd_cifar10", outside) == \
+        "python reproduce.py kd_cifar10 --data real --data-root ../shared/data"
+
+
+def test_a_report_names_no_absolute_path_of_this_machine(tmp_path):
+    import reproduce
+
+    args = reproduce.build_parser().parse_args(["mnist_scratch", "--data-root", str(tmp_path / "shared")])
+    text = reproduce._portable(f"from {tmp_path / 'shared' / 'MNIST'}; --pretrained {REPO / 'runs' / 'w.pth'}", args)
+    assert text == f"from {tmp_path / 'shared'}/MNIST; --pretrained runs/w.pth"
+    relative = reproduce.build_parser().parse_args(["mnist_scratch", "--data-root", "data"])
+    assert reproduce._portable(f"from {REPO / 'data' / 'MNIST'}", relative) == "from data/MNIST"
+
+
 @pytest.mark.slow
 def test_smoke_reproduction_then_report_only(tmp_path):
     runs, reports = tmp_path / "runs", tmp_path / "reports"
@@ -65,6 +109,9 @@ def test_smoke_reproduction_then_report_only(tmp_path):
             assert (reports / line.split("](")[1].rstrip(")")).exists(), line
     summary = runs / "mnist_scratch" / "minibatch_90-10" / "summary.json"
     stamp = summary.stat().st_mtime_ns
+    wall = json.loads((summary.parent / "reproduce_wall.json").read_text())
+    assert wall["seconds"] > 0 and len(wall["load"]) == 2 and "load average" in report
+    assert "- mnist_scratch: `python reproduce.py mnist_scratch --smoke`" in (reports / "index.md").read_text()
     mnist_row = f"| 94.70% | {pct(json.loads(summary.read_text())['test_acc'])} |"
     assert mnist_row in _index_rows(reports)["mnist_scratch"], "the index: the original report's figure, then ours"
 
