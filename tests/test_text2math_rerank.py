@@ -10,8 +10,8 @@ import torch
 from tests.conftest import REPO
 from text2math.data import Problem, generated_rows, load_mathqa
 from text2math.evaluation import decode, value_of
-from text2math.model import Seq2Seq, Seq2SeqConfig
-from text2math.reranker import FEATURES, Candidates, fit, neighbours
+from text2math.model import EOS, SOS, Seq2Seq, Seq2SeqConfig
+from text2math.reranker import FEATURES, Candidates, fit, log_probs, neighbours
 from text2math.retrieval import RetrievalPool
 from text2math.train import encode, main
 from text2math.train import parse as train_parse
@@ -55,6 +55,27 @@ def test_batched_beam_search_equals_the_per_problem_search_on_generated_problems
 def test_batched_beam_search_equals_the_per_problem_search_on_real_problems(tmp_path):
     data = load_mathqa("real", REAL, seed=0)
     _same_programs_batched_and_one_by_one(data, 200, tmp_path)
+
+
+def test_candidate_log_probs_equal_the_teacher_forced_forward_of_each_program(tmp_path):
+    """The problem is encoded once and shared by its candidates: the same per-token log-probabilities as the
+    model's own forward pass over each candidate alone."""
+    data = load_mathqa("generated", None, seed=0, n_generated=200)
+    model = _untrained(data.train, seed=3)
+    settings = train_parse(["--data", "generated", "--out", str(tmp_path / "unused")])
+    tensors, problems = encode(data.test[:4], model.config, None, settings, train=False)
+    vocab = model.config.tgt_vocab
+    sos, eos = vocab.index(SOS), vocab.index(EOS)
+    for row in range(len(problems)):
+        programs = [[vocab.index(t) for t in p.program if t in vocab] for p in data.train[row:row + 5]]
+        shared = log_probs(model, tensors, row, programs, sos, eos)
+        for ids, scores in zip(programs, shared):
+            tgt = torch.tensor([[sos, *ids, eos]])
+            rows = [t[row:row + 1] for t in tensors]
+            with torch.no_grad():
+                logp = model(*rows[:3], tgt, retrieved=rows[4]).log_softmax(-1)
+            alone = logp[0].gather(-1, tgt[0, 1:, None]).squeeze(-1).clamp(min=-20.0)
+            assert torch.allclose(torch.tensor(scores), alone, atol=1e-5), (row, ids)
 
 
 def test_neighbours_leave_one_out():
