@@ -112,10 +112,27 @@ def _load_of(assignment: str, results: dict, args) -> str:
     loads = []
     for name in results:
         try:
-            loads += json.loads((runs_dir_of(args).resolve() / assignment / name / WALL_FILE).read_text())["load"]
+            found = json.loads((runs_dir_of(args).resolve() / assignment / name / WALL_FILE).read_text())["load"]
+            loads += [float(x) for x in found if isinstance(x, (int, float)) and 0 <= x < 1e6]
         except (OSError, ValueError, KeyError, TypeError):
             pass
     return f"; load average {min(loads):.1f}-{max(loads):.1f} at the runs' starts and ends" if loads else ""
+
+
+def _runs_commit(results: dict[str, RunResult]) -> str:
+    """The commit the runs were made at (each run's config.json), not the one that rebuilt the report."""
+    commits = sorted({_short(str(r.config.get("git_commit") or "unknown")) for r in results.values()})
+    return commits[0] if len(commits) == 1 else f"{len(commits)} commits: {', '.join(commits)}"
+
+
+def _short(commit: str) -> str:
+    """'30d69b9e5857+dirty': twelve digits, and whether the working tree had uncommitted changes."""
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
+def _runs_date(results: dict[str, RunResult]) -> str:
+    days = sorted({str(r.config.get("started") or "")[:10] for r in results.values()} - {""})
+    return days[-1] if days else time.strftime("%Y-%m-%d")
 
 
 def reports_dir_of(args) -> Path:
@@ -151,7 +168,7 @@ def reproduce(assignment: str, args) -> Path:
     add_to_index(reports_dir, assignment, {
         **asdict(headline), "data": ", ".join(sources), "mode": _mode(args), "runs": len(results),
         "training_minutes": round(training / 60, 1), "wall_minutes": round(wall / 60, 1),
-        "command": _command(assignment, args), "commit": git_commit()[:12], "made": time.strftime("%Y-%m-%d")})
+        "command": _command(assignment, args), "commit": _runs_commit(results), "made": _runs_date(results)})
     return report
 
 
@@ -159,8 +176,7 @@ def add_to_index(reports_dir: Path, assignment: str, row: dict) -> Path:
     """Add (or replace) the assignment's row in reports/index.json and rebuild reports/index.md from every row;
     an assignment with no row yet is listed below the table with the command that makes its row."""
     store = reports_dir / INDEX
-    rows = json.loads(store.read_text()) if store.exists() else {}
-    rows = rows if isinstance(rows, dict) else {}
+    rows = _index_rows(store)
     rows[assignment] = row
     store.write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown_table(
@@ -180,6 +196,24 @@ def add_to_index(reports_dir: Path, assignment: str, row: dict) -> Path:
                      + ("\nThe commands that made the rows:\n\n" + "\n".join(made) + "\n" if made else "")
                      + ("\nNot in this index:\n\n" + "\n".join(missing) + "\n" if missing else ""))
     return index
+
+
+ROW_KEYS = ("task", "metric", "original", "ours", "data", "mode", "runs", "training_minutes", "made", "commit")
+
+
+def _index_rows(store: Path) -> dict:
+    """The rows an earlier invocation kept; a file that is not such an index is refused, never overwritten."""
+    if not store.exists():
+        return {}
+    try:
+        rows = json.loads(store.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{store} is not an index reproduce.py wrote ({type(err).__name__}); move it away") from None
+    if not isinstance(rows, dict) or not all(isinstance(r, dict) and all(k in r for k in ROW_KEYS)
+                                             for r in rows.values()):
+        raise UserError(f"{store} is not an index reproduce.py wrote (rows without {', '.join(ROW_KEYS)}); "
+                        "move it away")
+    return rows
 
 
 def _command(assignment: str, args) -> str:
@@ -213,7 +247,8 @@ def _header(assignment: str, results: dict[str, RunResult], args, seconds: float
         f"- data: {'; '.join(sources)}",
         f"- seeds: {', '.join(map(str, seeds))}; {len(results)} runs",
         f"- command: `{command}`",
-        f"- made {time.strftime('%Y-%m-%d %H:%M')} at commit {git_commit()[:12]} on "
+        f"- runs made at commit {_runs_commit(results)} (last started {_runs_date(results)}), report built "
+        f"{time.strftime('%Y-%m-%d %H:%M')} at commit {git_commit()[:12]}, on "
         f"{hardware['processor']} ({hardware['cpu_count']} cores, {hardware['device']}); "
         f"the runs' commands took {_wall_of(assignment, results, args) / 60:.1f} min in all"
         f"{_load_of(assignment, results, args)}; this invocation "

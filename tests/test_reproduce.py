@@ -69,6 +69,29 @@ def test_the_index_names_each_rows_command_and_lists_the_assignments_without_a_r
     assert len(missing) == len(assignments()) - 1 and not any("mnist_scratch:" in line for line in missing)
 
 
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"mnist_scratch": {"ours": "1%"}}', '{"x": 3}'])
+def test_an_index_file_reproduce_did_not_write_is_refused_in_one_line_and_kept(tmp_path, text):
+    import reproduce
+
+    (tmp_path / "index.json").write_text(text)
+    row = {**asdict(Headline("task", "metric", "—", "9%")), "data": "real", "mode": "full", "runs": 1,
+           "training_minutes": 1.0, "commit": "abc", "made": "2026-12-06"}
+    with pytest.raises(UserError, match="is not an index reproduce.py wrote"):
+        reproduce.add_to_index(tmp_path, "mnist_scratch", row)
+    assert (tmp_path / "index.json").read_text() == text
+
+
+def test_a_row_names_the_commit_its_runs_were_made_at_not_the_one_rebuilding_it():
+    import reproduce
+
+    def run(commit, started):
+        return RunResult("r", Path("."), {"git_commit": commit, "started": started}, {}, [])
+    same = {"a": run("0123456789abcdef", "2026-12-01T10:00:00+0000"), "b": run("0123456789abcdef", "2026-12-02T1")}
+    assert reproduce._runs_commit(same) == "0123456789ab" and reproduce._runs_date(same) == "2026-12-02"
+    mixed = {"a": run("0123456789abcdef+dirty", "2026-12-01"), "b": run("fedcba9876543210", "2026-12-01")}
+    assert reproduce._runs_commit(mixed) == "2 commits: 0123456789ab+dirty, fedcba987654"
+
+
 def test_the_command_in_a_report_names_the_data_root_relative_to_the_repository():
     import reproduce
 
