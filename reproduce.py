@@ -247,7 +247,8 @@ def _header(assignment: str, results: dict[str, RunResult], args, seconds: float
         f"- data: {'; '.join(sources)}",
         f"- seeds: {', '.join(map(str, seeds))}; {len(results)} runs",
         f"- command: `{command}`",
-        f"- runs made at commit {_runs_commit(results)} (last started {_runs_date(results)}), report built "
+        f"- runs made at {'' if ' commits' in _runs_commit(results) else 'commit '}{_runs_commit(results)} "
+        f"(last started {_runs_date(results)}), report built "
         f"{time.strftime('%Y-%m-%d %H:%M')} at commit {git_commit()[:12]}, on "
         f"{hardware['processor']} ({hardware['cpu_count']} cores, {hardware['device']}); "
         f"the runs' commands took {_wall_of(assignment, results, args) / 60:.1f} min in all"

@@ -202,3 +202,19 @@ def test_an_unwritable_reports_dir_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="--reports-dir .* is a file, not a folder"):
         reproduce.main(["mnist_scratch", "--report-only", "--reports-dir", str(tmp_path / "file" / "rep")])
+
+
+@pytest.mark.parametrize("options", [True, False])
+def test_text2math_headline_puts_each_reranked_figure_beside_the_knn_figure_it_compares_with(options):
+    from text2math import report
+
+    def summary(seed):
+        aware, plain = {"exec_acc": 0.46 + seed / 100, "option_acc": 0.46}, {"exec_acc": 0.36, "option_acc": 0.45}
+        first, other = (aware, plain) if options else (plain, aware)
+        knn = {"exec_acc": 0.35, "option_acc": 0.43 + seed / 100}
+        return {"exec_acc": 0.3, "rerank": {**first, "options": options, "other": other, "knn": knn}}
+    results = {run: RunResult(run, Path("."), {}, summary(seed), []) for seed, run in report.SEEDS.items()}
+    row = report.headline(results)
+    assert row.ours == "47.00 ± 1.00 option-aware (kNN 44.00 ± 1.00); 36.00 ± 0.00 plain top-1 (kNN 35.00 ± 0.00)"
+    del results[report.SEEDS[2]].summary["rerank"]
+    assert "greedy" in report.headline(results).metric     # a run without the reranker: the greedy figure
