@@ -82,7 +82,7 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
     command.append("--resume" if action == "resumed" else "--overwrite")
     make_dir(out, "--runs-dir")
     recorded.write_text(json.dumps(identity))
-    earlier = _wall_seconds(out) if action == "resumed" else 0.0
+    earlier = _timing(out)[0] if action == "resumed" else 0.0
     tic, load = time.perf_counter(), os.getloadavg()[0]
     with open(out / "log.txt", "w") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
@@ -95,28 +95,24 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
     return action
 
 
-def _wall_seconds(out: Path) -> float:
+def _timing(out: Path) -> tuple[float, list[float]]:
+    """A run's recorded WALL_FILE: the seconds its command took (summed over resumes) and the 1-minute load
+    averages when it started and ended; (0, []) where nothing readable was recorded."""
     try:
-        return float(json.loads((out / WALL_FILE).read_text())["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
+        values = json.loads((out / WALL_FILE).read_text())
+        loads = values.get("load", [])
+        return float(values["seconds"]), [float(x) for x in loads if isinstance(x, (int, float)) and 0 <= x < 1e6]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return 0.0, []
 
 
-def _wall_of(assignment: str, results: dict, args) -> float:
-    return sum(_wall_seconds(runs_dir_of(args).resolve() / assignment / name) for name in results)
-
-
-def _load_of(assignment: str, results: dict, args) -> str:
-    """The 1-minute load averages when the runs started and ended: a wall time on a busy machine is not
-    comparable with one on an idle machine."""
-    loads = []
-    for name in results:
-        try:
-            found = json.loads((runs_dir_of(args).resolve() / assignment / name / WALL_FILE).read_text())["load"]
-            loads += [float(x) for x in found if isinstance(x, (int, float)) and 0 <= x < 1e6]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    return f"; load average {min(loads):.1f}-{max(loads):.1f} at the runs' starts and ends" if loads else ""
+def _timings(results: dict[str, RunResult]) -> tuple[float, str]:
+    """The runs' wall seconds in all, and their load averages said as a clause: a wall time on a busy machine
+    is not comparable with one on an idle machine."""
+    timed = [_timing(r.path) for r in results.values()]
+    loads = [x for _, run_loads in timed for x in run_loads]
+    said = f"; load average {min(loads):.1f}-{max(loads):.1f} at the runs' starts and ends" if loads else ""
+    return sum(seconds for seconds, _ in timed), said
 
 
 def _runs_commit(results: dict[str, RunResult]) -> str:
@@ -164,7 +160,7 @@ def reproduce(assignment: str, args) -> Path:
     headline: Headline = module.headline(results)
     sources = sorted({short_source(r.config["data_source"]) for r in results.values()})
     training = sum(float(r.summary.get("train_seconds") or 0) for r in results.values())
-    wall = _wall_of(assignment, results, args)
+    wall, _ = _timings(results)
     add_to_index(reports_dir, assignment, {
         **asdict(headline), "data": ", ".join(sources), "mode": _mode(args), "runs": len(results),
         "training_minutes": round(training / 60, 1), "wall_minutes": round(wall / 60, 1),
@@ -241,18 +237,18 @@ def _header(assignment: str, results: dict[str, RunResult], args, seconds: float
     sources = sorted({r.config["data_source"] for r in results.values()})
     seeds = sorted({r.config["args"]["seed"] for r in results.values()})
     hardware = next(iter(results.values())).config["hardware"]
-    command = _command(assignment, args)
+    command, commit = _command(assignment, args), _runs_commit(results)
+    wall, loads = _timings(results)
     return "\n".join([
         f"# {assignment} report ({_mode(args)} reproduction)", "",
         f"- data: {'; '.join(sources)}",
         f"- seeds: {', '.join(map(str, seeds))}; {len(results)} runs",
         f"- command: `{command}`",
-        f"- runs made at {'' if ' commits' in _runs_commit(results) else 'commit '}{_runs_commit(results)} "
+        f"- runs made at {'' if ' commits' in commit else 'commit '}{commit} "
         f"(last started {_runs_date(results)}), report built "
         f"{time.strftime('%Y-%m-%d %H:%M')} at commit {git_commit()[:12]}, on "
         f"{hardware['processor']} ({hardware['cpu_count']} cores, {hardware['device']}); "
-        f"the runs' commands took {_wall_of(assignment, results, args) / 60:.1f} min in all"
-        f"{_load_of(assignment, results, args)}; this invocation "
+        f"the runs' commands took {wall / 60:.1f} min in all{loads}; this invocation "
         f"{seconds:.0f} s (runs kept from earlier invocations not counted)",
         "", "",
     ])
