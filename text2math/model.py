@@ -205,7 +205,10 @@ class Seq2Seq(nn.Module):
                 teacher_forcing: float = 1.0, retrieved: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for tgt (B, T) = <sos> y1 ... <eos> <pad>...; the input at step t is the
         gold token with probability `teacher_forcing`, else the model's own previous argmax."""
-        state = self.start(src, mask, numbers, retrieved)
+        return self.forced(self.start(src, mask, numbers, retrieved), tgt, teacher_forcing)
+
+    def forced(self, state: State, tgt: torch.Tensor, teacher_forcing: float = 1.0) -> torch.Tensor:
+        """forward's decoding from a started state (one encoding can serve several targets)."""
         inputs = tgt[:, 0]
         logits = []
         for t in range(1, tgt.shape[1]):

@@ -69,13 +69,8 @@ def log_probs(model: Seq2Seq, tensors, row: int, programs: list[list[int]], sos:
     retrieved = tensors[4][row:row + 1] if len(tensors) > 4 else None
     state = model.start(src, mask, numbers, retrieved)              # the problem is encoded once, then
     state = {k: v.expand(len(programs), *v.shape[1:]) for k, v in state.items()}   # shared by its candidates
-    tgt = tgt.to(device)
-    steps = []
-    for t in range(1, tgt.shape[1]):                                # teacher forced, as Seq2Seq.forward
-        step_logits, state = model.decoder.step(tgt[:, t - 1], state)
-        steps.append(step_logits)
-    logp = torch.stack(steps, 1).float().log_softmax(-1).cpu()
-    gold = tgt[:, 1:].cpu()
+    logp = model.forced(state, tgt.to(device)).float().log_softmax(-1).cpu()
+    gold = tgt[:, 1:]
     picked = logp.gather(-1, gold.unsqueeze(-1)).squeeze(-1).clamp(min=LOGP_FLOOR)
     return [picked[i, :len(ids) + 1].tolist() for i, ids in enumerate(programs)]
 
