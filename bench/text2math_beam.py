@@ -1,16 +1,25 @@
 """Batched vs per-problem grammar-constrained beam search (text2math): the same problems and model, decoded
 one problem at a time and --batch problems per forward pass; prints both times, their ratio, and whether the
-programs are the same.
+programs are the same. With --against REV, the same is measured for the code at git revision REV (run from
+`git archive REV` in a child process, interleaved with this tree's runs), and this tree's batched search is
+compared with REV's per-problem search.
 
     python bench/text2math_beam.py                      # generated problems, a seeded untrained model, ~1-2 min
     python bench/text2math_beam.py --checkpoint runs/text2math/<run> --data real --data-root ../shared/data
+    python bench/text2math_beam.py --checkpoint runs/text2math/<run> --data real --data-root ../shared/data \
+        --against 3fbc76d                               # against the search as it was when issue 32 was filed
 
 Interleaved: per-problem, then batched, --repeats times; the median of each is reported.
 """
 from __future__ import annotations
 
+import io
+import json
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +30,7 @@ import torch
 
 from common import REPO_ROOT
 from common.cli import DATA_MODES, OneLineParser, positive_int
-from common.errors import run_cli
+from common.errors import UserError, run_cli
 from text2math.data import load_mathqa
 from text2math.evaluate import load_model, resolve_checkpoint
 from text2math.evaluation import decode
@@ -50,6 +59,57 @@ def model_and_problems(args):
     return model, tensors, problems
 
 
+# run by a child python inside `git archive REV`: that revision's loader, encoder and decode() on the same problems
+# (the API of evaluate.load_model, train.encode and evaluation.decode(batch=...) since issue 18)
+AGAINST = """
+import json, sys, time
+from pathlib import Path
+import torch
+from text2math import train
+from text2math.data import load_mathqa
+from text2math.evaluate import load_model, resolve_checkpoint
+from text2math.evaluation import decode
+a = json.loads(sys.argv[1])
+torch.set_num_threads(a["threads"])
+model, tokenizer = load_model(resolve_checkpoint(Path(a["checkpoint"])))
+data = load_mathqa(a["data"], Path(a["data_root"]), seed=0, n_generated=max(3 * a["problems"], 600))
+flags = ["--data", "generated", "--out", a["out"]]
+settings = train.parse(flags) if hasattr(train, "parse") else train.parse_args(
+    train.build_parser(), flags, assignment=train.ASSIGNMENT, run_name=train.run_name)
+tensors, problems = train.encode((data.test + data.train)[:a["problems"]], model.config, tokenizer, settings,
+                                 train=False)
+out = {}
+for batch in a["batches"]:
+    tic = time.perf_counter()
+    found = decode(model, tensors, problems, model.config, beam=a["beam"], max_len=a["max_len"], batch=batch)
+    out[batch] = [time.perf_counter() - tic, found]
+print(json.dumps(out))
+"""
+
+
+def archive(revision: str, into: Path) -> None:
+    """The files of git revision `revision` (its text2math/ and common/) unpacked into `into`."""
+    made = subprocess.run(["git", "archive", "--format=tar", revision, "text2math", "common"], cwd=REPO_ROOT,
+                          capture_output=True, timeout=120)
+    if made.returncode:
+        raise UserError(f"--against {revision}: git archive failed: {made.stderr.decode(errors='replace').strip()}")
+    with tarfile.open(fileobj=io.BytesIO(made.stdout)) as tar:
+        tar.extractall(into, filter="data")
+
+
+def run_against(root: Path, args, batches: list[int]) -> dict[int, tuple[float, list]]:
+    """{batch: (seconds, programs)} of the revision unpacked in `root` (AGAINST)."""
+    settings = {"checkpoint": str(resolve_checkpoint(args.checkpoint).resolve()), "data": args.data,
+                "data_root": str(args.data_root.resolve()), "problems": args.problems, "beam": args.beam,
+                "max_len": args.max_len, "threads": args.threads, "batches": batches, "out": str(root / "runs")}
+    child = subprocess.run([sys.executable, "-c", AGAINST, json.dumps(settings)], cwd=root, capture_output=True,
+                           text=True, timeout=3600)
+    if child.returncode:
+        last = (child.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"--against {args.against}: its decode failed: {last}")
+    return {int(batch): (seconds, found) for batch, (seconds, found) in json.loads(child.stdout).items()}
+
+
 def main(argv=None) -> None:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
@@ -62,21 +122,40 @@ def main(argv=None) -> None:
     add("--max-len", type=positive_int, default=60, help="program tokens (default: %(default)s)")
     add("--repeats", type=positive_int, default=1, help="interleaved repeats (default: %(default)s)")
     add("--threads", type=positive_int, default=1, help="torch CPU threads (default: %(default)s)")
+    add("--against", metavar="REV", default=None,
+        help="also time the search of git revision REV on the same problems (needs --checkpoint)")
     args = parser.parse_args(argv)
+    if args.against is not None and args.checkpoint is None:
+        raise UserError("--against needs --checkpoint: the two revisions must decode with the same trained model")
     torch.set_num_threads(args.threads)
     model, tensors, problems = model_and_problems(args)
-    times = {1: [], args.batch: []}
-    found = {}
-    for _ in range(args.repeats):
-        for batch in times:
-            tic = time.perf_counter()
-            found[batch] = decode(model, tensors, problems, model.config, beam=args.beam, max_len=args.max_len,
-                                  batch=batch, quiet=True)
-            times[batch].append(time.perf_counter() - tic)
+    batches = sorted({1, args.batch})
+    times = {batch: [] for batch in batches}
+    old_times = {batch: [] for batch in batches}
+    found, old_found = {}, {}
+    with tempfile.TemporaryDirectory(prefix="text2math_beam_") as folder:
+        if args.against is not None:
+            archive(args.against, Path(folder))
+        for _ in range(args.repeats):
+            if args.against is not None:
+                for batch, (seconds, programs) in run_against(Path(folder), args, batches).items():
+                    old_times[batch].append(seconds)
+                    old_found[batch] = programs
+            for batch in batches:
+                tic = time.perf_counter()
+                found[batch] = decode(model, tensors, problems, model.config, beam=args.beam, max_len=args.max_len,
+                                      batch=batch, quiet=True)
+                times[batch].append(time.perf_counter() - tic)
     one, many = statistics.median(times[1]), statistics.median(times[args.batch])
-    same = found[1] == found[args.batch]
-    print(f"{len(problems)} problems, beam {args.beam}, {args.threads} thread(s): one problem at a time {one:.1f} s, "
-          f"{args.batch} per forward pass {many:.1f} s; speed ratio {one / many:.1f}x; same programs: {same}")
+    same = all(found[batch] == found[1] for batch in batches)
+    print(f"{len(problems)} problems, beam {args.beam}, {args.threads} thread(s): one problem at a time {one:.2f} s, "
+          f"{args.batch} per forward pass {many:.2f} s; speed ratio {one / many:.1f}x; same programs: {same}")
+    if args.against is not None:
+        old_one, old_many = statistics.median(old_times[1]), statistics.median(old_times[args.batch])
+        same = all(old_found[batch] == found[1] for batch in batches)
+        print(f"{args.against}: one problem at a time {old_one:.2f} s, {args.batch} per forward pass {old_many:.2f} s; "
+              f"this tree's batched search is {old_one / many:.1f}x faster than its per-problem search and "
+              f"{old_many / many:.1f}x than its batched one; same programs as this tree: {same}")
 
 
 if __name__ == "__main__":

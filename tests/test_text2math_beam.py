@@ -1,12 +1,18 @@
 """Beam search: beam 1 is greedy decoding; a wide beam finds the best sequence of a toy model
-small enough to enumerate every sequence."""
+small enough to enumerate every sequence; the bench (bench/text2math_beam.py) prints its ratios."""
 import itertools
+import re
 
+import pytest
 import torch
 
+from bench import text2math_beam
+from common.errors import UserError
+from tests.conftest import REPO
 from text2math.beam import beam_search, greedy_decode, sequence_score
 from text2math.model import Seq2Seq, Seq2SeqConfig, SPECIALS
 from text2math.pointer import MAX_NUMBERS
+from text2math.train import main as train_main
 
 SOS, EOS = 1, 2
 
@@ -24,7 +30,8 @@ class ToyModel:
         return {"t": torch.zeros(batch, dtype=torch.long), "row": torch.arange(batch)}
 
     def step(self, tokens, state):
-        logits = self.table[state["row"], state["t"], tokens]     # (N, V)
+        row = state["row"].repeat_interleave(len(tokens) // len(state["row"]))   # one row per example (beam.py)
+        logits = self.table[row, state["t"], tokens]     # (N, V)
         return logits, {"t": state["t"] + 1, "row": state["row"]}
 
     def log_probs(self, row: int, sequence) -> list[float]:
@@ -72,3 +79,27 @@ def test_wide_beam_finds_the_best_sequence_by_exhaustive_search():
             assert found[row] == [t for t in best if t != EOS]
             narrow_full = tuple(narrow[row] + ([EOS] if len(narrow[row]) < max_len else []))
             assert scores[narrow_full] <= scores[best] + 1e-9
+
+
+def test_the_bench_prints_the_ratio_and_whether_the_programs_agree(capsys):
+    text2math_beam.main(["--problems", "12", "--beam", "3", "--batch", "4", "--max-len", "20"])
+    out = capsys.readouterr().out
+    assert re.search(r"12 problems, beam 3, .* speed ratio [\d.]+x; same programs: True$", out.strip())
+
+
+def test_the_bench_against_a_revision_needs_a_checkpoint_and_a_revision(tmp_path):
+    with pytest.raises(UserError, match="--checkpoint"):
+        text2math_beam.main(["--against", "HEAD"])
+    with pytest.raises(UserError, match="git archive failed"):
+        text2math_beam.archive("no-such-revision-anywhere", tmp_path)
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="not a git checkout")
+def test_the_bench_times_another_revision_on_the_same_problems(tmp_path, capsys):
+    """--against runs that revision's own decode in a child process; HEAD's programs equal this tree's."""
+    train_main(["--smoke", "--out", str(tmp_path / "run")])
+    text2math_beam.main(["--checkpoint", str(tmp_path / "run"), "--problems", "8", "--beam", "2", "--batch", "4",
+                         "--max-len", "20", "--against", "HEAD"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.match(r"HEAD: one problem at a time [\d.]+ s, 4 per forward pass [\d.]+ s; .*"
+                    r"same programs as this tree: True$", last)

@@ -8,7 +8,7 @@ from common.errors import UserError
 from text2math.beam import beam_search_nbest, greedy_decode
 from text2math.data import Problem
 from text2math.evaluation import decode, score_predictions
-from text2math.grammar import ConstrainedStep, Grammar
+from text2math.grammar import MEMO_SIZE, ConstrainedStep, Grammar, runs
 from text2math.model import SPECIALS, Seq2Seq, Seq2SeqConfig
 from text2math.pointer import MAX_NUMBERS
 from text2math.program import CONSTANTS, END_OP, OPERATIONS, execute_tokens
@@ -159,3 +159,42 @@ def test_target_vocab_comes_from_training_programs_only():
     assert encode_targets(fits, vocab, 60, positions=both)[1] == [True, False]   # training drops it
     with pytest.raises(UserError, match="all 1 training programs were dropped"):   # and refuses to train on none
         encode_targets(test, vocab, 60, positions=numbers)
+
+
+def _allowed_from_scratch(grammar: Grammar, state, max_len: int) -> set[int]:
+    """The grammar's rule, with no memo: every argument candidate executed."""
+    if state.done:
+        return {grammar.eos}
+    if state.op is None:
+        full = len(state.results) >= len(grammar.refs)
+        ops = [] if full else [i for i in grammar.viable_ops(state)
+                               if OPERATIONS[grammar.ops[i]].arity + 3 <= max_len - state.length]
+        return set(ops + [grammar.eos] if state.results or not ops else ops)
+    fill = OPERATIONS[state.op].arity - len(state.args)
+    if not fill:
+        return {grammar.end}
+    candidates = [*state.numbers, *grammar.constants, *zip(grammar.refs, state.results)]
+    return {i for i, v in candidates if runs(state.op, (*state.args, *[v] * fill)) is not None}
+
+
+@pytest.mark.parametrize("memo_size", [5, MEMO_SIZE])
+def test_the_memoised_grammar_allows_what_the_rule_allows(monkeypatch, memo_size):
+    """Every state a random beam search visits gets the same tokens as the rule computed afresh, also when the
+    memo is small enough to be cleared all the time."""
+    monkeypatch.setattr("text2math.grammar.MEMO_SIZE", memo_size)
+    grammar = Grammar(VOCAB)
+    seen = []
+    original = grammar.allowed
+
+    def checked(state, max_len):
+        found = original(state, max_len)
+        seen.append(set(found) == _allowed_from_scratch(grammar, state, max_len))
+        return found
+
+    monkeypatch.setattr(grammar, "allowed", checked)
+    problems = _problems(30, seed=3)
+    reach = [[(VOCAB.index(f"n{i}"), v) for i, v in enumerate(p.numbers)] for p in problems]
+    step = ConstrainedStep(RandomStep(9, scale=4.0), grammar, reach, 30)
+    beam_search_nbest(step, step.prepare({"row": torch.arange(len(problems))}), len(problems), SOS, EOS, 30, 4)
+    assert len(seen) > 1000 and all(seen)
+    assert len(grammar._lists) <= memo_size and len(grammar._completes) <= memo_size

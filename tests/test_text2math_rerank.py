@@ -11,6 +11,7 @@ from tests.conftest import REPO
 from text2math.data import Problem, generated_rows, load_mathqa
 from text2math.evaluation import decode, value_of
 from text2math.model import EOS, SOS, Seq2Seq, Seq2SeqConfig
+from text2math.pointer import FIRST_NUMBER, MAX_NUMBERS
 from text2math.reranker import FEATURES, Candidates, fit, log_probs, neighbours
 from text2math.retrieval import RetrievalPool
 from text2math.train import encode, main
@@ -20,17 +21,16 @@ from text2math.vocab import source_vocab, target_vocab
 REAL = REPO.parent / "shared" / "data"
 
 
-def _untrained(train, seed=0):
-    """A seeded, untrained glove_lstm with retrieval: the pointer, the grammar mask and the copy all in play."""
+def _untrained(train, seed=0, kind="glove_lstm"):
+    """A seeded, untrained model with retrieval: the pointer, the grammar mask and the copy all in play."""
     pool = RetrievalPool.from_problems(train).to_dict()
-    config = Seq2SeqConfig("glove_lstm", target_vocab(train), source_vocab(train), "", 16, 24, 0.0, None, True, 2,
-                           pool)
+    config = Seq2SeqConfig(kind, target_vocab(train), source_vocab(train), "", 16, 24, 0.0, None, True, 2, pool)
     torch.manual_seed(seed)
     return Seq2Seq(config).eval()
 
 
-def _same_programs_batched_and_one_by_one(data, n, tmp_path):
-    model = _untrained(data.train)
+def _same_programs_batched_and_one_by_one(data, n, tmp_path, kind="glove_lstm"):
+    model = _untrained(data.train, kind=kind)
     settings = train_parse(["--data", "generated", "--out", str(tmp_path / "unused")])
     problems = (data.test + data.train)[:n]
     tensors, problems = encode(problems, model.config, None, settings, train=False)
@@ -45,9 +45,33 @@ def _same_programs_batched_and_one_by_one(data, n, tmp_path):
 
 
 @pytest.mark.slow
-def test_batched_beam_search_equals_the_per_problem_search_on_generated_problems(tmp_path):
+@pytest.mark.parametrize("kind", ["glove_lstm", "glove_attention"])
+def test_batched_beam_search_equals_the_per_problem_search_on_generated_problems(tmp_path, kind):
     data = load_mathqa("generated", None, seed=0, n_generated=400)
-    _same_programs_batched_and_one_by_one(data, 200, tmp_path)
+    _same_programs_batched_and_one_by_one(data, 200, tmp_path, kind)
+
+
+@pytest.mark.parametrize("kind", ["glove_lstm", "glove_attention"])
+def test_a_step_reads_per_example_memory_as_it_reads_a_copy_per_beam_row(tmp_path, kind):
+    """Beam search keeps the encoder memory, keys, masks and retrieved programs one row per example and the
+    decoder's own state one row per hypothesis: the step's logits equal those of a state copied per row."""
+    data = load_mathqa("generated", None, seed=0, n_generated=200)
+    model = _untrained(data.train, seed=2, kind=kind)
+    settings = train_parse(["--data", "generated", "--out", str(tmp_path / "unused")])
+    tensors, _ = encode(data.test[:3], model.config, None, settings, train=False)
+    beam = 4
+    with torch.no_grad():
+        state = model.start(*tensors[:3], tensors[4])
+        tokens = torch.full((3,), model.config.tgt_vocab.index(SOS))
+        _, state = model.decoder.step(tokens, state)                     # a first step on one row per example
+        torch.manual_seed(5)
+        rows = {k: (v.repeat_interleave(beam, 0) + 0.1 * torch.randn(3 * beam, *v.shape[1:])) for k, v in
+                state.items() if k in {"h", "c", "feed"}}                  # hypotheses that have gone apart
+        tokens = torch.randint(FIRST_NUMBER + MAX_NUMBERS, len(model.config.tgt_vocab), (3 * beam,))
+        shared_logits, _ = model.decoder.step(tokens, {**state, **rows})
+        copied = {k: v.repeat_interleave(beam, 0) for k, v in state.items()}
+        copied_logits, _ = model.decoder.step(tokens, {**copied, **rows})
+    assert torch.allclose(shared_logits, copied_logits, atol=1e-6, equal_nan=True)
 
 
 @pytest.mark.slow

@@ -13,16 +13,19 @@ state dict as a row id (`gid`), so beam search reorders it with the same index_s
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from text2math.program import END_OP, OPERATIONS, ExecutionError, constant_value
 
 EOS, SOS = "<eos>", "<sos>"
 MAX_REFS = 30
+MEMO_SIZE = 1 << 18          # entries of Grammar's memo of steps that run
 
 
 def runs(op: str, values: Sequence[float]) -> float | None:
@@ -57,7 +60,11 @@ class Grammar:
         self.constants = [(i, _constant(t)) for i, t in enumerate(self.vocab) if t.startswith("const_")]
         self.constants = [(i, v) for i, v in self.constants if v is not None]
         self.refs = [self.index[f"#{j}"] for j in range(MAX_REFS) if f"#{j}" in self.index]
+        self.constant_values, self.ref_slots = dict(self.constants), {t: j for j, t in enumerate(self.refs)}
+        self.longest_step = max(op.arity for op in OPERATIONS.values()) + 3    # op, arguments, `|`, <eos>
         self._runs_with: dict[float, frozenset[int]] = {}          # value -> ops that run on it repeated
+        self._completes: dict[tuple, bool] = {}                     # (op, args, value) -> the step runs
+        self._lists: dict[tuple, tuple[list[int], object]] = {}     # allowed()'s memo
         self.constant_ops = frozenset().union(*(self.ops_running_on(v) for _, v in self.constants))
 
     def ops_running_on(self, value: float) -> frozenset[int]:
@@ -99,38 +106,69 @@ class Grammar:
         return ProgramState(state.numbers, state.results, state.op, (*state.args, value), length)
 
     def _argument(self, state: ProgramState, token: int) -> float | None:
-        return dict(self.candidates(state)).get(token)
-
-    def candidates(self, state: ProgramState) -> list[tuple[int, float]]:
-        """(token id, value) of every argument this problem allows now."""
-        refs = [(self.refs[j], v) for j, v in enumerate(state.results[:len(self.refs)])]
-        return [*state.numbers, *self.constants, *refs]
+        """The value of `token` as an argument now: one of the problem's numbers, a constant or an earlier step's
+        result; None if it is none of them."""
+        if token in self.constant_values:
+            return self.constant_values[token]
+        if token in self.ref_slots:
+            slot = self.ref_slots[token]
+            return state.results[slot] if slot < len(state.results) else None
+        return next((v for i, v in state.numbers if i == token), None)
 
     def allowed(self, state: ProgramState, max_len: int) -> list[int]:
         """Token ids that may come next; `max_len` counts every token including <eos>."""
         if state.done:
             return [self.eos]
         if state.op is None:
-            left = max_len - state.length
-            full = len(state.results) >= len(self.refs)
-            ops = [] if full else [i for i in self.viable_ops(state) if OPERATIONS[self.ops[i]].arity + 3 <= left]
+            ops = self._memo(("ops", id(state.numbers), state.results, min(max_len - state.length, self.longest_step)),
+                             lambda: self._ops_fitting(state, max_len), state.numbers)
             return ops + [self.eos] if state.results or not ops else ops
-        arity = OPERATIONS[state.op].arity
-        if len(state.args) == arity:
+        op, args = state.op, state.args
+        if len(args) == OPERATIONS[op].arity:
             return [self.end]
-        fill = arity - len(state.args)
-        return [i for i, v in self.candidates(state) if runs(state.op, (*state.args, *[v] * fill)) is not None]
+        numbers = self._memo(("numbers", op, args, id(state.numbers)),
+                             lambda: [i for i, v in state.numbers if self.completes(op, args, v)], state.numbers)
+        constants = self._memo(("constants", op, args),
+                               lambda: [i for i, v in self.constants if self.completes(op, args, v)])
+        refs = [self.refs[j] for j, v in enumerate(state.results[:len(self.refs)]) if self.completes(op, args, v)]
+        return numbers + constants + refs
+
+    def _ops_fitting(self, state: ProgramState, max_len: int) -> list[int]:
+        """The viable operations whose whole step (op, arguments, `|`) and <eos> fit in the tokens left."""
+        left = max_len - state.length
+        if len(state.results) >= len(self.refs):
+            return []
+        return [i for i in self.viable_ops(state) if OPERATIONS[self.ops[i]].arity + 3 <= left]
+
+    def _memo(self, key: tuple, compute: Callable[[], list[int]], keep: object = None) -> list[int]:
+        """compute(), memoised under `key` (bounded). Many beam rows write the same step of the same problem. A
+        key holding id(x) passes x as `keep`: the memo holds x, so no other object can take its id."""
+        found = self._lists.get(key)
+        if found is None:
+            if len(self._lists) >= MEMO_SIZE:
+                self._lists.clear()
+            found = self._lists[key] = (compute(), keep)
+        return found[0]
+
+    def completes(self, op: str, args: tuple[float, ...], value: float) -> bool:
+        """Whether `op` runs with `args`, then `value` in every place left (memoised, bounded)."""
+        key = (op, args, value)
+        found = self._completes.get(key)
+        if found is None:
+            if len(self._completes) >= MEMO_SIZE:
+                self._completes.clear()
+            fill = OPERATIONS[op].arity - len(args)
+            found = self._completes[key] = runs(op, (*args, *[value] * fill)) is not None
+        return found
 
     def mask(self, states: Sequence[ProgramState], max_len: int, vocab_size: int) -> torch.Tensor:
         """(N, V) bool: True where the token is allowed."""
-        rows, cols = [], []
-        for r, state in enumerate(states):
-            allowed = self.allowed(state, max_len)
-            rows += [r] * len(allowed)
-            cols += allowed
-        mask = torch.zeros((len(states), vocab_size), dtype=torch.bool)
-        mask[torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)] = True
-        return mask
+        allowed = [self.allowed(state, max_len) for state in states]
+        lengths = np.fromiter(map(len, allowed), dtype=np.int64, count=len(allowed))
+        cols = np.fromiter(itertools.chain.from_iterable(allowed), dtype=np.int64, count=int(lengths.sum()))
+        mask = np.zeros((len(states), vocab_size), dtype=bool)
+        mask[np.repeat(np.arange(len(states)), lengths), cols] = True
+        return torch.from_numpy(mask)
 
 
 def _constant(token: str) -> float | None:

@@ -2,8 +2,10 @@
 and an LSTM decoder (plain, or with Luong attention and input feeding), from two registries. Every
 decoder scores the problem's numbers with a pointer over their encoder states (pointer.py).
 
-Every decoder works one step at a time on a state dict whose tensors all have the batch first, so
-beam search reorders hypotheses with one index_select per tensor."""
+Every decoder works one step at a time on a state dict whose tensors all have the batch first. What a step
+changes (h, c, the fed attention) has a row per hypothesis; what it never changes (encoder memory, keys, masks,
+the retrieved programs) keeps one row per example, and a step with more rows than examples reads rows
+b*K .. b*K+K-1 as example b's (beam.py): beam search reorders only the per-hypothesis rows."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from common.models import ModelConfig
-from text2math.pointer import FIRST_NUMBER, MAX_NUMBERS, NumberPointer, splice
+from text2math.pointer import FIRST_NUMBER, MAX_NUMBERS, NumberPointer, row_context, row_scores, splice
 from text2math.retrieval import RetrievedCopy
 
 PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
@@ -126,7 +128,7 @@ class LSTMDecoder(nn.Module):
         return self.retrieval.mix(scores, weights, gate, state["ret_ids"])
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """tokens (B,) -> logits (B, V) and the next state."""
+        """tokens (N,) -> logits (N, V) and the next state (N = B * K rows: the module docstring)."""
         h, c = self.cell(self.dropout(self.embedding(tokens)), (state["h"], state["c"]))
         return self.logits(h, state), {**state, "h": h, "c": c}
 
@@ -151,10 +153,9 @@ class AttentionDecoder(LSTMDecoder):
     def step(self, tokens, state):
         inputs = torch.cat([self.dropout(self.embedding(tokens)), state["feed"]], dim=-1)
         h, c = self.cell(inputs, (state["h"], state["c"]))
-        scores = torch.bmm(state["keys"], h.unsqueeze(-1)).squeeze(-1)          # (B, S)
-        scores = scores.masked_fill(~state["mask"], float("-inf"))
-        context = torch.bmm(scores.softmax(-1).unsqueeze(1), state["memory"]).squeeze(1)  # (B, D)
-        attended = torch.tanh(self.combine(torch.cat([h, context], dim=-1)))   # (B, H)
+        scores = row_scores(state["keys"], h, state["mask"])                     # (N, S)
+        context = row_context(scores.softmax(-1), state["memory"])             # (N, D)
+        attended = torch.tanh(self.combine(torch.cat([h, context], dim=-1)))   # (N, H)
         return self.logits(attended, state), {**state, "h": h, "c": c, "feed": attended}
 
 

@@ -5,6 +5,10 @@ The program vocabulary keeps the slots `n0 .. n{MAX_NUMBERS-1}` right after the 
 token ids, exact match and the executor are unchanged); the decoder's output layer scores every other
 token, and `splice` puts the pointer's scores into the number slots. A slot whose number is not in
 the problem (or was cut from the source) scores -inf: the pointer can only pick numbers that exist.
+
+Attention everywhere in the decoders (pointer, retrieved programs, Luong) goes through `row_scores` and
+`row_context`: the queries have one row per hypothesis (N = B * K, an example's K beam rows together) while
+the encoder side keeps one row per example (B), so beam search never copies the memory per beam row.
 """
 from __future__ import annotations
 
@@ -29,6 +33,20 @@ def word_positions(words: Sequence[str]) -> list[int]:
     return positions
 
 
+def row_scores(keys: torch.Tensor, query: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scores (N, S) of the queries (N, H) against their example's keys (B, S, H), -inf where `mask` (B, S) is
+    False; N = B * K, rows b*K .. b*K+K-1 belong to example b (K = 1 in training)."""
+    b, s = mask.shape
+    scores = torch.bmm(keys, query.view(b, -1, query.shape[-1]).transpose(1, 2))     # (B, S, K)
+    return scores.masked_fill(~mask.unsqueeze(-1), float("-inf")).transpose(1, 2).reshape(-1, s)
+
+
+def row_context(weights: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    """The weighted sums (N, D) of each row's example's memory (B, S, D) under its weights (N, S)."""
+    b, s, d = memory.shape
+    return torch.bmm(weights.view(b, -1, s), memory).view(-1, d)
+
+
 class NumberPointer(nn.Module):
     """Bilinear scores between the decoder's query and the encoder states of the numbers."""
 
@@ -49,9 +67,8 @@ class NumberPointer(nn.Module):
         return {"number_keys": keys, "number_mask": positions >= 0}
 
     def forward(self, query: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, K) scores; -inf for numbers the problem does not have."""
-        scores = torch.bmm(state["number_keys"], query.unsqueeze(-1)).squeeze(-1)
-        return scores.masked_fill(~state["number_mask"], float("-inf"))
+        """(N, MAX_NUMBERS) scores of the queries (N, H); -inf for numbers the problem does not have."""
+        return row_scores(state["number_keys"], query, state["number_mask"])
 
 
 def splice(general: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:

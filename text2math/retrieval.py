@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from text2math.pointer import row_context, row_scores
+
 SEPARATOR = "<eos>"     # between two retrieved programs (and after the last: no row is ever empty)
 
 
@@ -94,17 +96,19 @@ class RetrievedCopy(torch.nn.Module):
         return {"ret_ids": retrieved, "ret_mask": mask, "ret_memory": memory, "ret_keys": self.keys(memory)}
 
     def forward(self, features: torch.Tensor, state: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """features (B, H) -> new features (B, H), copy weights (B, R), gate (B, 1) = P(generate)."""
-        scores = torch.bmm(state["ret_keys"], features.unsqueeze(-1)).squeeze(-1)      # (B, R)
-        weights = scores.masked_fill(~state["ret_mask"], float("-inf")).softmax(-1)
-        context = torch.bmm(weights.unsqueeze(1), state["ret_memory"]).squeeze(1)    # (B, M)
+        """features (N, H) -> new features (N, H), copy weights (N, R), gate (N, 1) = P(generate); the state's
+        tensors have one row per example (pointer.row_scores)."""
+        weights = row_scores(state["ret_keys"], features, state["ret_mask"]).softmax(-1)   # (N, R)
+        context = row_context(weights, state["ret_memory"])                              # (N, M)
         joined = torch.cat([features, context], dim=-1)
         return torch.tanh(self.combine(joined)), weights, torch.sigmoid(self.gate(joined))
 
     @staticmethod
     def mix(logits: torch.Tensor, weights: torch.Tensor, gate: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """log(gate * softmax(logits) + (1 - gate) * copy) (B, V); -inf stays -inf (numbers the problem
-        lacks cannot be copied either)."""
+        """log(gate * softmax(logits) + (1 - gate) * copy) (N, V), `ids` (B, R) one row per example; -inf stays
+        -inf (numbers the problem lacks cannot be copied either)."""
+        if len(ids) != len(weights):
+            ids = ids.repeat_interleave(len(weights) // len(ids), dim=0)              # (N, R)
         copy = torch.zeros_like(logits, dtype=weights.dtype).scatter_add(1, ids, weights)
         probs = gate * logits.float().softmax(-1) + (1 - gate) * copy
         return torch.log(probs + 1e-10).masked_fill(torch.isneginf(logits), float("-inf"))
