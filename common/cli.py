@@ -120,6 +120,16 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, a
     return args
 
 
+_UNTYPED = object()
+
+
+def typed_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The dests of the flags the command line itself gives (not left at their defaults), so that a script can
+    refuse a flag its other flags make inert instead of ignoring it."""
+    untyped = argparse.Namespace(**{a.dest: _UNTYPED for a in parser._actions if a.dest != argparse.SUPPRESS})
+    return {k for k, v in vars(parser.parse_args(argv, namespace=untyped)).items() if v is not _UNTYPED}
+
+
 def wandb_logged_in() -> bool:
     """True when an API key is configured (env or ~/.netrc), without importing wandb."""
     if os.environ.get("WANDB_API_KEY"):

@@ -19,9 +19,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from common.cli import (NUMPY_DEVICES, make_parser, non_negative_float, open_fraction, parse_args, positive_float,
-                        positive_int)
+                        positive_int, typed_flags)
 from common.data_source import short_source
-from common.errors import run_cli
+from common.errors import UserError, run_cli
 from common.metrics import accuracy, confusion, macro_f1
 from common.plots import plot_confusion, plot_curves, plot_image_grid
 from common.progress import progress
@@ -31,7 +31,7 @@ from common.schedules import SCHEDULES
 from mnist_scratch.engine.init import INITS
 from mnist_scratch.engine.layers import ACTIVATIONS
 from mnist_scratch.engine.losses import LOSSES
-from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer
+from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer, inert_option
 from mnist_scratch.engine.training import (SCHEDULE_NAMES, LossGuard, add_l2_grads, blas_threads_for, checkpoint,
                                            evaluate, init_states, resume, shuffled_batches)
 from common.training import end_epoch
@@ -47,6 +47,7 @@ RECIPE = {"epochs": 30, "batch_size": 64, "lr": 1e-3, "loader": "common", "num_l
           "momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "alpha": 0.99, "eps": 1e-8, "l2": 5e-4,
           "loss": "cross_entropy", "lr_schedule": "cosine", "val_fraction": 0.1}
 SMOKE = {"num_layers": 1, "hidden_size": 16, "hidden": None}   # --smoke: at most 2 epochs of this
+OPTIMIZER_OPTIONS = ("momentum", "beta1", "beta2", "alpha", "eps")   # each used by some optimizers only
 
 
 def build_parser():
@@ -88,7 +89,11 @@ def build_parser():
 
 
 def parse(argv=None):
-    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    parser = build_parser()
+    args = parse_args(parser, argv, assignment=ASSIGNMENT, run_name=run_name)
+    refusal = inert_option(args.optimizer, sorted(typed_flags(parser, argv) & set(OPTIMIZER_OPTIONS)))
+    if refusal:
+        raise UserError(refusal)
     if args.smoke:
         args.epochs = min(args.epochs, 2)
         vars(args).update(SMOKE)
@@ -120,8 +125,7 @@ def main(argv=None) -> dict:
 def train(args, net, config: FFNConfig, data, run: RunDir) -> None:
     """--epochs of shuffled mini-batch steps (forward, loss, backward, update), each epoch then scored on the
     train and validation splits, logged, and checkpointed; from the last checkpoint under --resume."""
-    optimizer = build_optimizer(args.optimizer, args.lr, momentum=args.momentum, beta1=args.beta1,
-                                beta2=args.beta2, alpha=args.alpha, eps=args.eps)
+    optimizer = build_optimizer(args.optimizer, args.lr, **{k: getattr(args, k) for k in OPTIMIZER_OPTIONS})
     states = init_states(net, optimizer)
     params, loss_fn = net.params(), LOSSES[args.loss]
     x_train, y_train = data.x_train, data.y_train

@@ -25,7 +25,7 @@ from torch import nn
 
 from common import distributed
 from common.classify import evaluate_classifier
-from common.cli import make_parser, non_negative_float, parse_args, positive_int
+from common.cli import make_parser, non_negative_float, parse_args, positive_int, typed_flags
 from common.data_source import short_source
 from common.errors import UserError, run_cli
 from common.images import AUGMENTATIONS, ImageTensors
@@ -94,7 +94,9 @@ def build_parser():
 
 def parse(argv=None) -> argparse.Namespace:
     """The arguments a run uses: --width from --model when not given, then --smoke's tiny sizes."""
-    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    parser = build_parser()
+    args = parse_args(parser, argv, assignment=ASSIGNMENT, run_name=run_name)
+    refuse_inert(args, typed_flags(parser, argv))
     if args.width is None:
         args.width = DEFAULT_WIDTH[args.model]
     if args.smoke:
@@ -102,6 +104,21 @@ def parse(argv=None) -> argparse.Namespace:
         args.layers, args.width, args.depth = [1, 1, 1, 1], min(args.width, 8 if args.model == "cnn" else 32), 2
         args.input_size = min(args.input_size, 32)
     return args
+
+
+def refuse_inert(args, typed: set[str]) -> None:
+    """A flag the other flags make unused is refused in one line, not ignored."""
+    def refuse(flags, why):
+        if typed & set(flags):
+            names = " / ".join("--use-skip / --no-skip" if f == "use_skip" else "--" + f.replace("_", "-")
+                               for f in flags if f in typed)
+            raise UserError(f"{names}: {why}")
+    if args.pretrained == "none":
+        refuse(("finetune", "input_size"), "used only with --pretrained")
+    else:
+        refuse(("model", "layers", "block", "width", "depth", "use_skip", "norm"),
+               "--pretrained trains torchvision's ResNet-18, which these do not change")
+    refuse(("layers", "block") if args.model == "mlp" else ("depth",), f"not used by --model {args.model}")
 
 
 def run_name(args) -> str:

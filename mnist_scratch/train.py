@@ -18,7 +18,7 @@ if __package__ in (None, ""):
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from common.cli import NUMPY_DEVICES, make_parser, non_negative_float, parse_args, positive_int
+from common.cli import NUMPY_DEVICES, make_parser, non_negative_float, parse_args, positive_int, typed_flags
 from common.data_source import short_source
 from common.errors import UserError, run_cli
 from common.metrics import accuracy, confusion, macro_f1
@@ -31,7 +31,7 @@ from mnist_scratch.engine.init import INITS
 from mnist_scratch.engine.layers import ACTIVATIONS
 from mnist_scratch.engine.losses import LOSSES
 from mnist_scratch.engine.network import Conv2D
-from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer
+from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer, inert_option
 from mnist_scratch.engine.training import (SCHEDULE_NAMES, LossGuard, add_l2_grads, blas_threads_for, checkpoint,
                                            evaluate, init_states, resume, shuffled_batches)
 from common.training import end_epoch
@@ -101,7 +101,11 @@ def build_parser():
 def parse(argv=None):
     """The flags, with --batch-size and --lr filled from the GD type and --hidden from the model; a batch size
     that contradicts the GD type, or CNN flags for the MLP, are refused."""
-    args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
+    parser = build_parser()
+    args = parse_args(parser, argv, assignment=ASSIGNMENT, run_name=run_name)
+    refusal = inert_option(args.optimizer, sorted(typed_flags(parser, argv) & {"momentum"}))
+    if refusal:
+        raise UserError(refusal)
     gd = GD_TYPES[args.gd]
     if args.model not in gd.lr:
         raise UserError(f"--gd {args.gd} does not support --model {args.model}; use "

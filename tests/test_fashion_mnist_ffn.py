@@ -152,3 +152,12 @@ def test_interrupted_then_resumed_matches_an_uninterrupted_run(tmp_path, monkeyp
 def test_bad_flags_are_one_line(flags, message):
     done = run_script(str(REPO / "fashion_mnist_ffn/train.py"), *flags)
     assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("optimizer, flag, users", [("sgd", "--beta1", "adam, nadam"), ("adam", "--alpha", "rmsprop"),
+                                                    ("rmsprop", "--momentum", "momentum, nesterov")])
+def test_an_optimizer_option_the_optimizer_does_not_use_is_refused(optimizer, flag, users):
+    with pytest.raises(UserError, match=f"{flag} is not used by --optimizer {optimizer}; it applies to {users}"):
+        train.parse(["--wandb", "off", "--optimizer", optimizer, flag, "0.5"])
+    args = train.parse(["--wandb", "off", "--optimizer", "rmsprop", "--alpha", "0.5", "--eps", "1e-6"])
+    assert (args.alpha, args.eps) == (0.5, 1e-6)

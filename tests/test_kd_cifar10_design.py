@@ -299,3 +299,17 @@ def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, monkeyp
     data = load_tensors("cifar10", "generated", tmp_path, smoke=True)
     acc = evaluate_classifier(model, data.x_test, data.y_test, len(data.classes), "cpu")["test_acc"]
     assert acc == pytest.approx(_summary(tmp_path / "parts")["test_acc"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--finetune", "frozen"], "--finetune: used only with --pretrained"),
+    (["--input-size", "64"], "--input-size: used only with --pretrained"),
+    (["--pretrained", "w.pth", "--no-skip", "--width", "8"], "--width / --use-skip / --no-skip: --pretrained trains"),
+    (["--model", "mlp", "--block", "basic"], "--block: not used by --model mlp"),
+    (["--depth", "3"], "--depth: not used by --model cnn"),
+])
+def test_a_flag_the_other_flags_leave_unused_is_refused(tmp_path, flags, message):
+    with pytest.raises(UserError, match=message):
+        train.parse(["--out", str(tmp_path / "run"), "--wandb", "off", *flags])
+    assert train.parse(["--out", str(tmp_path / "run"), "--wandb", "off", "--pretrained", "w.pth",
+                        "--finetune", "frozen", "--input-size", "64"]).finetune == "frozen"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from common import REPO_ROOT
-from common.cli import make_parser, parse_args
+from common.cli import make_parser, parse_args, typed_flags
 from common.errors import UserError
 from common.runtime import choose_device, hardware_info, seed_everything
 
@@ -216,3 +216,11 @@ def test_bad_threads_or_seed_is_one_line(capsys, argv, message):
         _parse(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_typed_flags_are_those_on_the_command_line_even_at_their_default_value():
+    parser = make_parser("t", epochs=3, batch_size=8, lr=0.1)
+    parser.add_argument("--on", dest="switch", action="store_true", default=False)
+    parser.add_argument("--width", type=int, default=4)
+    assert typed_flags(parser, []) == set()
+    assert typed_flags(parser, ["--width", "4", "--epochs", "3", "--on"]) == {"width", "epochs", "switch"}

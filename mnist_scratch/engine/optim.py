@@ -4,6 +4,7 @@ one small class and one line in OPTIMIZERS."""
 from __future__ import annotations
 
 import inspect
+from typing import Iterable
 
 import numpy as np
 
@@ -127,6 +128,21 @@ class Nadam(Adam):
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "rmsprop": RMSProp,
               "adam": Adam, "nadam": Nadam}
+
+
+def takes(name: str, option: str) -> bool:
+    """Whether optimizer `name` uses `option` (a keyword of its constructor, e.g. momentum)."""
+    return option in inspect.signature(OPTIMIZERS[name].__init__).parameters
+
+
+def inert_option(name: str, options: Iterable[str]) -> str | None:
+    """A one-line refusal for the first of `options` (flags the user typed) that optimizer `name` does not use;
+    None when it uses them all."""
+    for option in options:
+        if not takes(name, option):
+            users = ", ".join(n for n in OPTIMIZERS if takes(n, option))
+            return f"--{option} is not used by --optimizer {name}; it applies to {users}"
+    return None
 
 
 def build_optimizer(name: str, lr: float, **options) -> Optimizer:
