@@ -1,6 +1,6 @@
 """He et al. (2016)'s CIFAR ResNet of 6n+2 layers, with any normalisation of norms.NORMS.
 
-    config = ResNetConfig(n=3, norm="bn", shortcut="A")        # ResNet-20, 272,474 parameters
+    config = ResNetConfig(n=3, norm="bn", shortcut="A")        # ResNet-20: 269,722 parameters (10 classes)
     model = build_resnet(config)                               # model.config is the frozen config
     model = pretrained_resnet(read_published_resnet(path))     # the published CIFAR-10 ResNet-20/56 weights
 
