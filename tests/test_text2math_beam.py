@@ -94,6 +94,7 @@ def test_the_bench_against_a_revision_needs_a_checkpoint_and_a_revision(tmp_path
         text2math_beam.archive("no-such-revision-anywhere", tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REPO / ".git").exists(), reason="not a git checkout")
 def test_the_bench_times_another_revision_on_the_same_problems(tmp_path, capsys):
     """--against runs that revision's own decode in a child process; HEAD's programs equal this tree's."""
