@@ -125,9 +125,12 @@ _UNTYPED = object()
 
 def typed_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
     """The dests of the flags the command line itself gives (not left at their defaults), so that a script can
-    refuse a flag its other flags make inert instead of ignoring it."""
-    untyped = argparse.Namespace(**{a.dest: _UNTYPED for a in parser._actions if a.dest != argparse.SUPPRESS})
-    return {k for k, v in vars(parser.parse_args(argv, namespace=untyped)).items() if v is not _UNTYPED}
+    refuse a flag its other flags make inert instead of ignoring it. Append / count flags are never named.
+    (argparse has no public list of a parser's actions: this reads parser._actions.)"""
+    accumulating = (argparse._AppendAction, argparse._CountAction, argparse._ExtendAction)   # add to what is there
+    probed = {a.dest for a in parser._actions if a.dest != argparse.SUPPRESS and not isinstance(a, accumulating)}
+    parsed = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(probed, _UNTYPED)))
+    return {k for k in probed if getattr(parsed, k) is not _UNTYPED}
 
 
 def wandb_logged_in() -> bool:

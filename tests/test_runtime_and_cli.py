@@ -224,3 +224,5 @@ def test_typed_flags_are_those_on_the_command_line_even_at_their_default_value()
     parser.add_argument("--width", type=int, default=4)
     assert typed_flags(parser, []) == set()
     assert typed_flags(parser, ["--width", "4", "--epochs", "3", "--on"]) == {"width", "epochs", "switch"}
+    parser.add_argument("-v", action="count", default=0)
+    assert typed_flags(parser, ["-v", "-v", "--on"]) == {"switch"}
