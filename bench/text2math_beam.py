@@ -89,8 +89,14 @@ print(json.dumps(out))
 
 def archive(revision: str, into: Path) -> None:
     """The files of git revision `revision` (its text2math/ and common/) unpacked into `into`."""
-    made = subprocess.run(["git", "archive", "--format=tar", revision, "text2math", "common"], cwd=REPO_ROOT,
-                          capture_output=True, timeout=120)
+    if revision.startswith("-"):        # never an option of git's
+        raise UserError(f"--against {revision}: not a revision (it starts with '-')")
+    commit = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=60)
+    if commit.returncode:
+        raise UserError(f"--against {revision}: git archive failed: no such commit in this repository")
+    made = subprocess.run(["git", "archive", "--format=tar", commit.stdout.strip(), "text2math", "common"],
+                          cwd=REPO_ROOT, capture_output=True, timeout=120)
     if made.returncode:
         raise UserError(f"--against {revision}: git archive failed: {made.stderr.decode(errors='replace').strip()}")
     with tarfile.open(fileobj=io.BytesIO(made.stdout)) as tar:
@@ -102,12 +108,16 @@ def run_against(root: Path, args, batches: list[int]) -> dict[int, tuple[float, 
     settings = {"checkpoint": str(resolve_checkpoint(args.checkpoint).resolve()), "data": args.data,
                 "data_root": str(args.data_root.resolve()), "problems": args.problems, "beam": args.beam,
                 "max_len": args.max_len, "threads": args.threads, "batches": batches, "out": str(root / "runs")}
-    child = subprocess.run([sys.executable, "-c", AGAINST, json.dumps(settings)], cwd=root, capture_output=True,
-                           text=True, timeout=3600)
+    try:
+        child = subprocess.run([sys.executable, "-c", AGAINST, json.dumps(settings)], cwd=root, capture_output=True,
+                               text=True, timeout=3600)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"--against {args.against}: its decode ran over an hour; try fewer --problems") from None
     if child.returncode:
         last = (child.stderr.strip().splitlines() or ["no message"])[-1]
         raise UserError(f"--against {args.against}: its decode failed: {last}")
-    return {int(batch): (seconds, found) for batch, (seconds, found) in json.loads(child.stdout).items()}
+    result = json.loads((child.stdout.strip().splitlines() or ["{}"])[-1])    # its last line: the JSON
+    return {int(batch): (seconds, found) for batch, (seconds, found) in result.items()}
 
 
 def main(argv=None) -> None:

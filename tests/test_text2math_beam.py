@@ -92,6 +92,9 @@ def test_the_bench_against_a_revision_needs_a_checkpoint_and_a_revision(tmp_path
         text2math_beam.main(["--against", "HEAD"])
     with pytest.raises(UserError, match="git archive failed"):
         text2math_beam.archive("no-such-revision-anywhere", tmp_path)
+    with pytest.raises(UserError, match="not a revision"):          # never handed to git as an option
+        text2math_beam.archive(f"--output={tmp_path / 'written'}", tmp_path)
+    assert not (tmp_path / "written").exists()
 
 
 @pytest.mark.slow
