@@ -17,7 +17,7 @@ FOLLOWUP = "fashion_mnist_ffn/sweeps/followup.yaml"
 
 
 def runs(quick: bool) -> list[RunSpec]:
-    """The seed's sweep (fewer trials on the embedded data), the follow-up grid around its best
+    """The original report's sweep (fewer trials on the embedded data), the follow-up grid around its best
     region (whose winner is train.py's default), that default, and the same with squared error."""
     trials = "24" if quick else "60"
     followup = ("--config", FOLLOWUP, "--count", "9") + (("--epochs", "10") if quick else ())
@@ -65,7 +65,7 @@ def _followup_section(followup: RunResult) -> list[str]:
     return [
         "### The follow-up grid", "",
         f"`python fashion_mnist_ffn/sweep.py --config {FOLLOWUP} --count {a['count']}"
-        + (f" --epochs {a['epochs']}" if a.get("epochs") else "") + "`: the seed sweep's best region "
+        + (f" --epochs {a['epochs']}" if a.get("epochs") else "") + "`: the original sweep's best region "
         "(ReLU, He init, Adam at lr 1e-3) with wider layers, more L2 choices and a longer cosine schedule; "
         f"here its winner is {s['best_trial']} "
         f"({', '.join(f'{k} {format_value(v)}' for k, v in s['best_params'].items())}). "

@@ -1,4 +1,4 @@
-"""The seed's report table (split x GD type: train acc, test acc, loss trend), the init-scheme
+"""The original report's table (split x GD type: train acc, test acc, loss trend), the init-scheme
 comparison (random / Xavier / He with ReLU), the learning-rate schedules, the CNN's max- vs
 average-pool runs, and the foundation experiments (activations, XOR, approximation, gradient flow),
 each with its plots. The sections beyond the first two live in report_sections.py."""

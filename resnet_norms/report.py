@@ -1,7 +1,7 @@
 """resnet_norms' report: the six normalisations side by side (mean ± std over seeds) on CIFAR-10 and on
 Caltech-101's bird classes (or, with --quick, on the generated birds): accuracy, micro F1 and macro F1 on
 train / val / test, seconds per epoch, the validation curves, Grad-CAM's central share for correct vs
-incorrect predictions and the Grad-CAM grids; and the seed's setting (--preset seed) next to the default."""
+incorrect predictions and the Grad-CAM grids; and the original report's setting (--preset seed) next to the default."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,7 +35,8 @@ def runs(quick: bool) -> list[RunSpec]:
              for name, flags in sets.items() for norm in NORMS for seed in seeds]
     name, flags = list(sets.items())[-1]              # the bird set: Caltech-101's birds, or the generated ones
     at = flags.index("--epochs")
-    flags = flags[:at] + flags[at + 2:] + (("--epochs", "8") if quick else ())   # the seed's 50, unless --quick
+    # the original report's 50 epochs, unless --quick
+    flags = flags[:at] + flags[at + 2:] + (("--epochs", "8") if quick else ())
     specs.append(RunSpec(f"{name}_bn_preset-seed", (*flags, "--norm", "bn", "--preset", "seed", "--seed", "0")))
     return specs
 
@@ -101,7 +102,7 @@ def _preset_section(results: dict[str, RunResult]) -> list[str]:
         rows.append([name, s["preset"], f"SGD lr {s['lr']:g}, momentum {s['momentum']:g}, wd {s['weight_decay']:g}, "
                      f"{s['schedule']}", s["epochs"], f"{100 * s['train_acc']:.1f}", f"{100 * s['val_acc']:.1f}",
                      f"{100 * s['test_acc']:.1f}", f"{100 * s['test_macro_f1']:.1f}"])
-    return ["## The seed's setting vs the default", "",
+    return ["## The original report's setting (`--preset seed`) vs the default", "",
             markdown_table(["run", "preset", "optimiser", "epochs", "train acc", "val acc", "test acc", "test MF1"],
                            rows), ""]
 
