@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from common.cli import (NUMPY_DEVICES, make_parser, non_negative_float, open_fraction, parse_args, positive_float,
                         positive_int, typed_flags)
 from common.data_source import short_source
-from common.errors import UserError, run_cli
+from common.errors import run_cli
 from common.metrics import accuracy, confusion, macro_f1
 from common.plots import plot_confusion, plot_curves, plot_image_grid
 from common.progress import progress
@@ -31,7 +31,7 @@ from common.schedules import SCHEDULES
 from mnist_scratch.engine.init import INITS
 from mnist_scratch.engine.layers import ACTIVATIONS
 from mnist_scratch.engine.losses import LOSSES
-from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer, inert_option
+from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer, refuse_unused
 from mnist_scratch.engine.training import (SCHEDULE_NAMES, LossGuard, add_l2_grads, blas_threads_for, checkpoint,
                                            evaluate, init_states, resume, shuffled_batches)
 from common.training import end_epoch
@@ -91,9 +91,7 @@ def build_parser():
 def parse(argv=None):
     parser = build_parser()
     args = parse_args(parser, argv, assignment=ASSIGNMENT, run_name=run_name)
-    refusal = inert_option(args.optimizer, sorted(typed_flags(parser, argv) & set(OPTIMIZER_OPTIONS)))
-    if refusal:
-        raise UserError(refusal)
+    refuse_unused(args.optimizer, typed_flags(parser, argv) & set(OPTIMIZER_OPTIONS))
     if args.smoke:
         args.epochs = min(args.epochs, 2)
         vars(args).update(SMOKE)

@@ -31,7 +31,7 @@ from mnist_scratch.engine.init import INITS
 from mnist_scratch.engine.layers import ACTIVATIONS
 from mnist_scratch.engine.losses import LOSSES
 from mnist_scratch.engine.network import Conv2D
-from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer, inert_option
+from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer, refuse_unused
 from mnist_scratch.engine.training import (SCHEDULE_NAMES, LossGuard, add_l2_grads, blas_threads_for, checkpoint,
                                            evaluate, init_states, resume, shuffled_batches)
 from common.training import end_epoch
@@ -103,9 +103,7 @@ def parse(argv=None):
     that contradicts the GD type, or CNN flags for the MLP, are refused."""
     parser = build_parser()
     args = parse_args(parser, argv, assignment=ASSIGNMENT, run_name=run_name)
-    refusal = inert_option(args.optimizer, sorted(typed_flags(parser, argv) & {"momentum"}))
-    if refusal:
-        raise UserError(refusal)
+    refuse_unused(args.optimizer, typed_flags(parser, argv) & {"momentum"})
     gd = GD_TYPES[args.gd]
     if args.model not in gd.lr:
         raise UserError(f"--gd {args.gd} does not support --model {args.model}; use "

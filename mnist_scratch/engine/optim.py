@@ -8,6 +8,8 @@ from typing import Iterable
 
 import numpy as np
 
+from common.errors import UserError
+
 
 class Optimizer:
     def __init__(self, lr: float):
@@ -135,19 +137,14 @@ def takes(name: str, option: str) -> bool:
     return option in inspect.signature(OPTIMIZERS[name].__init__).parameters
 
 
-def inert_option(name: str, options: Iterable[str]) -> str | None:
-    """A one-line refusal for the first of `options` (flags the user typed) that optimizer `name` does not use;
-    None when it uses them all."""
-    for option in options:
+def refuse_unused(name: str, options: Iterable[str]) -> None:
+    """One line (UserError) for the first of `options` (flags the user typed) that optimizer `name` does not use."""
+    for option in sorted(options):
         if not takes(name, option):
             users = ", ".join(n for n in OPTIMIZERS if takes(n, option))
-            return f"--{option} is not used by --optimizer {name}; it applies to {users}"
-    return None
+            raise UserError(f"--{option} is not used by --optimizer {name}; it applies to {users}")
 
 
 def build_optimizer(name: str, lr: float, **options) -> Optimizer:
     """OPTIMIZERS[name](lr, ...) with just the options that optimizer takes (e.g. momentum)."""
-
-    cls = OPTIMIZERS[name]
-    accepted = inspect.signature(cls.__init__).parameters
-    return cls(lr, **{k: v for k, v in options.items() if k in accepted})
+    return OPTIMIZERS[name](lr, **{k: v for k, v in options.items() if takes(name, k)})
