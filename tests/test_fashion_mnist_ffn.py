@@ -158,6 +158,7 @@ def test_bad_flags_are_one_line(flags, message):
                                                     ("rmsprop", "--momentum", "momentum, nesterov")])
 def test_an_optimizer_option_the_optimizer_does_not_use_is_refused(optimizer, flag, users):
     with pytest.raises(UserError, match=f"{flag} is not used by --optimizer {optimizer}; it applies to {users}"):
-        train.parse(["--wandb", "off", "--optimizer", optimizer, flag, "0.5"])
-    args = train.parse(["--wandb", "off", "--optimizer", "rmsprop", "--alpha", "0.5", "--eps", "1e-6"])
+        train.parse(["--wandb", "off", "--threads", "1", "--optimizer", optimizer, flag, "0.5"])
+    args = train.parse(["--wandb", "off", "--threads", "1", "--optimizer", "rmsprop", "--alpha", "0.5",
+                        "--eps", "1e-6"])
     assert (args.alpha, args.eps) == (0.5, 1e-6)

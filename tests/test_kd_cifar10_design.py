@@ -310,6 +310,6 @@ def test_resume_gives_the_same_metrics_as_an_uninterrupted_run(tmp_path, monkeyp
 ])
 def test_a_flag_the_other_flags_leave_unused_is_refused(tmp_path, flags, message):
     with pytest.raises(UserError, match=message):
-        train.parse(["--out", str(tmp_path / "run"), "--wandb", "off", *flags])
-    assert train.parse(["--out", str(tmp_path / "run"), "--wandb", "off", "--pretrained", "w.pth",
+        train.parse(["--out", str(tmp_path / "run"), "--wandb", "off", "--threads", "1", *flags])
+    assert train.parse(["--out", str(tmp_path / "run"), "--wandb", "off", "--threads", "1", "--pretrained", "w.pth",
                         "--finetune", "frozen", "--input-size", "64"]).finetune == "frozen"

@@ -93,8 +93,9 @@ def test_defaults_are_the_recipe_and_build_the_model_configs_defaults():
 
 def test_an_optimizer_option_the_optimizer_does_not_use_is_refused():
     with pytest.raises(UserError, match="--momentum is not used by --optimizer adam; it applies to momentum, nes"):
-        train.parse(["--wandb", "off", "--optimizer", "adam", "--momentum", "0.9"])
-    assert train.parse(["--wandb", "off", "--optimizer", "nesterov", "--momentum", "0.5"]).momentum == 0.5
+        train.parse(["--wandb", "off", "--threads", "1", "--optimizer", "adam", "--momentum", "0.9"])
+    args = train.parse(["--wandb", "off", "--threads", "1", "--optimizer", "nesterov", "--momentum", "0.5"])
+    assert args.momentum == 0.5
 
 
 def test_cnn_flags_with_the_mlp_are_refused():
