@@ -18,11 +18,11 @@ demo: $(STAMP)  ## reproduce mnist_scratch's report on the embedded data (offlin
 lint: $(STAMP)  ## ruff, configured in pyproject.toml
 	$(PY) -m ruff check .
 
-check: lint  ## the quick loop: lint + every test not marked slow (pytest.ini)
-	$(PY) -m pytest -q -m "not slow"
+check: lint  ## the quick loop: lint + every test not marked slow (pytest.ini), one worker per core
+	$(PY) -m pytest -q -n auto -m "not slow"
 
-test: lint  ## what CI runs: lint + the whole test suite (no network, no GPU)
-	$(PY) -m pytest -q
+test: lint  ## what CI runs: lint + the whole test suite (no network, no GPU), one worker per core
+	$(PY) -m pytest -q -n auto
 
 bench: $(STAMP)  ## side-by-side speed ratios
 	$(PY) bench/mnist_scratch_epoch.py

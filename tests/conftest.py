@@ -15,6 +15,12 @@ from common.formats import write_idx
 from common.rundir import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make check` / `make test` run one pytest worker per core (pytest-xdist): each worker and the scripts it
+    # launches take one thread, so two workers never fight over a core (the spin-and-wait cliff of
+    # bench/cpu_threads.py). Set before torch is imported; a script's own --threads still applies.
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = "1"
 os.environ.pop("WANDB_API_KEY", None)
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
