@@ -37,6 +37,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+MAX_SEED = 2**32 - 1   # NumPy's legacy seeding (np.random.seed) takes no more
+
+
+def seed_int(text: str) -> int:
+    """A random seed: an integer from 0 to 2**32 - 1 (a larger one made np.random.seed raise a traceback)."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED}, got {text}")
+    return value
+
+
 def thread_count(text: str) -> str | int:
     """'auto' or a positive number of CPU threads."""
     return text if text == "auto" else positive_int(text)
@@ -78,7 +89,7 @@ def make_parser(description: str, *, epochs: int, batch_size: int | None, lr: fl
     add("--batch-size", type=positive_int, default=batch_size,
         help=batch_size_help or "mini-batch size (default: %(default)s)")
     add("--lr", type=positive_float, default=lr, help=lr_help or "learning rate (default: %(default)s)")
-    add("--seed", type=non_negative_int, default=seed,
+    add("--seed", type=seed_int, default=seed,
         help="random seed for data split, init and order (default: %(default)s)")
     add("--device", choices=devices, default="auto", help="where to compute (default: %(default)s)")
     add("--threads", type=thread_count, default="auto",

@@ -7,22 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.errors import UserError
 from mnist_scratch.engine.network import MLPConfig, Sequential, mlp
 
-
-MAX_PARAMETERS = 100_000_000   # 400 MB of float32 weights, and as much again for each of gradients and Adam's moments
 
 
 @dataclass(frozen=True)
 class FFNConfig(MLPConfig):
     """The shared NumPy MLP; the defaults are the README's network (784-256-256-10 ReLU, He init)."""
     hidden: tuple[int, ...] = (256, 256)
-
-    def __post_init__(self):   # before any array is made: a sweep's hidden_size 1e8 ended in a MemoryError
-        if self.parameter_count() > MAX_PARAMETERS:
-            raise UserError(f"an FFN {'→'.join(map(str, self.sizes))} has {self.parameter_count():,} parameters, above "
-                            f"the {MAX_PARAMETERS:,} this NumPy engine trains in memory; pick smaller hidden sizes")
 
     def describe(self) -> str:
         return "→".join(map(str, self.sizes)) + f" {self.activation} FFN ({self.init} init)"

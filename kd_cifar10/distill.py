@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from common import distributed
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.classify import evaluate_classifier as evaluate, predict_logits, to_memory_format
-from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int, seed_int
 from common.errors import UserError, run_cli
 from common.images import AUGMENTATIONS, ImageTensors
 from common.models import count_parameters
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
              "cifar10_resnet/resnet56-4bfd9763.th) as the teacher, through resnet_norms' ResNet; this run's inputs "
              "are re-normalised to the file's statistics")
     add("--teacher-epochs", type=positive_int, default=None, help="teacher's epochs (default: --epochs)")
-    add("--student-seeds", type=int, nargs="+", default=None,
+    add("--student-seeds", type=seed_int, nargs="+", default=None,
         help="train the student baseline and the distilled student once per seed (default: --seed)")
     add("--augment", choices=list(AUGMENTATIONS), default="crop_flip",
         help="training-batch augmentation, on the device (default: %(default)s)")

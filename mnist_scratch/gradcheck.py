@@ -15,7 +15,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from common.cli import OneLineParser, positive_float
+from common.cli import OneLineParser, positive_float, seed_int
 from common.errors import UserError, run_cli
 from common.reporting import markdown_table
 from mnist_scratch.engine import conv
@@ -124,7 +124,8 @@ CHECKS: dict[str, Callable] = {
 
 def main(argv=None) -> list[list]:
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random shapes' values (default: %(default)s)")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help="seed of the random shapes' values (default: %(default)s)")
     parser.add_argument("--tolerance", type=positive_float, default=1e-6,
                         help="largest relative error that passes (default: %(default)s)")
     parser.add_argument("--smoke", action="store_true", help="the same checks (they are already seconds)")

@@ -32,6 +32,7 @@ from mnist_scratch.plots import plot_decision_boundary
 POINTS = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)   # (4, 2)
 LABELS = np.array([0, 1, 1, 0])                                          # (4,) x1 XOR x2
 CLOUD_STD = 0.15
+MAX_CLOUD = 100_000   # 400,000 training points; a larger --cloud would only exhaust the memory
 
 
 def build_parser():
@@ -44,7 +45,8 @@ def build_parser():
     add("--momentum", type=non_negative_float, default=0.9,
         help="momentum for momentum/nesterov (default: %(default)s)")
     add("--cloud", type=int, default=0,
-        help=f"noisy copies (std {CLOUD_STD}) of each point added to the training set (default: %(default)s)")
+        help=f"noisy copies (std {CLOUD_STD}) of each point added to the training set, at most {MAX_CLOUD:,} "
+             "(default: %(default)s)")
     return parser
 
 
@@ -77,8 +79,8 @@ def train(net, x: np.ndarray, y: np.ndarray, args, run) -> tuple[list[float], fl
 def main(argv=None) -> dict:
     args = parse_args(build_parser(), argv, assignment=ASSIGNMENT,
                       run_name=lambda a: f"xor_h{a.hidden}_{a.activation}_seed{a.seed}")
-    if args.cloud < 0:
-        raise UserError(f"--cloud {args.cloud}: the number of noisy copies cannot be negative")
+    if not 0 <= args.cloud <= MAX_CLOUD:
+        raise UserError(f"--cloud {args.cloud}: the noisy copies of each point run from 0 to {MAX_CLOUD:,}")
     if args.smoke:
         args.epochs = min(args.epochs, 200)
     x, y, noisy = training_set(args.cloud, args.seed)

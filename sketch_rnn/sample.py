@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from common.checkpoint import load_checkpoint
-from common.cli import DEVICES, OneLineParser, positive_float, positive_int
+from common.cli import DEVICES, OneLineParser, positive_float, positive_int, seed_int
 from common.errors import UserError, run_cli
 from common.models import rebuild_model
 from common.rundir import make_dir
@@ -41,7 +41,7 @@ def build_parser() -> OneLineParser:
         help="sketches per class (default: %(default)s)")
     add("--temperature", type=positive_float, default=DEFAULTS["temperature"],
         help="sampling temperature: lower is tidier, higher is more varied (default: %(default)s)")
-    add("--seed", type=int, default=DEFAULTS["seed"], help="sampling seed (default: %(default)s)")
+    add("--seed", type=seed_int, default=DEFAULTS["seed"], help="sampling seed (default: %(default)s)")
     add("--device", choices=DEVICES, default=DEFAULTS["device"], help="where to compute (default: %(default)s)")
     add("--out", type=Path, default=None, help="folder for samples.png and samples.gif "
                                                "(default: <checkpoint folder>/samples_T<temperature>; with --smoke "

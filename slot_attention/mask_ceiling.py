@@ -11,7 +11,6 @@ area shares do), but it shows how much a grid costs before any training.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ if __package__ in (None, ""):
 import torch
 from torch.nn import functional as F
 
-from common.cli import positive_int
+from common.cli import OneLineParser, positive_int, seed_int
 from common.errors import UserError, run_cli
 from common.segmentation import segmentation_scores
 from slot_attention.data import KINDS, generate_scenes
@@ -52,12 +51,12 @@ def ceilings(masks: torch.Tensor, sizes: list[int]) -> dict[int, dict[str, float
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
     add("--stand-in", choices=KINDS, default="flat", help="generated scenes (default: %(default)s)")
     add("--image-size", type=positive_int, default=64, help="image side (default: %(default)s)")
     add("--scenes", type=positive_int, default=200, help="val scenes scored (default: %(default)s)")
-    add("--seed", type=int, default=0, help="the scenes' seed (default: %(default)s)")
+    add("--seed", type=seed_int, default=0, help="the scenes' seed (default: %(default)s)")
     add("--sizes", type=positive_int, nargs="+", default=[8, 16, 32, 64], help="grid sizes (default: 8 16 32 64)")
     args = parser.parse_args(argv)
     _, masks = generate_scenes(args.scenes, args.image_size, args.stand_in, args.seed, "val")

@@ -1029,8 +1029,8 @@ def test_a_metrics_file_damaged_otherwise_is_one_line(tmp_path, damage):
 
 
 def test_a_sweep_with_an_absurd_hidden_size_is_one_line(tmp_path):
-    """D14: a sweep config with hidden_size 1e8 gave a MemoryError traceback (fashion_mnist_ffn/model.py's FFNConfig
-    bounds the parameters before any array is made)."""
+    """D14: a sweep config with hidden_size 1e8 gave a MemoryError traceback (the NumPy engine's MLPConfig bounds
+    the parameters before any array is made, mnist_scratch/engine/limits.py)."""
     from fashion_mnist_ffn import sweep
     from fashion_mnist_ffn import train as ffn_train
 
@@ -1042,6 +1042,39 @@ def test_a_sweep_with_an_absurd_hidden_size_is_one_line(tmp_path):
         sweep.main(["--config", str(config), "--count", "1", "--data", "generated", "--wandb", "off",
                     "--out", str(tmp_path / "sweep")])
     one_line(err)
-    with pytest.raises(UserError, match="pick smaller hidden sizes"):
+    with pytest.raises(UserError, match="pick smaller layers"):
         ffn_train.main(["--data", "generated", "--hidden-size", "100000000", "--out", str(tmp_path / "run")])
     assert time.perf_counter() - start < 20
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    ("xor", ["--hidden", "1000000000"], "parameters, above the 100,000,000"),
+    ("xor", ["--hidden", "1000000", "--cloud", "100000"], "GiB, above the 2 GiB"),
+    ("xor", ["--cloud", "10000000000"], "run from 0 to 100,000"),
+    ("train", ["--model", "cnn", "--channels", "100000", "100000"], "parameters, above the 100,000,000"),
+    ("train", ["--hidden", "100000", "100000"], "parameters, above the 100,000,000"),
+    ("approximation", ["--widths", "100", "--samples", "10000000"], "GiB, above the 2 GiB"),
+    ("gradient_flow", ["--width", "100000000"], "parameters, above the 100,000,000"),
+])
+def test_absurd_numpy_engine_sizes_are_one_line(tmp_path, module, argv, message):
+    """D14 for every script on the NumPy engine: xor.py --hidden 1000000000 took 22 GB and was killed, other sizes
+    gave MemoryError tracebacks. mnist_scratch/engine/limits.py checks parameters and each forward pass's arrays
+    before allocating them."""
+    mod = importlib.import_module(f"mnist_scratch.{module}")
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=message) as err:
+        mod.main([*argv, "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "r")])
+    one_line(err)
+    assert time.perf_counter() - start < 20
+
+
+def test_the_engine_checks_a_convolutions_buffers_before_making_them(monkeypatch):
+    from mnist_scratch.engine import conv, limits
+
+    x, w, b = np.zeros((4, 3, 8, 8), np.float32), np.zeros((5, 3, 3, 3), np.float32), np.zeros(5, np.float32)
+    conv.conv2d_forward(x, w, b, pad=1)
+    cols = 4 * 8 * 8 * 3 * 3 * 3 * 4                                   # the im2col buffer's bytes
+    monkeypatch.setattr(limits, "MAX_ARRAY_BYTES", cols - 1)
+    monkeypatch.setattr(conv, "im2col", lambda *a, **k: pytest.fail("im2col ran past the limit"))
+    with pytest.raises(UserError, match="column buffer of a 3x3 convolution of 3 channels for 4 examples"):
+        conv.conv2d_forward(x, w, b, pad=1)

@@ -210,12 +210,43 @@ def test_threads_flag_is_applied_and_recorded(restore_threads):
 
 @pytest.mark.parametrize("argv, message", [(["--threads", "0"], "positive integer"),
                                            (["--threads", "many"], "invalid"),
-                                           (["--seed", "-1"], "integer >= 0")])
+                                           (["--seed", "-1"], "a seed from 0 to 4294967295"),
+                                           (["--seed", str(2**32)], "a seed from 0 to 4294967295")])
 def test_bad_threads_or_seed_is_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         _parse(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("module", ["mnist_scratch.train", "kd_cifar10.distill", "sketch_rnn.sample",
+                                    "slot_attention.mask_ceiling", "text2math.knn", "mnist_scratch.gradcheck"])
+def test_every_seed_flag_takes_what_numpy_seeds_and_refuses_the_rest(module, capsys):
+    """A seed of 2**32 or more reached np.random.seed and ended in a ValueError traceback; every seed flag now
+    takes 0 .. 2**32 - 1 and refuses the rest in one line."""
+    import importlib
+
+    from common.cli import MAX_SEED, seed_int
+
+    mod = importlib.import_module(module)
+    parser = mod.build_parser() if hasattr(mod, "build_parser") else None
+    flag = "--student-seeds" if module == "kd_cifar10.distill" else "--seed"
+    if parser is not None:
+        action = next(a for a in parser._actions if flag in a.option_strings)
+        assert action.type is seed_int
+    assert seed_int(str(MAX_SEED)) == MAX_SEED
+    for bad in ("-1", str(MAX_SEED + 1)):
+        with pytest.raises(SystemExit) as exit_info:
+            (parser.parse_args([flag, bad]) if parser is not None else mod.main([flag, bad]))
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "a seed from 0 to" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_largest_seed_trains(tmp_path, restore_threads):
+    from mnist_scratch import train
+
+    summary = train.main(["--smoke", "--seed", str(2**32 - 1), "--threads", "1", "--out", str(tmp_path / "r")])
+    assert summary["test_acc"] > 0
 
 
 def test_typed_flags_are_those_on_the_command_line_even_at_their_default_value():

@@ -17,7 +17,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import REPO_ROOT
-from common.cli import DATA_MODES, OneLineParser, open_fraction, positive_float, positive_int
+from common.cli import DATA_MODES, OneLineParser, open_fraction, positive_float, positive_int, seed_int
 from common.errors import run_cli
 from common.rundir import write_json
 from text2math.data import MathQASplits, load_mathqa, with_files
@@ -36,7 +36,7 @@ def build_parser():
     add("--eval-file", type=Path, default=None,
         help="MathQA json to evaluate on (default: as train.py, the held-out 10%% of dev.json)")
     add("--test-fraction", type=open_fraction, default=0.1, help="share of dev.json held out (default: %(default)s)")
-    add("--seed", type=int, default=0, help="split seed (default: %(default)s)")
+    add("--seed", type=seed_int, default=0, help="split seed (default: %(default)s)")
     add("--k", type=positive_int, default=20, help="neighbours tried by option-aware selection (default: %(default)s)")
     add("--tolerance", type=positive_float, default=0.02, help="relative tolerance (default: %(default)s)")
     add("--out", type=Path, default=None, help="write the scores to this json file (default: none written)")

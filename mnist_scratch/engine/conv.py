@@ -10,6 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from common.errors import UserError
+from mnist_scratch.engine.limits import check_array
 
 
 def output_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -64,6 +65,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1,
     if wc != c:
         raise UserError(f"conv2d: input has {c} channels, the filters expect {wc}")
     oh, ow = output_size(h, kh, stride, pad), output_size(width, kw, stride, pad)
+    check_array(n * oh * ow * kh * kw * c, x.dtype, f"the column buffer of a {kh}x{kw} convolution of {c:,} channels "
+                                                     f"for {n:,} examples")
+    check_array(n * oh * ow * f, x.dtype, f"the output of a convolution to {f:,} channels for {n:,} examples")
     cols = im2col(x, kh, kw, stride, pad)                       # (N*OH*OW, KH*KW*C)
     out = cols @ w.transpose(0, 2, 3, 1).reshape(f, -1).T       # (N*OH*OW, F)
     out += b

@@ -12,17 +12,21 @@ from common.models import ModelConfig
 from mnist_scratch.engine import conv
 from mnist_scratch.engine.init import INITS
 from mnist_scratch.engine.layers import ACTIVATIONS, affine_backward, affine_forward
-
+from mnist_scratch.engine.limits import check_array, check_parameters
 
 class Dense:
     """Fully connected layer; params w (D, M) and b (M,)."""
 
     def __init__(self, fan_in: int, fan_out: int, init: str, rng: np.random.Generator, dtype=np.float32):
+        check_parameters(fan_in * fan_out + fan_out, f"a {fan_in:,}→{fan_out:,} dense layer")
         self.params = {"w": INITS[init](fan_in, fan_out, rng).astype(dtype),
                        "b": np.zeros(fan_out, dtype=dtype)}
 
     def forward(self, x):
-        return affine_forward(x, self.params["w"], self.params["b"])
+        w = self.params["w"]
+        check_array(len(x) * w.shape[1], w.dtype, f"the output of a {w.shape[0]:,}→{w.shape[1]:,} layer for {len(x):,} "
+                                                  "examples")
+        return affine_forward(x, w, self.params["b"])
 
     def backward(self, dout, cache, need_dx: bool = True):
         dx, dw, db = affine_backward(dout, cache, need_dx)
@@ -50,6 +54,8 @@ class Conv2D:
     def __init__(self, in_channels: int, filters: int, kernel: int, init: str, rng: np.random.Generator,
                  stride: int = 1, pad: int = 0, dtype=np.float32):
         area = kernel * kernel
+        check_parameters(filters * in_channels * area + filters, f"a {kernel}x{kernel} convolution of {in_channels:,} "
+                                                                 f"to {filters:,} channels")
         w = INITS[init](in_channels * area, filters * area, rng, shape=(filters, in_channels, kernel, kernel))
         self.params = {"w": w.astype(dtype), "b": np.zeros(filters, dtype=dtype)}
         self.stride, self.pad = stride, pad
@@ -175,6 +181,9 @@ class MLPConfig(ModelConfig):
     def parameter_count(self) -> int:
         return sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
 
+    def __post_init__(self):   # before any array is made: a sweep's hidden_size 1e8 ended in a MemoryError
+        check_parameters(self.parameter_count(), f"the network {self.describe()}")
+
     def describe(self) -> str:
         return "→".join(map(str, self.sizes)) + f" {self.activation} MLP"
 
@@ -182,6 +191,7 @@ class MLPConfig(ModelConfig):
 def mlp(sizes: Sequence[int], activation: str, init: str, rng: np.random.Generator,
         dtype=np.float32) -> Sequential:
     """sizes = (inputs, hidden..., classes); the activation follows every hidden layer."""
+    check_parameters(sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])), "an MLP " + "→".join(map(str, sizes)))
     layers: list = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(Dense(fan_in, fan_out, init, rng, dtype))
