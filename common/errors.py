@@ -1,7 +1,8 @@
-"""User errors: one clear line, a non-zero exit, no traceback."""
+"""User errors: one clear line, a non-zero exit, no traceback; running out of memory is one of them."""
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from typing import Callable, Sequence
 
 
@@ -19,12 +20,94 @@ class TrainingDiverged(UserError):
 
 
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
-    """Run a script's main(); turn user errors and Ctrl-C into one line and an exit code."""
+    """Run a script's main(); turn user errors, running out of memory (`guard`) and Ctrl-C into one line and
+    an exit code."""
     try:
-        main(argv)
+        with guard():
+            main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is kept; continue with --resume", file=sys.stderr)
         sys.exit(130)
+
+
+# Running out of memory as one line.
+#
+# A size flag far beyond the machine (kd_cifar10/train.py --width 100000, --model mlp --depth 100000) either
+# failed in one huge allocation (a RuntimeError traceback from torch's allocator, a MemoryError from NumPy) or,
+# layer by layer, filled the memory until the kernel killed a process. `guard()` (run_cli wraps every script's
+# main in it) turns the first into one line and stops the second while the model is being built: the parameters
+# torch modules register are counted against the memory free at the start.
+ALLOCATOR_MESSAGES = ("can't allocate memory", "out of memory")
+
+
+def memory_left() -> tuple[int, int] | None:
+    """(available, total) bytes from /proc/meminfo, or None where Linux's file is missing."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["MemAvailable"].split()[0]) * 1024, int(fields["MemTotal"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def reserve(total: int) -> int:
+    """The memory a model being built must leave free: 10% of the machine, at most 2 GiB."""
+    return min(2 * 2**30, total // 10)
+
+
+def check_memory_left(what: str) -> None:
+    left = memory_left()
+    if left is not None and left[0] < reserve(left[1]):
+        raise UserError(f"{what} has used the machine's memory ({left[0] / 2**30:.1f} of {left[1] / 2**30:.1f} GiB "
+                        "left); pick smaller sizes (width, depth, layers, batch)")
+
+
+class ParameterBudget:
+    """Counts the bytes of the parameters torch modules register: training holds each about four times
+    (weights, gradients, two optimizer moments), which must fit in the memory available when the script started;
+    and every registration checks that the machine still has memory to spare."""
+
+    COPIES = 4
+
+    def __init__(self):
+        left = memory_left()
+        self.available, self.used = (left[0] if left else None), 0
+
+    def __call__(self, module, name, param):
+        if param is None:
+            return
+        self.used += param.numel() * param.element_size()
+        if self.available is not None and self.COPIES * self.used > self.available:
+            raise UserError(f"the model's parameters reach {self.used / 2**30:.1f} GiB "
+                            f"({type(module).__name__}.{name}); "
+                            f"training holds them about {self.COPIES} times, more than the "
+                            f"{self.available / 2**30:.1f} GiB this machine had free; pick smaller sizes "
+                            "(width, depth, layers)")
+        check_memory_left(f"building the model ({type(module).__name__}.{name})")
+
+
+@contextmanager
+def guard():
+    """Within: a torch module registering a parameter on a machine out of memory, a MemoryError, or an
+    allocator's out-of-memory RuntimeError becomes a one-line UserError."""
+    torch = sys.modules.get("torch")
+    handle = None
+    if torch is not None:
+        from torch.nn.modules.module import register_module_parameter_registration_hook
+        handle = register_module_parameter_registration_hook(ParameterBudget())
+    try:
+        yield
+    except MemoryError as err:
+        raise UserError(f"out of memory ({str(err).splitlines()[0] if str(err) else 'MemoryError'}); pick smaller "
+                        "sizes (width, depth, layers, batch)") from None
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if not any(m in first.lower() for m in ALLOCATOR_MESSAGES):
+            raise
+        raise UserError(f"out of memory ({first[:200]}); pick smaller sizes (width, depth, layers, batch)") from None
+    finally:
+        if handle is not None:
+            handle.remove()

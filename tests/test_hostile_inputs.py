@@ -1078,3 +1078,59 @@ def test_the_engine_checks_a_convolutions_buffers_before_making_them(monkeypatch
     monkeypatch.setattr(conv, "im2col", lambda *a, **k: pytest.fail("im2col ran past the limit"))
     with pytest.raises(UserError, match="column buffer of a 3x3 convolution of 3 channels for 4 examples"):
         conv.conv2d_forward(x, w, b, pad=1)
+
+
+def test_running_out_of_memory_is_one_line():
+    """common.errors.guard (run_cli wraps every main in it): NumPy's MemoryError and torch's allocator error become
+    one-line UserErrors; any other RuntimeError stays what it is."""
+    from common import errors
+
+    def fail(err):
+        with errors.guard():
+            raise err
+
+    with pytest.raises(UserError, match=r"out of memory \(Unable to allocate 5.70 TiB\)") as err:
+        fail(MemoryError("Unable to allocate 5.70 TiB"))
+    one_line(err)
+    with pytest.raises(UserError, match="out of memory.*DefaultCPUAllocator: can't allocate memory") as err:
+        fail(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried "
+                          "to allocate 360000000000 bytes.\nmore"))
+    one_line(err)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        fail(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+def test_a_model_too_large_for_the_free_memory_stops_while_it_is_built(monkeypatch, capsys):
+    """kd_cifar10/train.py --model mlp --depth 100000 built layer after layer until the memory ran out: the parameters
+    torch modules register are counted against the memory free at the start (4 copies: weights, gradients, moments),
+    and the budget's hook is gone after the run."""
+    from common import errors
+    from common.errors import run_cli
+    from kd_cifar10 import train as kd_train
+
+    free = 40 * 2**20
+    monkeypatch.setattr(errors, "memory_left", lambda: (free, 100 * 2**20))   # the 10% reserve: 10 MiB
+    built = []
+    monkeypatch.setattr(torch.nn.Linear, "reset_parameters", lambda self: built.append(self.weight.shape))
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(kd_train.main, ["--model", "mlp", "--depth", "1000", "--width", "256", "--data", "generated",
+                                "--threads", "1", "--out", "/nonexistent/never-made"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.count("\n") == 0
+    assert err.startswith("error: the model's parameters reach") and "more than the 0.0 GiB" in err
+    assert 10 < len(built) < 50                                # stopped near 40 MiB / 4, not after 1000 layers
+    assert 4 * 4 * sum(a * b for a, b in built) <= free        # the layers built fitted the budget
+    torch.nn.Linear(512, 512)                                  # the hook went with the run
+
+
+def test_a_machine_short_of_memory_stops_the_model_being_built(monkeypatch):
+    from common import errors
+
+    left = [8 * 2**30]
+    monkeypatch.setattr(errors, "memory_left", lambda: (left[0], 16 * 2**30))
+    with errors.guard():
+        torch.nn.Linear(4, 4)
+        left[0] = 2**30                                        # under 10% of the machine: other work took it
+        with pytest.raises(UserError, match=r"building the model \(Linear.weight\) has used the machine's memory "
+                                            r"\(1.0 of 16.0 GiB left\)"):
+            torch.nn.Linear(4, 4)
