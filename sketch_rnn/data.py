@@ -26,6 +26,7 @@ SIMPLIFIED_URL = "https://storage.googleapis.com/quickdraw_dataset/full/simplifi
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.1}                   # per class; the rest is train
 SMOKE_PER_CLASS = 16
 MAX_POINTS = 100_000             # a stroke-3 drawing read from an .npz (sketch-rnn's have at most a few hundred)
+MAX_GENERATED_PER_CLASS = 20_000   # --max-per-class when the stand-in is generated
 MAX_TOTAL_POINTS = 50_000_000    # all drawings of one .npz read (600 MB as float32)
 
 
@@ -177,6 +178,9 @@ def split_per_class(per_class: list[list[np.ndarray]], seed: int) -> tuple[dict,
 
 
 def _generated(count: int, seed: int) -> tuple[tuple[list[str], list[list[np.ndarray]]], str]:
+    if count > MAX_GENERATED_PER_CLASS:   # 1e9 generated for ever, filling the memory
+        raise UserError(f"--max-per-class {count:,}: the generated stand-in draws at most {MAX_GENERATED_PER_CLASS:,} "
+                        "sketches a class (about 45 s); real Quick, Draw! files take any cap")
     names = list(SHAPES)
     per_class = [parse_ndjson(generated_lines(name, count, seed), count, f"generated {name}") for name in names]
     return (names, per_class), (f"generated: {len(names)} stroke classes ({', '.join(names)}), {count:,} "

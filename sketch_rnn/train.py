@@ -68,7 +68,7 @@ def build_parser():
     add("--classes", nargs="+", default=RECIPE["classes"],
         help="Quick, Draw! classes for real data; the generated stand-in has its own five (default: %(default)s)")
     add("--max-per-class", type=positive_int, default=RECIPE["max_per_class"],
-        help="drawings read per class (default: %(default)s)")
+        help="drawings read per class (the generated stand-in: at most 20,000) (default: %(default)s)")
     add("--max-len", type=positive_int, default=RECIPE["max_len"],
         help="stroke-5 rows kept per sketch (default: %(default)s)")
     add("--embed-dim", type=positive_int, default=RECIPE["embed_dim"],

@@ -1134,3 +1134,17 @@ def test_a_machine_short_of_memory_stops_the_model_being_built(monkeypatch):
         with pytest.raises(UserError, match=r"building the model \(Linear.weight\) has used the machine's memory "
                                             r"\(1.0 of 16.0 GiB left\)"):
             torch.nn.Linear(4, 4)
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    ("sketch_rnn.train", ["--max-per-class", "1000000000"], "--max-per-class 1,000,000,000: the generated stand-in"),
+    ("text2math.train", ["--n-generated", "1000000000"], "--n-generated 1,000,000,000: the generated stand-in"),
+])
+def test_an_absurd_generated_stand_in_is_one_line(tmp_path, module, argv, message):
+    """Both generated for ever (killed after 120 s, memory growing); now refused before any is made."""
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=message) as err:
+        importlib.import_module(module).main([*argv, "--data", "generated", "--epochs", "1", "--threads", "1",
+                                              "--out", str(tmp_path / "r")])
+    one_line(err)
+    assert time.perf_counter() - start < 20

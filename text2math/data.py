@@ -19,6 +19,7 @@ from text2math.program import (ExecutionError, correct_values, execute, execute_
 
 MATHQA_URL = "https://math-qa.github.io/math-QA/data/MathQA.zip"
 FIELDS = ("Problem", "options", "correct", "linear_formula")
+MAX_GENERATED = 200_000   # --n-generated: the stand-in's problems
 NUMBER = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?![\w])|(?<![\w.])\.\d+")
 
 
@@ -277,6 +278,9 @@ def _read_real(folder: Path, seed: int, test_fraction: float) -> MathQASplits:
 
 
 def _generated(n: int, seed: int, test_fraction: float) -> MathQASplits:
+    if n > MAX_GENERATED:   # 1e9 generated for ever, filling the memory
+        raise UserError(f"--n-generated {n:,}: the generated stand-in makes at most {MAX_GENERATED:,} problems "
+                        "(about 30 s)")
     problems = [problem_from_row(row, "generated") for row in generated_rows(n, seed)]
     train, test = split(problems, test_fraction, seed)
     return MathQASplits(train, test, f"generated: {n:,} template word problems in MathQA's schema "

@@ -100,7 +100,8 @@ def build_parser():
     add("--max-program-len", type=positive_int, default=60,
         help="program tokens; longer training programs are dropped (default: %(default)s)")
     add("--test-fraction", type=open_fraction, default=0.1, help="share of dev.json held out (default: %(default)s)")
-    add("--n-generated", type=positive_int, default=3000, help="generated problems (default: %(default)s)")
+    add("--n-generated", type=positive_int, default=3000,
+        help="problems of the generated stand-in, at most 200,000 (default: %(default)s)")
     add("--tolerance", type=positive_float, default=0.02,
         help="relative tolerance of execution accuracy (default: %(default)s)")
     add("--number-index", action=argparse.BooleanOptionalAction, default=MODEL["number_index"],
