@@ -14,6 +14,7 @@ from mnist_scratch.engine.init import INITS
 from mnist_scratch.engine.layers import ACTIVATIONS, affine_backward, affine_forward
 from mnist_scratch.engine.limits import check_array, check_parameters
 
+
 class Dense:
     """Fully connected layer; params w (D, M) and b (M,)."""
 
