@@ -109,6 +109,21 @@ def test_neighbours_leave_one_out():
     assert found[0][0][0] == 1 and found[1][0][0] == 0                   # the duplicate, not itself
     assert neighbours(texts, texts[2:3], k=1)[0][0][0] == 2               # without exclusion: itself
     assert found[0][0][1] >= found[0][1][1]                               # most similar first
+    every = neighbours(texts, texts, k=4, exclude=[0, 1, 2, 3])          # k reaches the pool: itself still out
+    assert [sorted(j for j, _ in row) for row in every] == [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]]
+    assert all(np.isfinite(sim) for row in every for _, sim in row)
+    assert len(neighbours(texts, texts, k=100, exclude=[0, 1, 2, 3])[0]) == 3
+    assert len(neighbours(texts, texts, k=100)[0]) == 4
+
+
+def test_rerank_with_more_neighbours_than_the_pool_holds(tmp_path):
+    """rerank.py --k 1000000000 (and any k at or above the pool) raised sklearn's 'Input X contains NaN'."""
+    from text2math import rerank
+
+    run = tmp_path / "run"
+    main(["--smoke", "--threads", "1", "--rerank-k", "0", "--out", str(run)])
+    result = rerank.main(["--checkpoint", str(run), "--k", "1000000000", "--threads", "1"])
+    assert 0.0 <= result["exec_acc"] <= 1.0
 
 
 def _problem(answer):

@@ -51,10 +51,10 @@ def neighbours(pool_texts: Sequence[str], queries: Sequence[str], k: int,
         similarity = (vectorizer.transform(list(queries[start:start + 512])) @ memory.T).toarray()
         for row, sims in enumerate(similarity):
             skip = exclude[start + row] if exclude is not None else None
-            if skip is not None:
-                sims[skip] = -np.inf
-            order = np.argsort(-sims, kind="stable")[:k]
-            out.append([(int(j), float(sims[j])) for j in order])
+            order = np.argsort(-sims, kind="stable")
+            # the excluded problem is dropped, not ranked last: with k at or above the pool's size it came back
+            # with similarity -inf, and the features' NaN stopped the reranker's fit with a traceback
+            out.append([(int(j), float(sims[j])) for j in order[:k + 1] if j != skip][:k])
     return out
 
 
