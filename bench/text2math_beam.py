@@ -29,8 +29,9 @@ if __package__ in (None, ""):
 import torch
 
 from common import REPO_ROOT
-from common.cli import DATA_MODES, OneLineParser, positive_int
+from common.cli import DATA_MODES, OneLineParser, int_in, positive_int
 from common.errors import UserError, run_cli
+from text2math.beam import MAX_BEAM
 from text2math.data import load_mathqa
 from text2math.evaluate import load_model, resolve_checkpoint
 from text2math.evaluation import decode
@@ -127,7 +128,7 @@ def main(argv=None) -> None:
     add("--data", choices=DATA_MODES, default="generated", help="problems decoded (default: %(default)s)")
     add("--data-root", type=Path, default=REPO_ROOT / "data", help="folder holding MathQA/ (default: <repo>/data)")
     add("--problems", type=positive_int, default=100, help="problems decoded (default: %(default)s)")
-    add("--beam", type=positive_int, default=10, help="beam width (default: %(default)s)")
+    add("--beam", type=int_in(1, MAX_BEAM), default=10, help="beam width (default: %(default)s)")
     add("--batch", type=positive_int, default=64, help="problems per forward pass, batched (default: %(default)s)")
     add("--max-len", type=positive_int, default=60, help="program tokens (default: %(default)s)")
     add("--repeats", type=positive_int, default=1, help="interleaved repeats (default: %(default)s)")

@@ -37,6 +37,18 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high` (a flag whose absurd values would exhaust the machine)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high:,}, got {text}")
+        return value
+
+    parse.__name__ = f"integer from {low} to {high}"   # argparse's "invalid <name> value" for a non-number
+    return parse
+
+
 MAX_SEED = 2**32 - 1   # NumPy's legacy seeding (np.random.seed) takes no more
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from common.checkpoint import load_checkpoint
-from common.cli import non_negative_int, positive_int
+from common.cli import int_in, non_negative_int, positive_int
 from common.errors import UserError
 from common.models import ModelConfig, rebuild_model
 
@@ -320,9 +320,10 @@ def predicted_segmentation(masks: torch.Tensor) -> torch.Tensor:
 # The command-line flag of each SlotConfig field (--slot-dim for slot_dim); its default is the field's, so --help
 # shows what a run uses. train.py takes them all; slot_diffusion's train.py takes ENCODER_FIELDS (its encoder is
 # this one). image_size is a data flag (slot_attention.data.add_scene_flags); channels and epsilon have no flag.
+MAX_ITERATIONS = 50   # the paper trains with 3 and tests up to 7; 1e8 grew the autograd graph until memory ran out
 CONFIG_FLAGS: dict[str, dict] = {
     "slots": dict(type=positive_int, help="slots per image"),
-    "iterations": dict(type=positive_int, help="slot attention iterations"),
+    "iterations": dict(type=int_in(1, MAX_ITERATIONS), help=f"slot attention iterations, at most {MAX_ITERATIONS}"),
     "slot_dim": dict(type=positive_int, help="slot size"),
     "encoder_channels": dict(type=positive_int, help="encoder CNN width"),
     "encoder_stride": dict(type=int, choices=(1, 2, 4),

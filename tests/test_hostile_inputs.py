@@ -1148,3 +1148,21 @@ def test_an_absurd_generated_stand_in_is_one_line(tmp_path, module, argv, messag
                                               "--out", str(tmp_path / "r")])
     one_line(err)
     assert time.perf_counter() - start < 20
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("slot_attention/train.py", ["--iterations", "100000000"], "--iterations: expected an integer from 1 to 50"),
+    ("slot_diffusion/train.py", ["--iterations", "51"], "--iterations: expected an integer from 1 to 50"),
+    ("text2math/train.py", ["--beam-sizes", "1", "1000000"], "--beam-sizes: expected an integer from 1 to 200"),
+    ("text2math/train.py", ["--rerank-beam", "201"], "--rerank-beam: expected an integer from 1 to 200"),
+    ("text2math/evaluate.py", ["--checkpoint", "x", "--beam-sizes", "201"], "--beam-sizes: expected an integer"),
+    ("text2math/rerank.py", ["--checkpoint", "x", "--beam", "0"], "--beam: expected an integer from 1 to 200"),
+])
+def test_flags_that_only_grow_memory_are_bounded(script, argv, message, capsys):
+    """slot_attention --iterations 1e8 grew the autograd graph until the memory ran out; a beam of 1e6 allocated
+    gigabytes per step. Refused by the parser, before any work."""
+    module = importlib.import_module(script[:-3].replace("/", "."))
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1

@@ -257,3 +257,21 @@ def test_typed_flags_are_those_on_the_command_line_even_at_their_default_value()
     assert typed_flags(parser, ["--width", "4", "--epochs", "3", "--on"]) == {"width", "epochs", "switch"}
     parser.add_argument("-v", action="count", default=0)
     assert typed_flags(parser, ["-v", "-v", "--on"]) == {"switch"}
+
+
+def test_int_in_takes_its_range_and_refuses_the_rest_in_one_line(capsys):
+    import argparse
+
+    from common.cli import OneLineParser, int_in
+
+    parser = OneLineParser(prog="p")
+    parser.add_argument("--beam", type=int_in(1, 200))
+    assert parser.parse_args(["--beam", "1"]).beam == 1 and parser.parse_args(["--beam", "200"]).beam == 200
+    for bad, message in (("0", "from 1 to 200, got 0"), ("201", "from 1 to 200, got 201"),
+                         ("x", "invalid integer from 1 to 200 value: 'x'")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--beam", bad])
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    with pytest.raises(argparse.ArgumentTypeError):
+        int_in(0, 5)("-1")

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 Step = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
+MAX_BEAM = 200   # --beam-sizes / --rerank-beam / --beam: 10 and 20 are the report's; 1e6 filled the memory
 
 
 def greedy_decode(step: Step, state: dict, batch: int, sos: int, eos: int, max_len: int) -> list[list[int]]:

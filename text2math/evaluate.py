@@ -20,11 +20,12 @@ if __package__ in (None, ""):
 import torch
 
 from common.checkpoint import load_checkpoint
-from common.cli import OneLineParser, non_negative_float, positive_float, positive_int, thread_count
+from common.cli import OneLineParser, int_in, non_negative_float, positive_float, positive_int, thread_count
 from common.errors import UserError, run_cli
 from common.models import rebuild_model
 from common.rundir import write_json
 from common.runtime import set_cpu_threads
+from text2math.beam import MAX_BEAM
 from text2math.bert import load_bert
 from text2math.data import read_given_file
 from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig
@@ -44,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--checkpoint", type=Path, required=True,
         help="best.pt / checkpoint.pt of a train.py run, or its folder")
     add("--eval-file", type=Path, required=True, help="MathQA json file to evaluate on")
-    add("--beam-sizes", type=positive_int, nargs="+", default=trained.get_default("beam_sizes"),
-        help="beam widths; 1 is greedy (default: %(default)s)")
+    add("--beam-sizes", type=int_in(1, MAX_BEAM), nargs="+", default=trained.get_default("beam_sizes"),
+        help="beam widths; 1 is greedy, at most 200 (default: %(default)s)")
     add("--length-alpha", type=non_negative_float, default=trained.get_default("length_alpha"),
         help="beam length normalisation (default: %(default)s)")
     add("--tolerance", type=positive_float, default=trained.get_default("tolerance"),

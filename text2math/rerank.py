@@ -15,10 +15,11 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.cli import DATA_MODES, OneLineParser, thread_count
+from common.cli import DATA_MODES, OneLineParser, int_in, thread_count
 from common.errors import UserError, run_cli
 from common.rundir import write_json
 from common.runtime import set_cpu_threads
+from text2math.beam import MAX_BEAM
 from text2math.evaluate import load_model, resolve_checkpoint
 from text2math.model import MODELS
 from text2math.reranker import fit_and_score
@@ -36,8 +37,8 @@ def build_parser():
     add("--checkpoint", type=Path, required=True, help="best.pt / checkpoint.pt of a train.py run, or its folder")
     add("--data", choices=DATA_MODES, default=None, help="as train.py (default: the run's)")
     add("--data-root", type=Path, default=None, help="as train.py (default: the run's)")
-    add("--beam", type=int, default=trained.get_default("rerank_beam"),
-        help="beam whose programs are candidates (default: %(default)s)")
+    add("--beam", type=int_in(1, MAX_BEAM), default=trained.get_default("rerank_beam"),
+        help="beam whose programs are candidates, at most 200 (default: %(default)s)")
     add("--k", type=int, default=trained.get_default("rerank_k"),
         help="nearest training problems whose programs are candidates (default: %(default)s)")
     add("--options", action=argparse.BooleanOptionalAction, default=trained.get_default("rerank_options"),
@@ -52,8 +53,8 @@ def build_parser():
 
 def parse(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    if args.beam < 1 or args.k < 1:
-        raise UserError(f"--beam and --k count candidates: got {args.beam} and {args.k}")
+    if args.k < 1:
+        raise UserError(f"--k counts candidates: got {args.k}")
     args.threads = set_cpu_threads(args.threads)
     return args
 

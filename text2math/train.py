@@ -24,7 +24,8 @@ import torch
 
 from common import distributed
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.cli import make_parser, non_negative_float, open_fraction, parse_args, positive_float, positive_int
+from common.cli import (int_in, make_parser, non_negative_float, open_fraction, parse_args, positive_float,
+                        positive_int)
 from common.data_source import short_source
 from common.errors import UserError, run_cli
 from common.models import count_parameters
@@ -35,6 +36,7 @@ from common.runtime import seed_everything
 from common.schedules import lr_lambda
 from common.training import (EpochGuard, Meter, autocast, batch_count, checkpoint, end_epoch, finished_records,
                              prefixed, resume, tensor_batches)
+from text2math.beam import MAX_BEAM
 from text2math.bert import default_bert, load_bert
 from text2math.data import MathQASplits, carve_validation, load_mathqa, read_glove, with_files
 from text2math.evaluation import decode, score_predictions
@@ -72,8 +74,8 @@ def build_parser():
         help="learning rate of a fine-tuned BERT (default: %(default)s)")
     add("--teacher-forcing", type=non_negative_float, default=RECIPE["teacher_forcing"],
         help="probability of feeding the gold token (else the model's own) at each step (default: %(default)s)")
-    add("--beam-sizes", type=positive_int, nargs="+", default=RECIPE["beam_sizes"],
-        help="beam widths for the final evaluation; 1 is greedy (default: %(default)s)")
+    add("--beam-sizes", type=int_in(1, MAX_BEAM), nargs="+", default=RECIPE["beam_sizes"],
+        help="beam widths for the final evaluation; 1 is greedy, at most 200 (default: %(default)s)")
     add("--length-alpha", type=non_negative_float, default=1.0,
         help="beam scores are sum(log p) / length**alpha (default: %(default)s)")
     add("--hidden-size", type=positive_int, default=MODEL["hidden"],
@@ -118,8 +120,8 @@ def build_parser():
         help="after training, fit the learned reranker (reranker.py) on the validation problems: candidates = the "
              "beam's programs + the programs of the K nearest training problems; scored on the test problems "
              "(summary 'rerank'); 0: off (default: %(default)s)")
-    add("--rerank-beam", type=positive_int, default=RECIPE["rerank_beam"],
-        help="beam whose programs are the reranker's candidates (default: %(default)s)")
+    add("--rerank-beam", type=int_in(1, MAX_BEAM), default=RECIPE["rerank_beam"],
+        help="beam whose programs are the reranker's candidates, at most 200 (default: %(default)s)")
     add("--rerank-options", action=argparse.BooleanOptionalAction, default=RECIPE["rerank_options"],
         help="the reranker's features include whether a candidate's value is one of the five options (its top-1 "
              "then uses the options, as option-aware selection does); the other variant is scored too "
