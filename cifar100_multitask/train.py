@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from common import distributed
-from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.cli import fraction, make_parser, non_negative_float, parse_args, positive_float, positive_int
 from common.errors import run_cli
 from common.images import channel_stats, to_nchw
 from common.progress import progress
@@ -69,7 +69,7 @@ def build_parser():
         help="channels of the first stage, doubled per stage (default: %(default)s)")
     add("--convs-per-stage", type=positive_int, default=RECIPE["convs_per_stage"],
         help="Conv-BN-ReLU blocks per stage (default: %(default)s)")
-    add("--dropout", type=non_negative_float, default=RECIPE["dropout"],
+    add("--dropout", type=fraction, default=RECIPE["dropout"],
         help="dropout after each stage (default: %(default)s)")
     add("--weight-decay", type=non_negative_float, default=RECIPE["weight_decay"],
         help="AdamW weight decay (default: %(default)s)")

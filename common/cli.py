@@ -82,6 +82,23 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A number from 0 to 1, both included: a probability (dropout, teacher forcing) or a mixing weight."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
+def decay_rate(text: str) -> float:
+    """A number from 0 up to, not including, 1: a momentum or a moving average's decay (at 1 or above the average
+    never forgets, or grows, and the run diverges; --momentum 1e300 ended as a NaN loss blamed on --lr)."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 up to (not including) 1, got {text}")
+    return value
+
+
 def open_fraction(text: str) -> float:
     """A fraction strictly between 0 and 1 (e.g. a validation share)."""
     value = float(text)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from common import distributed
 from common.classify import evaluate_classifier, predict_logits
-from common.cli import make_parser, non_negative_float, parse_args, positive_int
+from common.cli import decay_rate, make_parser, non_negative_float, parse_args, positive_int
 from common.errors import UserError, run_cli
 from common.images import AUGMENTATIONS
 from common.models import count_parameters
@@ -55,7 +55,7 @@ def build_parser():
     add("--width", type=positive_int, default=64, help="resnet34: first-stage width (default: %(default)s)")
     add("--augment", choices=list(AUGMENTATIONS), default=None,
         help="training-batch augmentation (default: from --dataset: none for mnist, crop_flip for cifar10)")
-    add("--momentum", type=non_negative_float, default=0.9, help="SGD Nesterov momentum (default: %(default)s)")
+    add("--momentum", type=decay_rate, default=0.9, help="SGD Nesterov momentum (default: %(default)s)")
     add("--weight-decay", type=non_negative_float, default=5e-4, help="SGD weight decay (default: %(default)s)")
     return parser
 

@@ -18,8 +18,8 @@ if __package__ in (None, ""):
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from common.cli import (NUMPY_DEVICES, make_parser, non_negative_float, open_fraction, parse_args, positive_float,
-                        positive_int, typed_flags)
+from common.cli import (NUMPY_DEVICES, decay_rate, make_parser, non_negative_float, open_fraction, parse_args,
+                        positive_float, positive_int, typed_flags)
 from common.data_source import short_source
 from common.errors import run_cli
 from common.metrics import accuracy, confusion, macro_f1
@@ -68,13 +68,13 @@ def build_parser():
     add("--init", choices=list(INITS), default=RECIPE["init"], help="weight initialisation (default: %(default)s)")
     add("--optimizer", choices=list(OPTIMIZERS), default=RECIPE["optimizer"],
         help="update rule (default: %(default)s)")
-    add("--momentum", type=non_negative_float, default=RECIPE["momentum"],
+    add("--momentum", type=decay_rate, default=RECIPE["momentum"],
         help="momentum / nesterov (default: %(default)s)")
-    add("--beta1", type=non_negative_float, default=RECIPE["beta1"],
+    add("--beta1", type=decay_rate, default=RECIPE["beta1"],
         help="adam / nadam first-moment decay (default: %(default)s)")
-    add("--beta2", type=non_negative_float, default=RECIPE["beta2"],
+    add("--beta2", type=decay_rate, default=RECIPE["beta2"],
         help="adam / nadam second-moment decay (default: %(default)s)")
-    add("--alpha", type=non_negative_float, default=RECIPE["alpha"], help="rmsprop smoothing (default: %(default)s)")
+    add("--alpha", type=decay_rate, default=RECIPE["alpha"], help="rmsprop smoothing (default: %(default)s)")
     add("--eps", type=positive_float, default=RECIPE["eps"],
         help="adam / nadam / rmsprop epsilon (default: %(default)s)")
     add("--l2", type=non_negative_float, default=RECIPE["l2"],

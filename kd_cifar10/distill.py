@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from common import distributed
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.classify import evaluate_classifier as evaluate, predict_logits, to_memory_format
-from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int, seed_int
+from common.cli import (decay_rate, fraction, make_parser, non_negative_float, parse_args, positive_float,
+                        positive_int, seed_int)
 from common.errors import UserError, run_cli
 from common.images import AUGMENTATIONS, ImageTensors
 from common.models import count_parameters
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--loss", choices=list(LOSSES), default="hinton", help="distillation loss (default: %(default)s)")
     add("--temperature", type=positive_float, default=4.0,
         help="softmax temperature T of the KD term (default: %(default)s)")
-    add("--alpha", type=non_negative_float, default=0.9,
+    add("--alpha", type=fraction, default=0.9,
         help="weight of the KD term; 1 - alpha weighs cross-entropy on the labels (default: %(default)s)")
     add("--teacher", type=Path, default=None,
         help="a finished teacher's checkpoint.pt (from this script or train.py) instead of training one")
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--augment", choices=list(AUGMENTATIONS), default="crop_flip",
         help="training-batch augmentation, on the device (default: %(default)s)")
     add("--weight-decay", type=non_negative_float, default=5e-4, help="SGD weight decay (default: %(default)s)")
-    add("--momentum", type=non_negative_float, default=0.9, help="SGD Nesterov momentum (default: %(default)s)")
+    add("--momentum", type=decay_rate, default=0.9, help="SGD Nesterov momentum (default: %(default)s)")
     return parser
 
 
@@ -98,8 +99,6 @@ def parse(argv=None) -> argparse.Namespace:
     """The arguments a run uses: the checks, --teacher-epochs and --student-seeds from --epochs and --seed when not
     given, then --smoke's tiny sizes."""
     args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
-    if not 0.0 <= args.alpha <= 1.0:
-        raise UserError(f"--alpha must lie in [0, 1], got {args.alpha}")
     if args.teacher is not None and args.teacher_checkpoint is not None:
         raise UserError("give --teacher (a checkpoint of this project) or --teacher-checkpoint (a published "
                         "ResNet file), not both")

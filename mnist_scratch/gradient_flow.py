@@ -21,7 +21,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from common.cli import non_negative_float, parse_args, positive_int
+from common.cli import decay_rate, parse_args, positive_int
 from common.data_source import short_source
 from common.errors import TrainingDiverged, run_cli
 from common.metrics import accuracy
@@ -52,7 +52,7 @@ def build_parser():
     add("--probe-batches", type=positive_int, default=10,
         help="mini-batches the gradient norms are averaged over (default: %(default)s)")
     add("--optimizer", choices=list(OPTIMIZERS), default="momentum", help="update rule (default: %(default)s)")
-    add("--momentum", type=non_negative_float, default=0.9,
+    add("--momentum", type=decay_rate, default=0.9,
         help="momentum for momentum/nesterov (default: %(default)s)")
     add("--split", choices=list(SPLITS), default="90:10",
         help="train:test split of the pooled set (default: %(default)s)")

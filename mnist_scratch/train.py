@@ -18,7 +18,7 @@ if __package__ in (None, ""):
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from common.cli import NUMPY_DEVICES, make_parser, non_negative_float, parse_args, positive_int, typed_flags
+from common.cli import NUMPY_DEVICES, decay_rate, make_parser, non_negative_float, parse_args, positive_int, typed_flags
 from common.data_source import short_source
 from common.errors import UserError, run_cli
 from common.metrics import accuracy, confusion, macro_f1
@@ -89,7 +89,7 @@ def build_parser():
     add("--init", choices=list(INITS), default=RECIPE["init"], help="weight initialisation (default: %(default)s)")
     add("--optimizer", choices=list(OPTIMIZERS), default=RECIPE["optimizer"],
         help="update rule (default: %(default)s)")
-    add("--momentum", type=non_negative_float, default=RECIPE["momentum"],
+    add("--momentum", type=decay_rate, default=RECIPE["momentum"],
         help="momentum for momentum/nesterov (default: %(default)s)")
     add("--l2", type=non_negative_float, default=RECIPE["l2"],
         help="L2 regularisation strength (default: %(default)s)")

@@ -18,7 +18,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from common.cli import non_negative_float, parse_args, positive_int
+from common.cli import decay_rate, parse_args, positive_int
 from common.errors import TrainingDiverged, UserError, run_cli
 from mnist_scratch.engine.init import INITS
 from mnist_scratch.engine.layers import ACTIVATIONS
@@ -42,7 +42,7 @@ def build_parser():
     add("--activation", choices=list(ACTIVATIONS), default="tanh", help="hidden activation (default: %(default)s)")
     add("--init", choices=list(INITS), default="xavier", help="weight initialisation (default: %(default)s)")
     add("--optimizer", choices=list(OPTIMIZERS), default="momentum", help="update rule (default: %(default)s)")
-    add("--momentum", type=non_negative_float, default=0.9,
+    add("--momentum", type=decay_rate, default=0.9,
         help="momentum for momentum/nesterov (default: %(default)s)")
     add("--cloud", type=int, default=0,
         help=f"noisy copies (std {CLOUD_STD}) of each point added to the training set, at most {MAX_CLOUD:,} "

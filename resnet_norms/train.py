@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from common import distributed
 from common.classify import evaluate_classifier, predict_logits
-from common.cli import make_parser, non_negative_float, parse_args, positive_int
+from common.cli import decay_rate, make_parser, non_negative_float, parse_args, positive_int
 from common.errors import UserError, run_cli
 from common.images import AUGMENTATIONS
 from common.metrics import confusion
@@ -75,7 +75,7 @@ def build_parser():
     add("--groups", type=positive_int, default=8, help="GroupNorm's groups, dividing 16 (default: %(default)s)")
     add("--shortcut", choices=SHORTCUTS, default="A",
         help="A: subsample + zero-padded channels (no parameters); B: strided 1x1 conv + norm (default: %(default)s)")
-    add("--momentum", type=non_negative_float, default=0.9,
+    add("--momentum", type=decay_rate, default=0.9,
         help="SGD momentum, Nesterov when > 0 (default: %(default)s)")
     add("--weight-decay", type=non_negative_float, default=5e-4,
         help="weight decay (never on BIN's gates) (default: %(default)s)")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from common import distributed
-from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.cli import fraction, make_parser, non_negative_float, parse_args, positive_float, positive_int
 from common.data_source import short_source
 from common.errors import UserError, run_cli
 from common.models import count_parameters
@@ -91,7 +91,7 @@ def build_parser():
              "turning one way round an outline (default: %(default)s)")
     add("--mixtures", type=positive_int, default=RECIPE["mixtures"],
         help="Gaussians in the gmm head (default: %(default)s)")
-    add("--dropout", type=non_negative_float, default=RECIPE["dropout"],
+    add("--dropout", type=fraction, default=RECIPE["dropout"],
         help="between LSTM layers (default: %(default)s)")
     add("--weight-decay", type=non_negative_float, default=RECIPE["weight_decay"],
         help="AdamW weight decay (default: %(default)s)")

@@ -1166,3 +1166,26 @@ def test_flags_that_only_grow_memory_are_bounded(script, argv, message, capsys):
         module.parse(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    *[(script, ["--momentum", "1"], "from 0 up to (not including) 1") for script in (
+        "mnist_scratch/train.py", "mnist_scratch/xor.py", "mnist_scratch/gradient_flow.py",
+        "fashion_mnist_ffn/train.py", "kd_cifar10/distill.py", "resnet_norms/train.py", "dfad_kd/train_teacher.py")],
+    *[("fashion_mnist_ffn/train.py", [flag, "1e300"], "from 0 up to (not including) 1")
+      for flag in ("--beta1", "--beta2", "--alpha")],
+    *[(script, ["--dropout", "1.5"], "from 0 to 1") for script in (
+        "cifar100_multitask/train.py", "sketch_rnn/train.py", "text2math/train.py")],
+    ("text2math/train.py", ["--teacher-forcing", "2"], "from 0 to 1"),
+    ("text2math/train.py", ["--label-smoothing", "3"], "from 0 to 1"),
+    ("kd_cifar10/distill.py", ["--alpha", "-1"], "from 0 to 1"),
+])
+def test_rates_and_probabilities_are_refused_outside_their_range(script, argv, message, capsys):
+    """--momentum / --beta1 / --beta2 1e300 ended in a NaN loss whose message blamed --lr; a dropout above 1 reached
+    torch's ValueError. Refused by the parser in one line."""
+    module = importlib.import_module(script[:-3].replace("/", "."))
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse([*argv, "--threads", "1"]) if hasattr(module, "parse") else module.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"argument {argv[0]}: expected a number {message}" in err
+    assert err.count("\n") == 1

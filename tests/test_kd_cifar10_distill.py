@@ -187,7 +187,7 @@ def test_resume_after_an_interruption_mid_phase_gives_the_same_metrics(smoke_run
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--alpha", "1.5"], "--alpha must lie in [0, 1]"),
+    (["--alpha", "1.5"], "--alpha: expected a number from 0 to 1, got 1.5"),
     pytest.param(["--teacher", "/nonexistent/checkpoint.pt"], "no checkpoint at",  # makes the data set first
                  marks=pytest.mark.slow),
     (["--loss", "nope"], "invalid choice: 'nope'"),

@@ -107,9 +107,11 @@ def test_resume_gives_the_same_metrics_as_one_run(tmp_path):
     assert records[1][0]["lr"] == pytest.approx(lr * 0.05) and records[1][1]["lr"] == records[0][1]["lr"]
 
 
-def test_bad_teacher_forcing_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="probability"):
+def test_bad_teacher_forcing_is_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         _run(tmp_path, "--teacher-forcing", "1.5")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--teacher-forcing: expected a number from 0 to 1, got 1.5" in err
 
 
 def test_model_flags_default_to_the_config_dataclass(tmp_path):

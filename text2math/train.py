@@ -24,7 +24,7 @@ import torch
 
 from common import distributed
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.cli import (int_in, make_parser, non_negative_float, open_fraction, parse_args, positive_float,
+from common.cli import (fraction, int_in, make_parser, non_negative_float, open_fraction, parse_args, positive_float,
                         positive_int)
 from common.data_source import short_source
 from common.errors import UserError, run_cli
@@ -72,7 +72,7 @@ def build_parser():
         help="keep only the first N BERT layers, BERT models only (default: all)")
     add("--bert-lr", type=positive_float, default=5e-5,
         help="learning rate of a fine-tuned BERT (default: %(default)s)")
-    add("--teacher-forcing", type=non_negative_float, default=RECIPE["teacher_forcing"],
+    add("--teacher-forcing", type=fraction, default=RECIPE["teacher_forcing"],
         help="probability of feeding the gold token (else the model's own) at each step (default: %(default)s)")
     add("--beam-sizes", type=int_in(1, MAX_BEAM), nargs="+", default=RECIPE["beam_sizes"],
         help="beam widths for the final evaluation; 1 is greedy, at most 200 (default: %(default)s)")
@@ -83,8 +83,8 @@ def build_parser():
     add("--emb-dim", type=positive_int, default=MODEL["emb_dim"],
         help="word / program token embedding size (default: %(default)s; 16 under --smoke; a GloVe file's "
              "vectors set it to their dimension)")
-    add("--dropout", type=non_negative_float, default=MODEL["dropout"], help="dropout (default: %(default)s)")
-    add("--label-smoothing", type=non_negative_float, default=0.0,
+    add("--dropout", type=fraction, default=MODEL["dropout"], help="dropout (default: %(default)s)")
+    add("--label-smoothing", type=fraction, default=0.0,
         help="label smoothing over the tokens that can be scored (default: %(default)s)")
     add("--lr-schedule", choices=("cosine_floor", "constant"), default="cosine_floor",
         help="per-epoch learning-rate schedule over --epochs (common.schedules; cosine_floor: half a cosine "
@@ -132,8 +132,6 @@ def build_parser():
 def parse(argv=None) -> argparse.Namespace:
     args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
     is_bert = MODELS[args.model].encoder == "bert"
-    if args.teacher_forcing > 1:
-        raise UserError(f"--teacher-forcing is a probability: got {args.teacher_forcing}")
     if min(args.retrieve, args.fit_check, args.rerank_k) < 0:
         raise UserError(f"--retrieve, --fit-check and --rerank-k count problems: got {args.retrieve}, "
                         f"{args.fit_check} and {args.rerank_k}")
