@@ -22,7 +22,7 @@ if __package__ in (None, ""):
 import torch
 import torch.nn.functional as F
 
-from common.cli import DEVICES, OneLineParser, positive_int
+from common.cli import DEVICES, OneLineParser, layer_count, positive_int
 from common.errors import run_cli
 from common.models import count_parameters
 from common.runtime import choose_device
@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     add = parser.add_argument
     add("--device", choices=DEVICES, default="cpu", help="where to compute (default: %(default)s)")
-    add("--layers", type=positive_int, nargs=4, default=[2, 2, 2, 2],
+    add("--layers", type=layer_count, nargs=4, default=[2, 2, 2, 2],
         help="teacher blocks per stage (default: %(default)s)")
     add("--width", type=positive_int, default=16, help="teacher first-stage width (default: %(default)s)")
     add("--images", type=positive_int, default=1024, help="images per pass (default: %(default)s)")

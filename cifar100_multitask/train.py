@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from common import distributed
-from common.cli import fraction, make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.cli import fraction, layer_count, make_parser, non_negative_float, parse_args, positive_float, positive_int
 from common.errors import run_cli
 from common.images import channel_stats, to_nchw
 from common.progress import progress
@@ -64,10 +64,10 @@ def build_parser():
     add("--imbalance", type=positive_float, default=RECIPE["imbalance"],
         help="long-tail the training part: most / least frequent fine class, exponential in between; "
              "1 keeps it balanced (default: %(default)s)")
-    add("--depth", type=positive_int, default=RECIPE["depth"], help="backbone stages (default: %(default)s)")
+    add("--depth", type=layer_count, default=RECIPE["depth"], help="backbone stages (default: %(default)s)")
     add("--width", type=positive_int, default=RECIPE["width"],
         help="channels of the first stage, doubled per stage (default: %(default)s)")
-    add("--convs-per-stage", type=positive_int, default=RECIPE["convs_per_stage"],
+    add("--convs-per-stage", type=layer_count, default=RECIPE["convs_per_stage"],
         help="Conv-BN-ReLU blocks per stage (default: %(default)s)")
     add("--dropout", type=fraction, default=RECIPE["dropout"],
         help="dropout after each stage (default: %(default)s)")

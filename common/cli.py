@@ -49,6 +49,9 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+MAX_LAYERS = 1000   # a layer or block count: the course's deepest nets have 30 layers; 1e9 built modules for ever
+layer_count = int_in(1, MAX_LAYERS)
+
 MAX_SEED = 2**32 - 1   # NumPy's legacy seeding (np.random.seed) takes no more
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from common import distributed
 from common.classify import evaluate_classifier, predict_logits
-from common.cli import decay_rate, make_parser, non_negative_float, parse_args, positive_int
+from common.cli import decay_rate, layer_count, make_parser, non_negative_float, parse_args, positive_int
 from common.errors import UserError, run_cli
 from common.images import AUGMENTATIONS
 from common.models import count_parameters
@@ -51,7 +51,7 @@ def build_parser():
     add("--dataset", choices=list(DATASETS), default="mnist", help="training set (default: %(default)s)")
     add("--model", choices=list(FAMILIES), default=None,
         help="teacher family (default: from --dataset: lenet5 for mnist, resnet for cifar10)")
-    add("--n", type=positive_int, default=3, help="resnet: blocks per stage, depth 6n+2 (default: %(default)s)")
+    add("--n", type=layer_count, default=3, help="resnet: blocks per stage, depth 6n+2 (default: %(default)s)")
     add("--width", type=positive_int, default=64, help="resnet34: first-stage width (default: %(default)s)")
     add("--augment", choices=list(AUGMENTATIONS), default=None,
         help="training-batch augmentation (default: from --dataset: none for mnist, crop_flip for cifar10)")

@@ -18,8 +18,8 @@ if __package__ in (None, ""):
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from common.cli import (NUMPY_DEVICES, decay_rate, make_parser, non_negative_float, open_fraction, parse_args,
-                        positive_float, positive_int, typed_flags)
+from common.cli import (NUMPY_DEVICES, decay_rate, layer_count, make_parser, non_negative_float, open_fraction,
+                        parse_args, positive_float, positive_int, typed_flags)
 from common.data_source import short_source
 from common.errors import run_cli
 from common.metrics import accuracy, confusion, macro_f1
@@ -57,7 +57,7 @@ def build_parser():
     add("--loader", choices=list(LOADERS), default=RECIPE["loader"],
         help="common: the project's loader (torchvision layout under --data-root); keras: "
              "keras.datasets.fashion_mnist and its cache (default: %(default)s)")
-    add("--num-layers", type=positive_int, default=RECIPE["num_layers"], help="hidden layers (default: %(default)s)")
+    add("--num-layers", type=layer_count, default=RECIPE["num_layers"], help="hidden layers (default: %(default)s)")
     add("--hidden-size", type=positive_int, default=RECIPE["hidden_size"],
         help="units per hidden layer (default: %(default)s)")
     add("--hidden", type=positive_int, nargs="+", default=None,

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from common import distributed
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.classify import evaluate_classifier as evaluate, predict_logits, to_memory_format
-from common.cli import (decay_rate, fraction, make_parser, non_negative_float, parse_args, positive_float,
+from common.cli import (decay_rate, fraction, layer_count, make_parser, non_negative_float, parse_args, positive_float,
                         positive_int, seed_int)
 from common.errors import UserError, run_cli
 from common.images import AUGMENTATIONS, ImageTensors
@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                          batch_size_help=distributed.GLOBAL_BATCH_HELP)
     distributed.add_sync_bn_flag(parser)
     add = parser.add_argument
-    add("--t-layers", type=positive_int, nargs=4, default=[2, 2, 2, 2], metavar="N",
+    add("--t-layers", type=layer_count, nargs=4, default=[2, 2, 2, 2], metavar="N",
         help="teacher's blocks per stage (default: %(default)s, ResNet-18)")
-    add("--s-layers", type=positive_int, nargs=4, default=[1, 1, 1, 1], metavar="N",
+    add("--s-layers", type=layer_count, nargs=4, default=[1, 1, 1, 1], metavar="N",
         help="student's blocks per stage (default: %(default)s, ResNet-10)")
     add("--t-width", type=positive_int, default=64, help="teacher's first-stage width (default: %(default)s)")
     add("--s-width", type=positive_int, default=32, help="student's first-stage width (default: %(default)s)")

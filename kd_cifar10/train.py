@@ -25,7 +25,7 @@ from torch import nn
 
 from common import distributed
 from common.classify import evaluate_classifier
-from common.cli import make_parser, non_negative_float, parse_args, positive_int, typed_flags
+from common.cli import layer_count, make_parser, non_negative_float, parse_args, positive_int, typed_flags
 from common.data_source import short_source
 from common.errors import UserError, run_cli
 from common.images import AUGMENTATIONS, ImageTensors
@@ -59,7 +59,7 @@ def build_parser():
     add = parser.add_argument
     add("--dataset", choices=DATASETS, default="cifar10", help="image set (default: %(default)s)")
     add("--model", choices=list(MODELS), default="cnn", help="network family (default: %(default)s)")
-    add("--layers", type=positive_int, nargs=4, default=[2, 2, 2, 2], metavar=("A", "B", "C", "D"),
+    add("--layers", type=layer_count, nargs=4, default=[2, 2, 2, 2], metavar=("A", "B", "C", "D"),
         help="cnn: blocks in each of the four stages (default: 2 2 2 2 = ResNet-18)")
     add("--block", choices=list(BLOCKS), default="basic", help="cnn: residual block type (default: %(default)s)")
     add("--use-skip", dest="use_skip", action="store_true", default=True,
@@ -70,7 +70,7 @@ def build_parser():
     add("--width", type=positive_int, default=None,
         help="cnn: first-stage channels (stages w, 2w, 4w, 8w); mlp: hidden units (default: "
              + ", ".join(f"{model} {width}" for model, width in DEFAULT_WIDTH.items()) + ")")
-    add("--depth", type=positive_int, default=4, help="mlp: hidden layers (default: %(default)s)")
+    add("--depth", type=layer_count, default=4, help="mlp: hidden layers (default: %(default)s)")
     add("--augment", choices=list(AUGMENTATIONS), default="crop_flip",
         help="training-batch augmentation, on the device (default: %(default)s)")
     add("--schedule", choices=SCHEDULES, default="cosine",

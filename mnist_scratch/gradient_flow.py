@@ -21,7 +21,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from common.cli import decay_rate, parse_args, positive_int
+from common.cli import decay_rate, layer_count, parse_args, positive_int
 from common.data_source import short_source
 from common.errors import TrainingDiverged, run_cli
 from common.metrics import accuracy
@@ -44,7 +44,7 @@ def build_parser():
     add = parser.add_argument
     add("--activations", choices=list(ACTIVATIONS), nargs="+", default=["sigmoid", "tanh", "relu"],
         help="activations to compare, one network each (default: %(default)s)")
-    add("--depth", type=positive_int, default=8, help="hidden layers (default: %(default)s)")
+    add("--depth", type=layer_count, default=8, help="hidden layers (default: %(default)s)")
     add("--width", type=positive_int, default=64, help="units per hidden layer (default: %(default)s)")
     add("--init", choices=["auto", *INITS], default="auto",
         help="weight initialisation; auto: " + ", ".join(f"{a} {i}" for a, i in INIT_FOR.items())

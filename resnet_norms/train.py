@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from common import distributed
 from common.classify import evaluate_classifier, predict_logits
-from common.cli import decay_rate, make_parser, non_negative_float, parse_args, positive_int
+from common.cli import decay_rate, layer_count, make_parser, non_negative_float, parse_args, positive_int
 from common.errors import UserError, run_cli
 from common.images import AUGMENTATIONS
 from common.metrics import confusion
@@ -70,7 +70,7 @@ def build_parser():
         help="train:val:test ratios for the splits the data lacks, carved from the training pool, stratified "
              "(CIFAR-10 has its test set: only train:val matter) (default: %(default)s)")
     add("--cache-dir", type=Path, default=None, help="decoded-image cache (default: <repo>/data/cache/resnet_norms)")
-    add("--n", type=positive_int, default=3, help="blocks per stage: depth 6n+2 (3: ResNet-20) (default: %(default)s)")
+    add("--n", type=layer_count, default=3, help="blocks per stage: depth 6n+2 (3: ResNet-20) (default: %(default)s)")
     add("--norm", choices=list(NORMS), default="bn", help="normalisation (default: %(default)s)")
     add("--groups", type=positive_int, default=8, help="GroupNorm's groups, dividing 16 (default: %(default)s)")
     add("--shortcut", choices=SHORTCUTS, default="A",

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from common import distributed
-from common.cli import fraction, make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.cli import fraction, layer_count, make_parser, non_negative_float, parse_args, positive_float, positive_int
 from common.data_source import short_source
 from common.errors import UserError, run_cli
 from common.models import count_parameters
@@ -79,7 +79,7 @@ def build_parser():
         help="BiLSTM units per direction (default: %(default)s)")
     add("--decoder-hidden", type=positive_int, default=RECIPE["decoder_hidden"],
         help="decoder LSTM units (default: %(default)s)")
-    add("--layers", type=positive_int, default=RECIPE["layers"],
+    add("--layers", type=layer_count, default=RECIPE["layers"],
         help="LSTM layers in encoder and decoder (default: %(default)s)")
     add("--attention-dim", type=positive_int, default=RECIPE["attention_dim"],
         help="additive attention size (default: %(default)s)")

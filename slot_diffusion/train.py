@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 import torch
 
 from common import REPO_ROOT, distributed
-from common.cli import make_parser, non_negative_int, parse_args, positive_int
+from common.cli import layer_count, make_parser, non_negative_int, parse_args, positive_int
 from common.divergence import DivergenceGuard
 from common.errors import UserError, run_cli
 from common.models import count_parameters
@@ -66,7 +66,7 @@ def add_model_flags(parser) -> None:
     add("--unet-widths", type=train_vae.widths, default=list(defaults.unet_widths),
         help="UNet widths, one per resolution level (x2 downsampling between levels) (default: "
              f"{','.join(map(str, defaults.unet_widths))})")
-    add("--unet-blocks", type=positive_int, default=defaults.unet_blocks,
+    add("--unet-blocks", type=layer_count, default=defaults.unet_blocks,
         help="residual blocks per level (default: %(default)s)")
     add("--attention-levels", type=levels, default=list(defaults.attention_levels),
         help="levels (0 = full latent resolution) with transformer blocks; the middle always has one "

@@ -1189,3 +1189,24 @@ def test_rates_and_probabilities_are_refused_outside_their_range(script, argv, m
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"argument {argv[0]}: expected a number {message}" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("sketch_rnn/train.py", ["--layers", "1000000000"]), ("kd_cifar10/train.py", ["--depth", "1001"]),
+    ("kd_cifar10/train.py", ["--layers", "1", "1", "1", "1001"]),
+    ("kd_cifar10/distill.py", ["--t-layers", "1001", "1", "1", "1"]),
+    ("cifar100_multitask/train.py", ["--convs-per-stage", "1001"]),
+    ("cifar100_multitask/train.py", ["--depth", "1001"]),
+    ("resnet_norms/train.py", ["--n", "1001"]), ("dfad_kd/train_teacher.py", ["--n", "1001"]),
+    ("fashion_mnist_ffn/train.py", ["--num-layers", "1001"]), ("mnist_scratch/gradient_flow.py", ["--depth", "1001"]),
+    ("slot_diffusion/train.py", ["--unet-blocks", "1001"]),
+])
+def test_layer_counts_are_bounded(script, argv, capsys):
+    """sketch_rnn --layers 1000000000 built LSTM layers for ever (killed after 90 s); every layer or block count
+    takes 1 .. 1000 (common.cli.layer_count)."""
+    module = importlib.import_module(script[:-3].replace("/", "."))
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse([*argv, "--threads", "1"]) if hasattr(module, "parse") else module.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"argument {argv[0]}: expected an integer from 1 to 1,000" in err
+    assert err.count("\n") == 1
