@@ -47,7 +47,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from common import distributed
 from common.checkpoint import save_checkpoint
-from common.cli import make_parser, non_negative_float, parse_args, positive_float, positive_int
+from common.cli import int_in, make_parser, non_negative_float, parse_args, positive_float, positive_int
 from common.divergence import diverged
 from common.errors import TrainingDiverged, UserError, run_cli
 from common.models import count_parameters
@@ -81,6 +81,9 @@ PRESETS = {
 PRESET = "(default: from the --dataset preset, see the table below)"
 
 
+MAX_STEPS = 1000   # --ks / --kg: steps inside one iteration, which the progress bar does not show; 1e9 looked hung
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__.splitlines()[0], epochs=None, batch_size=None, lr=None,
                          batch_size_help=f"GLOBAL mini-batch size, split over torchrun's processes {PRESET}",
@@ -103,8 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--student-ratio", type=positive_float, default=0.2,
         help="the student's parameters as a share of the teacher's (the seed: 0.1 and 0.2) (default: %(default)s)")
     add("--iters-per-epoch", type=positive_int, default=None, help=f"iterations per epoch {PRESET}")
-    add("--ks", type=positive_int, default=5, help="student steps per iteration (default: %(default)s)")
-    add("--kg", type=positive_int, default=1, help="generator steps per iteration (default: %(default)s)")
+    add("--ks", type=int_in(1, MAX_STEPS), default=5,
+        help=f"student steps per iteration, at most {MAX_STEPS} (default: %(default)s)")
+    add("--kg", type=int_in(1, MAX_STEPS), default=1,
+        help=f"generator steps per iteration, at most {MAX_STEPS} (default: %(default)s)")
     add("--lr-g", type=positive_float, default=None, help=f"the generator's Adam learning rate {PRESET}")
     add("--student-optimizer", choices=list(STUDENT_OPTIMIZERS), default=None,
         help=f"sgd: momentum 0.9, weight decay 5e-4 (DFAD's); adam: no weight decay {PRESET}")

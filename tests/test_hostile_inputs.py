@@ -1210,3 +1210,15 @@ def test_layer_counts_are_bounded(script, argv, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"argument {argv[0]}: expected an integer from 1 to 1,000" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag", ["--ks", "--kg"])
+def test_dfad_steps_per_iteration_are_bounded(flag, capsys):
+    """--ks / --kg 1000000000 ran inside one iteration, the progress bar never moving (killed after 90 s)."""
+    from dfad_kd import train as dfad_train
+
+    with pytest.raises(SystemExit) as exit_info:
+        dfad_train.parse([flag, "1001", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"argument {flag}: expected an integer from 1 to 1,000" in err
+    assert dfad_train.parse([flag, "1000", "--threads", "1", "--smoke"]) is not None
