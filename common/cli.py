@@ -79,9 +79,10 @@ def positive_float(text: str) -> float:
 
 
 def non_negative_float(text: str) -> float:
+    """0 up to LARGEST: --weight-decay 1e300 overflowed float32 inside torch's optimizer, a traceback."""
     value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    if not 0 <= value <= LARGEST:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 up to {LARGEST:g}, got {text}")
     return value
 
 

@@ -1222,3 +1222,15 @@ def test_dfad_steps_per_iteration_are_bounded(flag, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"argument {flag}: expected an integer from 1 to 1,000" in err
     assert dfad_train.parse([flag, "1000", "--threads", "1", "--smoke"]) is not None
+
+
+@pytest.mark.parametrize("script", ["kd_cifar10/train.py", "kd_cifar10/distill.py", "resnet_norms/train.py",
+                                    "cifar100_multitask/train.py", "sketch_rnn/train.py"])
+def test_a_weight_decay_past_float32_is_refused(script, capsys):
+    """--weight-decay 1e300 overflowed float32 inside torch's optimizer: 'value cannot be converted to type float
+    without overflow', a traceback. Every number >= 0 a flag takes stops at 1e30, as the positive ones do."""
+    module = importlib.import_module(script[:-3].replace("/", "."))
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse(["--weight-decay", "1e300", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--weight-decay: expected a number from 0 up to 1e+30, got 1e300" in err
