@@ -93,7 +93,8 @@ class Meter:
     def reduced(self) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """(names, their sums over all ranks, [first, peak] over all ranks), still on the device."""
         if self.sums is None:
-            raise TrainingDiverged("the training set gave no batches: check --batch-size against the data size")
+            # a user error (exit 2), not a divergence (exit 3): slot_attention --batch-size 1e9 drops its only batch
+            raise UserError("the training set gave no batches: check --batch-size against the data size")
         sums = dict(self.sums)
         if "n" not in sums:
             sums["n"] = torch.tensor(self.examples, dtype=torch.float32, device=self.first.device)

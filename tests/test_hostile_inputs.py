@@ -1234,3 +1234,13 @@ def test_a_weight_decay_past_float32_is_refused(script, capsys):
         module.parse(["--weight-decay", "1e300", "--threads", "1"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--weight-decay: expected a number from 0 up to 1e+30, got 1e300" in err
+
+
+def test_a_batch_larger_than_the_training_set_is_a_user_error(tmp_path):
+    """slot_attention drops the last partial batch: --batch-size 1e9 left no batch, reported as a divergence
+    (exit 3); it is a user error (exit 2)."""
+    from slot_attention import train as slot_train
+
+    with pytest.raises(UserError, match="gave no batches: check --batch-size") as err:
+        slot_train.main(["--smoke", "--batch-size", "1000000000", "--threads", "1", "--out", str(tmp_path / "r")])
+    assert type(err.value) is UserError and err.value.exit_code == 2
