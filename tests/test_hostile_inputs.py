@@ -1150,6 +1150,19 @@ def test_an_absurd_generated_stand_in_is_one_line(tmp_path, module, argv, messag
     assert time.perf_counter() - start < 20
 
 
+def parser_refusal(script: str, argv: list[str], capsys) -> str:
+    """The one stderr line with which `script`'s parser refuses `argv` (exit 2), before any work."""
+    module = importlib.import_module(script[:-3].replace("/", "."))
+    with pytest.raises(SystemExit) as exit_info:
+        if hasattr(module, "parse"):
+            module.parse([*argv, "--threads", "1"])
+        else:                                            # scripts that parse inside main()
+            module.main([*argv, "--threads", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    return err
+
+
 @pytest.mark.parametrize("script, argv, message", [
     ("slot_attention/train.py", ["--iterations", "100000000"], "--iterations: expected an integer from 1 to 50"),
     ("slot_diffusion/train.py", ["--iterations", "51"], "--iterations: expected an integer from 1 to 50"),
@@ -1161,11 +1174,7 @@ def test_an_absurd_generated_stand_in_is_one_line(tmp_path, module, argv, messag
 def test_flags_that_only_grow_memory_are_bounded(script, argv, message, capsys):
     """slot_attention --iterations 1e8 grew the autograd graph until the memory ran out; a beam of 1e6 allocated
     gigabytes per step. Refused by the parser, before any work."""
-    module = importlib.import_module(script[:-3].replace("/", "."))
-    with pytest.raises(SystemExit) as exit_info:
-        module.parse(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1
+    assert message in parser_refusal(script, argv, capsys)
 
 
 @pytest.mark.parametrize("script, argv, message", [
@@ -1183,12 +1192,7 @@ def test_flags_that_only_grow_memory_are_bounded(script, argv, message, capsys):
 def test_rates_and_probabilities_are_refused_outside_their_range(script, argv, message, capsys):
     """--momentum / --beta1 / --beta2 1e300 ended in a NaN loss whose message blamed --lr; a dropout above 1 reached
     torch's ValueError. Refused by the parser in one line."""
-    module = importlib.import_module(script[:-3].replace("/", "."))
-    with pytest.raises(SystemExit) as exit_info:
-        module.parse([*argv, "--threads", "1"]) if hasattr(module, "parse") else module.main(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and f"argument {argv[0]}: expected a number {message}" in err
-    assert err.count("\n") == 1
+    assert f"argument {argv[0]}: expected a number {message}" in parser_refusal(script, argv, capsys)
 
 
 @pytest.mark.parametrize("script, argv", [
@@ -1204,12 +1208,7 @@ def test_rates_and_probabilities_are_refused_outside_their_range(script, argv, m
 def test_layer_counts_are_bounded(script, argv, capsys):
     """sketch_rnn --layers 1000000000 built LSTM layers for ever (killed after 90 s); every layer or block count
     takes 1 .. 1000 (common.cli.layer_count)."""
-    module = importlib.import_module(script[:-3].replace("/", "."))
-    with pytest.raises(SystemExit) as exit_info:
-        module.parse([*argv, "--threads", "1"]) if hasattr(module, "parse") else module.main(argv)
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and f"argument {argv[0]}: expected an integer from 1 to 1,000" in err
-    assert err.count("\n") == 1
+    assert f"argument {argv[0]}: expected an integer from 1 to 1,000" in parser_refusal(script, argv, capsys)
 
 
 @pytest.mark.parametrize("flag", ["--ks", "--kg"])
@@ -1229,11 +1228,8 @@ def test_dfad_steps_per_iteration_are_bounded(flag, capsys):
 def test_a_weight_decay_past_float32_is_refused(script, capsys):
     """--weight-decay 1e300 overflowed float32 inside torch's optimizer: 'value cannot be converted to type float
     without overflow', a traceback. Every number >= 0 a flag takes stops at 1e30, as the positive ones do."""
-    module = importlib.import_module(script[:-3].replace("/", "."))
-    with pytest.raises(SystemExit) as exit_info:
-        module.parse(["--weight-decay", "1e300", "--threads", "1"])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "--weight-decay: expected a number from 0 up to 1e+30, got 1e300" in err
+    assert "--weight-decay: expected a number from 0 up to 1e+30, got 1e300" in parser_refusal(
+        script, ["--weight-decay", "1e300"], capsys)
 
 
 def test_a_batch_larger_than_the_training_set_is_a_user_error(tmp_path):
