@@ -148,7 +148,7 @@ def test_interrupted_then_resumed_matches_an_uninterrupted_run(tmp_path, monkeyp
 @pytest.mark.slow
 @pytest.mark.parametrize("flags,message", [(["--val-fraction", "1.5"], "strictly between 0 and 1"),
                                            (["--optimizer", "adagrad"], "invalid choice: 'adagrad'"),
-                                           (["--num-layers", "0"], "expected a positive integer")])
+                                           (["--num-layers", "0"], "expected an integer from 1 to 1,000")])
 def test_bad_flags_are_one_line(flags, message):
     done = run_script(str(REPO / "fashion_mnist_ffn/train.py"), *flags)
     assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1

@@ -190,8 +190,9 @@ def test_a_loss_entry_replaces_the_recorded_loss_but_the_step_loss_is_watched():
 
 
 def test_an_epoch_without_batches_is_one_clear_error():
-    with pytest.raises(TrainingDiverged, match="no batches"):
+    with pytest.raises(UserError, match="no batches") as err:
         Meter().means()
+    assert not isinstance(err.value, TrainingDiverged)   # a user error (exit 2), not a divergence (exit 3)
 
 
 def test_an_epoch_moves_its_statistics_to_the_host_once(monkeypatch):
