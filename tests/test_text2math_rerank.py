@@ -12,7 +12,8 @@ from text2math.data import Problem, generated_rows, load_mathqa
 from text2math.evaluation import decode, value_of
 from text2math.model import EOS, SOS, Seq2Seq, Seq2SeqConfig
 from text2math.pointer import FIRST_NUMBER, MAX_NUMBERS
-from text2math.reranker import FEATURES, Candidates, fit, log_probs, neighbours
+from text2math.reranker import FEATURES, Candidates, fit, log_probs
+from text2math.retrieval import neighbours
 from text2math.retrieval import RetrievalPool
 from text2math.train import encode, main
 from text2math.train import parse as train_parse

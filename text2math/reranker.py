@@ -19,7 +19,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from text2math.data import Problem
@@ -27,6 +26,7 @@ from text2math.evaluation import Hypotheses, decode, score_predictions, value_of
 from text2math.knn import knn_scores
 from text2math.model import EOS, SOS, Seq2Seq
 from text2math.program import matches
+from text2math.retrieval import neighbours
 
 FEATURES = ("logp_mean", "logp_sum", "logp_gap", "in_beam", "beam_rank", "knn_sim", "knn_gap", "knn_rank",
             "knn_count", "vote_sim", "vote_count", "beam_vote", "length", "in_options")
@@ -38,24 +38,6 @@ class Candidates:
     programs: list[list[int]]   # token ids, beam first (in beam order), then neighbours' (nearest first)
     values: list[float]
     features: np.ndarray        # (len(programs), len(FEATURES))
-
-
-def neighbours(pool_texts: Sequence[str], queries: Sequence[str], k: int,
-               exclude: Sequence[int | None] | None = None) -> list[list[tuple[int, float]]]:
-    """(pool index, similarity) of each query's k most similar pool problems, most similar first; query i
-    never gets pool problem exclude[i] (itself: leave-one-out)."""
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"\S+")
-    memory = vectorizer.fit_transform(pool_texts)
-    out = []
-    for start in range(0, len(queries), 512):
-        similarity = (vectorizer.transform(list(queries[start:start + 512])) @ memory.T).toarray()
-        for row, sims in enumerate(similarity):
-            skip = exclude[start + row] if exclude is not None else None
-            order = np.argsort(-sims, kind="stable")
-            # the excluded problem is dropped, not ranked last: with k at or above the pool's size it came back
-            # with similarity -inf, and the features' NaN stopped the reranker's fit with a traceback
-            out.append([(int(j), float(sims[j])) for j in order[:k + 1] if j != skip][:k])
-    return out
 
 
 @torch.no_grad()

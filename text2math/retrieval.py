@@ -40,17 +40,27 @@ class RetrievalPool:
     def neighbours(self, queries: Sequence[str], k: int, exclude_self: bool = False) -> list[list[int]]:
         """Indices into the pool of each query's k most similar problems, most similar first. With
         `exclude_self`, query i is pool problem i and is left out of its own neighbours."""
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"\S+")
-        memory = vectorizer.fit_transform(self.texts)
-        out: list[list[int]] = []
-        for start in range(0, len(queries), 512):
-            similarity = (vectorizer.transform(list(queries[start:start + 512])) @ memory.T).toarray()
-            if exclude_self:
-                rows = np.arange(similarity.shape[0])
-                similarity[rows, rows + start] = -np.inf
-            order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
-            out += order.tolist()
-        return out
+        exclude = list(range(len(queries))) if exclude_self else None
+        return [[j for j, _ in found] for found in neighbours(self.texts, queries, k, exclude)]
+
+
+def neighbours(pool_texts: Sequence[str], queries: Sequence[str], k: int,
+               exclude: Sequence[int | None] | None = None) -> list[list[tuple[int, float]]]:
+    """(pool index, similarity) of each query's k most similar pool problems, most similar first; query i
+    never gets pool problem exclude[i] (itself: leave-one-out)."""
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"\S+")
+    memory = vectorizer.fit_transform(pool_texts)
+    out = []
+    for start in range(0, len(queries), 512):
+        similarity = (vectorizer.transform(list(queries[start:start + 512])) @ memory.T).toarray()
+        for row, sims in enumerate(similarity):
+            skip = exclude[start + row] if exclude is not None else None
+            order = np.argsort(-sims, kind="stable")
+            # the excluded problem is dropped, not ranked last: with k at or above the pool's size it came back
+            # with similarity -inf, and the features' NaN stopped the reranker's fit with a traceback
+            out.append([(int(j), float(sims[j])) for j in order[:k + 1] if j != skip][:k])
+    return out
+
 
 
 def retrieved_tensor(pool: RetrievalPool, queries: Sequence[str], vocab: Sequence[str], k: int,
