@@ -37,12 +37,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def int_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an integer from `low` to `high` (a flag whose absurd values would exhaust the machine)."""
+def int_in(low: int, high: int, what: str = "an integer") -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high` (a flag whose absurd values would exhaust the machine),
+    named `what` in its one-line refusal."""
     def parse(text: str) -> int:
         value = int(text)
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high:,}, got {text}")
+            raise argparse.ArgumentTypeError(f"expected {what} from {low} to {high:,}, got {text}")
         return value
 
     parse.__name__ = f"integer from {low} to {high}"   # argparse's "invalid <name> value" for a non-number
@@ -52,15 +53,8 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
 MAX_LAYERS = 1000   # a layer or block count: the course's deepest nets have 30 layers; 1e9 built modules for ever
 layer_count = int_in(1, MAX_LAYERS)
 
-MAX_SEED = 2**32 - 1   # NumPy's legacy seeding (np.random.seed) takes no more
-
-
-def seed_int(text: str) -> int:
-    """A random seed: an integer from 0 to 2**32 - 1 (a larger one made np.random.seed raise a traceback)."""
-    value = int(text)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED}, got {text}")
-    return value
+MAX_SEED = 2**32 - 1   # NumPy's legacy seeding (np.random.seed) takes no more: a larger seed was a traceback
+seed_int = int_in(0, MAX_SEED, "a seed")
 
 
 def thread_count(text: str) -> str | int:

@@ -18,8 +18,8 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from common.cli import decay_rate, parse_args, positive_int
-from common.errors import TrainingDiverged, UserError, run_cli
+from common.cli import decay_rate, int_in, parse_args, positive_int
+from common.errors import TrainingDiverged, run_cli
 from mnist_scratch.engine.init import INITS
 from mnist_scratch.engine.layers import ACTIVATIONS
 from mnist_scratch.engine.losses import LOSSES, softmax
@@ -44,8 +44,8 @@ def build_parser():
     add("--optimizer", choices=list(OPTIMIZERS), default="momentum", help="update rule (default: %(default)s)")
     add("--momentum", type=decay_rate, default=0.9,
         help="momentum for momentum/nesterov (default: %(default)s)")
-    add("--cloud", type=int, default=0,
-        help=f"noisy copies (std {CLOUD_STD}) of each point added to the training set, at most {MAX_CLOUD:,} "
+    add("--cloud", type=int_in(0, MAX_CLOUD), default=0,
+        help=f"noisy copies (std {CLOUD_STD}) of each point added to the training set, 0 to {MAX_CLOUD:,} "
              "(default: %(default)s)")
     return parser
 
@@ -79,8 +79,6 @@ def train(net, x: np.ndarray, y: np.ndarray, args, run) -> tuple[list[float], fl
 def main(argv=None) -> dict:
     args = parse_args(build_parser(), argv, assignment=ASSIGNMENT,
                       run_name=lambda a: f"xor_h{a.hidden}_{a.activation}_seed{a.seed}")
-    if not 0 <= args.cloud <= MAX_CLOUD:
-        raise UserError(f"--cloud {args.cloud}: the noisy copies of each point run from 0 to {MAX_CLOUD:,}")
     if args.smoke:
         args.epochs = min(args.epochs, 200)
     x, y, noisy = training_set(args.cloud, args.seed)

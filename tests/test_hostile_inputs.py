@@ -1050,7 +1050,6 @@ def test_a_sweep_with_an_absurd_hidden_size_is_one_line(tmp_path):
 @pytest.mark.parametrize("module, argv, message", [
     ("xor", ["--hidden", "1000000000"], "parameters, above the 100,000,000"),
     ("xor", ["--hidden", "1000000", "--cloud", "100000"], "GiB, above the 2 GiB"),
-    ("xor", ["--cloud", "10000000000"], "run from 0 to 100,000"),
     ("train", ["--model", "cnn", "--channels", "100000", "100000"], "parameters, above the 100,000,000"),
     ("train", ["--hidden", "100000", "100000"], "parameters, above the 100,000,000"),
     ("approximation", ["--widths", "100", "--samples", "10000000"], "GiB, above the 2 GiB"),
@@ -1164,12 +1163,18 @@ def parser_refusal(script: str, argv: list[str], capsys) -> str:
 
 
 @pytest.mark.parametrize("script, argv, message", [
+    ("mnist_scratch/xor.py", ["--cloud", "10000000000"], "--cloud: expected an integer from 0 to 100,000"),
     ("slot_attention/train.py", ["--iterations", "100000000"], "--iterations: expected an integer from 1 to 50"),
     ("slot_diffusion/train.py", ["--iterations", "51"], "--iterations: expected an integer from 1 to 50"),
     ("text2math/train.py", ["--beam-sizes", "1", "1000000"], "--beam-sizes: expected an integer from 1 to 200"),
     ("text2math/train.py", ["--rerank-beam", "201"], "--rerank-beam: expected an integer from 1 to 200"),
     ("text2math/evaluate.py", ["--checkpoint", "x", "--beam-sizes", "201"], "--beam-sizes: expected an integer"),
     ("text2math/rerank.py", ["--checkpoint", "x", "--beam", "0"], "--beam: expected an integer from 1 to 200"),
+    ("text2math/train.py", ["--retrieve", "1000000000"], "--retrieve: expected an integer from 0 to 20"),
+    ("text2math/train.py", ["--rerank-k", "1001"], "--rerank-k: expected an integer from 0 to 1,000"),
+    ("text2math/train.py", ["--fit-check", "-1"], "--fit-check: expected an integer >= 0"),
+    ("text2math/rerank.py", ["--checkpoint", "x", "--k", "0"], "--k: expected an integer from 1 to 1,000"),
+    ("text2math/knn.py", ["--k", "1001"], "--k: expected an integer from 1 to 1,000"),
 ])
 def test_flags_that_only_grow_memory_are_bounded(script, argv, message, capsys):
     """slot_attention --iterations 1e8 grew the autograd graph until the memory ran out; a beam of 1e6 allocated

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from common.errors import UserError
 from mnist_scratch.engine.gradcheck import numerical_gradient, rel_error
 from mnist_scratch.engine.layers import ACTIVATIONS
 from mnist_scratch.engine.losses import REGRESSION_LOSSES
@@ -68,9 +67,11 @@ def test_xor_is_solved_on_all_four_points(seed, tmp_path):
     assert probs[0] < 0.1 and probs[3] < 0.1 and probs[1] > 0.9 and probs[2] > 0.9
 
 
-def test_xor_rejects_a_negative_cloud(tmp_path):
-    with pytest.raises(UserError, match="--cloud -1"):
+def test_xor_rejects_a_negative_cloud(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         xor.main(["--cloud", "-1", "--out", str(tmp_path / "r")])
+    assert exit_info.value.code == 2
+    assert "--cloud: expected an integer from 0 to 100,000, got -1" in capsys.readouterr().err
 
 
 def test_resume_restarts_without_duplicating_records(tmp_path):

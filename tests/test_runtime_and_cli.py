@@ -210,8 +210,8 @@ def test_threads_flag_is_applied_and_recorded(restore_threads):
 
 @pytest.mark.parametrize("argv, message", [(["--threads", "0"], "positive integer"),
                                            (["--threads", "many"], "invalid"),
-                                           (["--seed", "-1"], "a seed from 0 to 4294967295"),
-                                           (["--seed", str(2**32)], "a seed from 0 to 4294967295")])
+                                           (["--seed", "-1"], "a seed from 0 to 4,294,967,295"),
+                                           (["--seed", str(2**32)], "a seed from 0 to 4,294,967,295")])
 def test_bad_threads_or_seed_is_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         _parse(argv)

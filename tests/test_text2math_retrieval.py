@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from common.errors import UserError
 from text2math.data import Problem, generated_rows, problem_from_row
 from text2math.evaluation import decode, score_predictions
 from text2math.model import Seq2Seq, Seq2SeqConfig
@@ -148,6 +147,7 @@ def test_number_index_flag_and_fit_check(tmp_path):
     assert all("fit_exec_acc" not in r for r in records)
 
 
-def test_negative_retrieve_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="--retrieve"):
+def test_negative_retrieve_is_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         main(["--smoke", "--out", str(tmp_path / "run"), "--retrieve", "-1"])
+    assert exit_info.value.code == 2 and "--retrieve: expected an integer from 0 to 20" in capsys.readouterr().err

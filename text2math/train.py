@@ -24,8 +24,8 @@ import torch
 
 from common import distributed
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.cli import (fraction, int_in, make_parser, non_negative_float, open_fraction, parse_args, positive_float,
-                        positive_int)
+from common.cli import (fraction, int_in, make_parser, non_negative_float, non_negative_int, open_fraction, parse_args,
+                        positive_float, positive_int)
 from common.data_source import short_source
 from common.errors import UserError, run_cli
 from common.models import count_parameters
@@ -50,6 +50,8 @@ ASSIGNMENT = "text2math"
 BEST = "best.pt"      # the weights of the epoch best on validation (trained parts only)
 MODEL = {f.name: f.default for f in dataclasses.fields(Seq2SeqConfig)}   # the model flags' defaults
 RERANKER = "reranker.json"   # the fitted reranker and the pool its neighbours come from (--rerank-k)
+MAX_RETRIEVE = 20     # --retrieve: programs a problem attends to (1e9 retrieved the whole pool for every problem)
+MAX_RERANK_K = 1000   # --rerank-k / rerank.py --k: neighbours' programs the reranker scores per problem
 # the recipe of the README's headline figure (model 1 + retrieval + the learned reranker); the model's shape
 # (hidden size, dropout, number index) comes from Seq2SeqConfig's defaults
 RECIPE = {"model": "glove_lstm", "epochs": 6, "batch_size": 16, "lr": 2e-3, "teacher_forcing": 1.0,
@@ -109,14 +111,14 @@ def build_parser():
     add("--number-index", action=argparse.BooleanOptionalAction, default=MODEL["number_index"],
         help="add a learned embedding of each number's index (n0, n1, ...) to the pointer's keys "
              "(default: %(default)s)")
-    add("--retrieve", type=int, default=RECIPE["retrieve"], metavar="K",
+    add("--retrieve", type=int_in(0, MAX_RETRIEVE), default=RECIPE["retrieve"], metavar="K",
         help="retrieval-augmented decoding: the decoder also attends to and may copy from the programs of the K "
-             "nearest TRAINING problems (TF-IDF; a training problem never retrieves itself); 0: off "
+             f"nearest TRAINING problems (TF-IDF; a training problem never retrieves itself), 0-{MAX_RETRIEVE}; 0: off "
              "(default: %(default)s)")
-    add("--fit-check", type=int, default=200, metavar="N",
+    add("--fit-check", type=non_negative_int, default=200, metavar="N",
         help="after every epoch, greedy exact match / execution accuracy on N training problems (how well the "
              "model fits what it trains on); 0: off (default: %(default)s)")
-    add("--rerank-k", type=int, default=RECIPE["rerank_k"], metavar="K",
+    add("--rerank-k", type=int_in(0, MAX_RERANK_K), default=RECIPE["rerank_k"], metavar="K",
         help="after training, fit the learned reranker (reranker.py) on the validation problems: candidates = the "
              "beam's programs + the programs of the K nearest training problems; scored on the test problems "
              "(summary 'rerank'); 0: off (default: %(default)s)")
@@ -132,9 +134,6 @@ def build_parser():
 def parse(argv=None) -> argparse.Namespace:
     args = parse_args(build_parser(), argv, assignment=ASSIGNMENT, run_name=run_name)
     is_bert = MODELS[args.model].encoder == "bert"
-    if min(args.retrieve, args.fit_check, args.rerank_k) < 0:
-        raise UserError(f"--retrieve, --fit-check and --rerank-k count problems: got {args.retrieve}, "
-                        f"{args.fit_check} and {args.rerank_k}")
     if args.val_fraction >= 1:
         raise UserError(f"--val-fraction is a share below 1: got {args.val_fraction}")
     if is_bert and args.glove is not None:
