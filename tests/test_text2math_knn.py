@@ -8,8 +8,8 @@ import pytest
 
 from common.errors import UserError
 from text2math.data import Problem, generated_rows
-from text2math.knn import (LearnedRanking, knn_scores, learned_scores, main, parse, program_units,
-                           text_program_features)
+from text2math.knn import (LearnedRanking, knn_scores, learned_scores, main, neighbour_candidates, parse,
+                           program_units, text_program_features)
 
 FILLER = [f"w{i}" for i in range(40)]
 
@@ -98,3 +98,10 @@ def test_a_learned_fit_that_would_fill_the_memory_is_refused_in_one_line(capsys)
     parse(["--k", "51"])                       # without --learned, 51 is fine
     text = " ".join(f"w{i}" for i in range(5000))
     assert len(text_program_features(text, ["add", "n0", "n1", "|"])) == 5 + 200 * 5
+
+
+def test_value_size_features_stay_finite_for_extreme_numbers():
+    """A value of 1e300 against tiny numbers: their ratio overflowed to inf, which the fit cannot take."""
+    problem = Problem("x n0 ?", [1e-300], ["power", "const_1000", "const_100", "|"], [1e300], "", "", [[1e300]], 1e300)
+    (program, value, dense), = neighbour_candidates(problem, [(0, 1.0)], [problem.program], 0.02)
+    assert value == 1e300 and all(np.isfinite(dense))

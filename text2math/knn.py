@@ -11,7 +11,7 @@ operation pattern, constant and step order of the program), fit on the training 
 each with its own neighbours (leave-one-out). Still no seq2seq model: a stronger reference line.
 
     python text2math/knn.py --data real --data-root ../shared/data            # the held-out 10% of dev
-    python text2math/knn.py --data real --data-root ../shared/data --learned  # + the learned ranking (a minute)
+    python text2math/knn.py --data real --data-root ../shared/data --learned  # + the learned ranking (under a minute)
     python text2math/knn.py --train-file train.json --eval-file test.json
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ def build_parser():
     add("--tolerance", type=positive_float, default=0.02, help="relative tolerance (default: %(default)s)")
     add("--learned", action="store_true",
         help="also rank the k neighbours' programs with a logistic regression fit on the training problems "
-             "(module docstring; about a minute on MathQA dev)")
+             "(module docstring; under a minute on MathQA dev)")
     add("--out", type=Path, default=None, help="write the scores to this json file (default: none written)")
     return parser
 
@@ -78,8 +78,8 @@ def parse(argv=None) -> argparse.Namespace:
 def knn_scores(train, test, k: int, tolerance: float) -> dict:
     """Top-1 and option-aware execution accuracy of nearest-neighbour program retrieval."""
     top1 = option = 0
-    neighbours = RetrievalPool.from_problems(train).neighbours([p.text for p in test], k)
-    for nearest, problem in zip(neighbours, test):
+    found = RetrievalPool.from_problems(train).neighbours([p.text for p in test], k)
+    for nearest, problem in zip(found, test):
         values = [value_of(train[j].program, problem.numbers) for j in nearest]
         top1 += values[0] is not None and matches(values[0], problem.answers, tolerance)
         chosen = next((v for v in values if v is not None and any(matches(v, o, tolerance) for o in problem.options)),
@@ -128,7 +128,7 @@ def neighbour_candidates(problem, found, programs, tolerance: float) -> list[tup
         dense = [best, best - top, math.log1p(written[0][0]), len(written), sum(same), len(same),
                  len(used) / max(len(problem.numbers), 1), float(len(used) == len(problem.numbers)),
                  float(abs(value - round(value)) < 1e-9), float(value < 0),
-                 math.log10((abs(value) + 1e-9) / largest), len(program) / 20]
+                 math.log10(abs(value) + 1e-9) - math.log10(largest), len(program) / 20]
         out.append((list(program), value, dense))
     return out
 
