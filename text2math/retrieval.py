@@ -62,7 +62,6 @@ def neighbours(pool_texts: Sequence[str], queries: Sequence[str], k: int,
     return out
 
 
-
 def retrieved_tensor(pool: RetrievalPool, queries: Sequence[str], vocab: Sequence[str], k: int,
                      exclude_self: bool = False, max_len: int = 60) -> torch.Tensor:
     """(N, R) token ids: the k neighbours' programs (each cut to max_len), each followed by <eos>, padded
