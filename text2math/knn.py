@@ -1,6 +1,6 @@
-"""A reference point, not one of the four models: nearest-neighbour program retrieval. Each evaluation
-problem takes the program of its most similar training problem (TF-IDF of words and word pairs, the
-numbers already replaced by n0, n1, ...) and runs it on its own numbers; option-aware: the first of
+"""Nearest-neighbour program retrieval, a reference point beside the four models (none of them is used).
+Each evaluation problem takes the program of its most similar training problem (TF-IDF of words and word pairs,
+the numbers already replaced by n0, n1, ...) and runs it on its own numbers; option-aware: the first of
 the `--k` nearest programs whose value is one of the five options. MathQA (from AQuA) holds many
 near-duplicate problems, so this measures how far plain recall of training programs goes.
 
@@ -55,7 +55,8 @@ def build_parser():
     add("--eval-file", type=Path, default=None,
         help="MathQA json to evaluate on (default: as train.py, the held-out 10%% of dev.json)")
     add("--test-fraction", type=open_fraction, default=0.1, help="share of dev.json held out (default: %(default)s)")
-    add("--seed", type=seed_int, default=0, help="split seed (default: %(default)s)")
+    add("--seed", type=seed_int, default=0,
+        help=f"split seed, and the --learned fit's sample of a pool over {LEARNED_MAX_FIT:,} (default: %(default)s)")
     add("--k", type=int_in(1, MAX_K), default=20,
         help=f"neighbours tried by option-aware selection, 1-{MAX_K} ({LEARNED_MAX_K} with --learned) "
              f"(default: %(default)s)")
