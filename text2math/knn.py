@@ -34,14 +34,13 @@ from common.rundir import write_json
 from text2math.data import MathQASplits, load_mathqa, with_files
 from text2math.evaluation import value_of
 from text2math.program import matches
-from text2math.retrieval import RetrievalPool, neighbours
+from text2math.retrieval import MAX_NEIGHBOURS, RetrievalPool, neighbours
 
 LEARNED_C = 0.1             # the logistic regression's inverse regularisation (chosen on validation, seeds 0 and 1)
 LEARNED_MAX_FIT = 10_000    # at most this many training problems (a seeded sample) fit it: bounded memory
 HASHED = 2 ** 20            # hashed word x program features
 LEARNED_MAX_K = 50          # --learned: neighbours' programs ranked per problem (bounded memory, as LEARNED_MAX_FIT)
 MAX_WORDS = 200             # a problem's first distinct words paired with the program (MathQA's: about 40)
-MAX_K = 1000
 NUMBER_TOKEN = re.compile(r"n\d+")
 
 
@@ -57,8 +56,8 @@ def build_parser():
     add("--test-fraction", type=open_fraction, default=0.1, help="share of dev.json held out (default: %(default)s)")
     add("--seed", type=seed_int, default=0,
         help=f"split seed, and the --learned fit's sample of a pool over {LEARNED_MAX_FIT:,} (default: %(default)s)")
-    add("--k", type=int_in(1, MAX_K), default=20,
-        help=f"neighbours tried by option-aware selection, 1-{MAX_K} ({LEARNED_MAX_K} with --learned) "
+    add("--k", type=int_in(1, MAX_NEIGHBOURS), default=20,
+        help=f"neighbours tried by option-aware selection, 1-{MAX_NEIGHBOURS} ({LEARNED_MAX_K} with --learned) "
              f"(default: %(default)s)")
     add("--tolerance", type=positive_float, default=0.02, help="relative tolerance (default: %(default)s)")
     add("--learned", action="store_true",
@@ -110,23 +109,32 @@ def text_program_features(text: str, program) -> list[str]:
     return [f"u:{u}" for u in units] + [f"x:{w}|{u}" for w in words for u in sorted(set(units))]
 
 
+def retrieval_features(written, value: float, near, tolerance: float) -> list[float]:
+    """A candidate program's similarity to the problem through its neighbours (the reranker's knn_sim, knn_gap,
+    knn_rank, knn_count, vote_sim, vote_count): `written` holds the (rank, similarity) of the neighbours whose
+    program it is (none for a program only the beam wrote), `near` the (value here or None, similarity) of every
+    neighbour, nearest first; a vote is a neighbour whose program reaches the candidate's `value`."""
+    sims = [sim for _, sim in written]
+    best, top = max(sims, default=0.0), near[0][1] if near else 0.0
+    same = [sim for v, sim in near if v is not None and matches(v, [value], tolerance)]
+    return [best, best - top if sims else -1.0, math.log1p(written[0][0] if written else len(near)), len(sims),
+            sum(same), len(same)]
+
+
 def neighbour_candidates(problem, found, programs, tolerance: float) -> list[tuple[list[str], float, list[float]]]:
     """The distinct programs of a problem's neighbours `found` ((pool index, similarity), nearest first) that run
     on its numbers: (program, value, dense features), in order of first appearance."""
-    values = [value_of(programs[j], problem.numbers) for j, _ in found]
+    near = [(value_of(programs[j], problem.numbers), sim) for j, sim in found]
     seen: dict[tuple[str, ...], list[tuple[int, float]]] = {}
-    for rank, ((j, sim), value) in enumerate(zip(found, values)):
+    for rank, ((j, sim), (value, _)) in enumerate(zip(found, near)):
         if value is not None:
             seen.setdefault(tuple(programs[j]), []).append((rank, sim))
-    top = found[0][1] if found else 0.0
     largest = max([abs(n) for n in problem.numbers if math.isfinite(n)] + [1e-9])   # '9' * 400 reads as inf
     out = []
     for program, written in seen.items():
-        value = values[written[0][0]]
-        same = [sim for (_, sim), v in zip(found, values) if v is not None and matches(v, [value], tolerance)]
+        value = near[written[0][0]][0]
         used = {t for t in program if NUMBER_TOKEN.fullmatch(t)}
-        best = max(sim for _, sim in written)
-        dense = [best, best - top, math.log1p(written[0][0]), len(written), sum(same), len(same),
+        dense = [*retrieval_features(written, value, near, tolerance),
                  len(used) / max(len(problem.numbers), 1), float(len(used) == len(problem.numbers)),
                  float(abs(value - round(value)) < 1e-9), float(value < 0),
                  math.log10(abs(value) + 1e-9) - math.log10(largest), len(program) / 20]

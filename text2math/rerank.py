@@ -23,8 +23,8 @@ from text2math.beam import MAX_BEAM
 from text2math.evaluate import load_model, resolve_checkpoint
 from text2math.model import MODELS
 from text2math.reranker import fit_and_score
-from text2math.retrieval import RetrievalPool
-from text2math.train import MAX_RERANK_K, RERANKER, cache_features, describe_rerank, encode, load_data, rerank_settings
+from text2math.retrieval import MAX_NEIGHBOURS, RetrievalPool
+from text2math.train import RERANKER, cache_features, describe_rerank, encode, load_data, rerank_settings
 from text2math.train import build_parser as train_parser
 
 HELP_TEST_ARGS = ["--checkpoint", "unused"]   # tests/test_help_defaults.py: the required flag, never opened by parse
@@ -39,8 +39,8 @@ def build_parser():
     add("--data-root", type=Path, default=None, help="as train.py (default: the run's)")
     add("--beam", type=int_in(1, MAX_BEAM), default=trained.get_default("rerank_beam"),
         help="beam whose programs are candidates, at most 200 (default: %(default)s)")
-    add("--k", type=int_in(1, MAX_RERANK_K), default=trained.get_default("rerank_k"),
-        help=f"nearest training problems whose programs are candidates, 1-{MAX_RERANK_K} (default: %(default)s)")
+    add("--k", type=int_in(1, MAX_NEIGHBOURS), default=trained.get_default("rerank_k"),
+        help=f"nearest training problems whose programs are candidates, 1-{MAX_NEIGHBOURS} (default: %(default)s)")
     add("--options", action=argparse.BooleanOptionalAction, default=trained.get_default("rerank_options"),
         help="whether a candidate's value is one of the options is a feature (default: %(default)s)")
     add("--threads", type=thread_count, default="auto",

@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 
 from text2math.data import Problem
 from text2math.evaluation import Hypotheses, decode, score_predictions, value_of
-from text2math.knn import knn_scores
+from text2math.knn import knn_scores, retrieval_features
 from text2math.model import EOS, SOS, Seq2Seq
 from text2math.program import matches
 from text2math.retrieval import neighbours
@@ -87,18 +87,14 @@ def candidates(model: Seq2Seq, tensors, problems: Sequence[Problem], beams: Sequ
             continue
         scored = log_probs(model, tensors, row, programs, sos, eos)
         means = [sum(s) / len(s) for s in scored]
-        top_sim = found[0][1] if found else 0.0
-        knn_values = [(value_of(pool_programs[j], problem.numbers), sim) for j, sim in found]
+        near_values = [(value_of(pool_programs[j], problem.numbers), sim) for j, sim in found]
         beam_values = [v for v, m in zip(values, meta) if m["beam"] is not None]
         rows = []
         for ids, value, entry, scores, mean in zip(programs, values, meta, scored, means):
-            near_sims = [sim for _, sim in entry["knn"]]
-            same = [sim for v, sim in knn_values if v is not None and matches(v, [value], tolerance)]
             beam_rank = width if entry["beam"] is None else entry["beam"]
             rows.append([mean, sum(scores), mean - max(means), float(entry["beam"] is not None), math.log1p(beam_rank),
-                         max(near_sims, default=0.0), max(near_sims, default=0.0) - top_sim if near_sims else -1.0,
-                         math.log1p(entry["knn"][0][0] if entry["knn"] else len(found)), len(near_sims),
-                         sum(same), len(same), sum(matches(v, [value], tolerance) for v in beam_values) / width,
+                         *retrieval_features(entry["knn"], value, near_values, tolerance),
+                         sum(matches(v, [value], tolerance) for v in beam_values) / width,
                          len(ids) / 20, float(any(matches(value, o, tolerance) for o in problem.options))])
         out.append(Candidates(programs, values, np.asarray(rows, dtype=np.float64)))
     return out

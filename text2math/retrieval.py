@@ -19,6 +19,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from text2math.pointer import row_context, row_scores
 
 SEPARATOR = "<eos>"     # between two retrieved programs (and after the last: no row is ever empty)
+MAX_NEIGHBOURS = 1000   # neighbours' programs a problem may be given as candidates (train.py --rerank-k, rerank.py
+                        # --k, knn.py --k): each is executed and scored for every problem
 
 
 @dataclass

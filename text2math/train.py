@@ -43,7 +43,7 @@ from text2math.evaluation import decode, score_predictions
 from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig, sequence_loss
 from text2math.program import detokenize
 from text2math.reranker import fit_and_score
-from text2math.retrieval import RetrievalPool, retrieved_tensor
+from text2math.retrieval import MAX_NEIGHBOURS, RetrievalPool, retrieved_tensor
 from text2math.vocab import encode_sources, encode_targets, glove_matrix, source_vocab, target_vocab
 
 ASSIGNMENT = "text2math"
@@ -51,7 +51,6 @@ BEST = "best.pt"      # the weights of the epoch best on validation (trained par
 MODEL = {f.name: f.default for f in dataclasses.fields(Seq2SeqConfig)}   # the model flags' defaults
 RERANKER = "reranker.json"   # the fitted reranker and the pool its neighbours come from (--rerank-k)
 MAX_RETRIEVE = 20     # --retrieve: programs a problem attends to (1e9 retrieved the whole pool for every problem)
-MAX_RERANK_K = 1000   # --rerank-k / rerank.py --k: neighbours' programs the reranker scores per problem
 # the recipe of the README's headline figure (model 1 + retrieval + the learned reranker); the model's shape
 # (hidden size, dropout, number index) comes from Seq2SeqConfig's defaults
 RECIPE = {"model": "glove_lstm", "epochs": 6, "batch_size": 16, "lr": 2e-3, "teacher_forcing": 1.0,
@@ -118,7 +117,7 @@ def build_parser():
     add("--fit-check", type=non_negative_int, default=200, metavar="N",
         help="after every epoch, greedy exact match / execution accuracy on N training problems (how well the "
              "model fits what it trains on); 0: off (default: %(default)s)")
-    add("--rerank-k", type=int_in(0, MAX_RERANK_K), default=RECIPE["rerank_k"], metavar="K",
+    add("--rerank-k", type=int_in(0, MAX_NEIGHBOURS), default=RECIPE["rerank_k"], metavar="K",
         help="after training, fit the learned reranker (reranker.py) on the validation problems: candidates = the "
              "beam's programs + the programs of the K nearest training problems; scored on the test problems "
              "(summary 'rerank'); 0: off (default: %(default)s)")
