@@ -15,6 +15,7 @@ from pathlib import Path
 from common.errors import TrainingDiverged
 
 EXPLODE_FACTOR = 100.0
+ADVICE = "lower --lr"   # a script whose steps other flags scale too names them: "lower --lr or --weight-decay"
 
 
 def explosion_limit(reference: float, factor: float = EXPLODE_FACTOR) -> float:
@@ -23,19 +24,19 @@ def explosion_limit(reference: float, factor: float = EXPLODE_FACTOR) -> float:
 
 
 def check_loss(peak: float, reference: float | None, epoch: int, kept_epoch: int, where: Path | None,
-               step: int | None = None) -> None:
+               step: int | None = None, advice: str = ADVICE) -> None:
     """Raise TrainingDiverged when an epoch's largest step loss `peak` (or, given `step`, that step's loss) is
-    non-finite or above the limit."""
+    non-finite or above the limit; the message ends with `advice`."""
     at = f" at step {step}" if step is not None else ""
     if not math.isfinite(peak):
-        raise TrainingDiverged(diverged(f"the training loss became {peak}{at}", epoch, kept_epoch, where))
+        raise TrainingDiverged(diverged(f"the training loss became {peak}{at}", epoch, kept_epoch, where, advice))
     if reference is not None and math.isfinite(reference) and peak > explosion_limit(reference):
         raise TrainingDiverged(diverged(f"the training loss exploded to {peak:.3g} (from {reference:.3g}){at}",
-                                        epoch, kept_epoch, where))
+                                        epoch, kept_epoch, where, advice))
 
 
-def diverged(what: str, epoch: int, kept_epoch: int, where: Path | None) -> str:
-    """'<what> in epoch N; the last good checkpoint (epoch K) is kept in <dir>; lower --lr', without claiming a
+def diverged(what: str, epoch: int, kept_epoch: int, where: Path | None, advice: str = ADVICE) -> str:
+    """'<what> in epoch N; the last good checkpoint (epoch K) is kept in <dir>; <advice>', without claiming a
     checkpoint where none was written."""
     if kept_epoch > 0 and where is not None:
         kept = f"the last good checkpoint (epoch {kept_epoch}) is kept in {where}"
@@ -43,7 +44,7 @@ def diverged(what: str, epoch: int, kept_epoch: int, where: Path | None) -> str:
         kept = f"the last good checkpoint is epoch {kept_epoch}'s"
     else:
         kept = "no checkpoint was written (it diverged before the first epoch ended)"
-    return f"{what} in epoch {epoch}; {kept}; lower --lr"
+    return f"{what} in epoch {epoch}; {kept}; {advice}"
 
 
 class DivergenceGuard:

@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from common.distributed import all_reduce_sum, barrier, is_distributed, is_main_process, rank, world_size
-from common.divergence import check_loss, diverged
+from common.divergence import ADVICE, check_loss, diverged
 from common.errors import TrainingDiverged, UserError
 from common.rundir import CHECKPOINT, RunDir
 
@@ -126,11 +126,13 @@ class EpochGuard:
     """Stops a diverged run at the end of an epoch, before its checkpoint is written.
 
     The reference for an exploding loss is the run's first step loss in its first epoch and the previous
-    epoch's mean afterwards (common.divergence.explosion_limit)."""
+    epoch's mean afterwards (common.divergence.explosion_limit). `advice` ends the message: the flags that
+    scale a step ("lower --lr or --weight-decay")."""
 
-    def __init__(self, run: RunDir | None):
+    def __init__(self, run: RunDir | None, advice: str = ADVICE):
         self.where = run.path if run is not None else None
         self.reference: float | None = None
+        self.advice = advice
 
     def check(self, meter: Meter, model: torch.nn.Module, epoch: int) -> dict[str, float]:
         """The epoch's training means ({"loss": ..., ...}); TrainingDiverged when the loss or the model went bad.
@@ -141,11 +143,12 @@ class EpochGuard:
         values = torch.cat([sums, pair, finite.all().float().reshape(1).to(sums.device)]).tolist()  # the one sync
         means, (first, peak, model_finite) = _means(names, values[:len(names)]), values[len(names):]
         kept = epoch if self.where is not None else 0   # every finished epoch wrote a checkpoint
-        check_loss(peak, first if self.reference is None else self.reference, epoch + 1, kept, self.where)
+        check_loss(peak, first if self.reference is None else self.reference, epoch + 1, kept, self.where,
+                   advice=self.advice)
         self.reference = means.get("loss", first)
         if not model_finite:
             raise TrainingDiverged(diverged("the parameters or buffers became NaN or infinite", epoch + 1, kept,
-                                            self.where))
+                                            self.where, self.advice))
         return means
 
 

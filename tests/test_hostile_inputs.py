@@ -1235,6 +1235,18 @@ def test_a_weight_decay_past_float32_is_refused(script, capsys):
         script, ["--weight-decay", "1e300"], capsys)
 
 
+@pytest.mark.parametrize("module, flag", [("resnet_norms.train", "--weight-decay"), ("mnist_scratch.train", "--l2")])
+def test_a_divergence_from_the_decay_names_the_decay(module, flag, tmp_path):
+    """--weight-decay / --l2 1e30 diverged in the first epoch with the advice "lower --lr" alone: the message names
+    the decay flag of the script beside --lr."""
+    import importlib
+
+    from common.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=f"no checkpoint was written .*; lower --lr or {flag}$"):
+        importlib.import_module(module).main(["--smoke", flag, "1e30", "--threads", "1", "--out", str(tmp_path / "r")])
+
+
 def test_a_batch_larger_than_the_training_set_is_a_user_error(tmp_path):
     """slot_attention drops the last partial batch: --batch-size 1e9 left no batch, reported as a divergence
     (exit 3); it is a user error (exit 2)."""

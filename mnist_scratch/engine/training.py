@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from common.divergence import check_loss
+from common.divergence import ADVICE, check_loss
 from common.errors import UserError
 from common.rundir import CHECKPOINT, RunDir
 from mnist_scratch.engine.optim import Optimizer
@@ -98,15 +98,17 @@ def evaluate(net, x: np.ndarray, y: np.ndarray, loss_fn, l2: float = 0.0, batch_
 class LossGuard:
     """Stops a NumPy run at the first step whose loss is NaN or infinite, or past
     common.divergence.explosion_limit(reference): the reference is the run's first step loss, then the
-    previous epoch's mean step loss. Every epoch before the current one wrote a checkpoint, which is kept."""
+    previous epoch's mean step loss. Every epoch before the current one wrote a checkpoint, which is kept.
+    `advice` ends the message (the flags that scale a step)."""
 
-    def __init__(self, run: RunDir):
+    def __init__(self, run: RunDir, advice: str = ADVICE):
         self.where = run.path
         self.reference: float | None = None
+        self.advice = advice
 
     def check(self, loss: float, epoch: int, step: int) -> None:
         """`epoch` counts from 0, `step` within the epoch."""
-        check_loss(loss, self.reference, epoch + 1, epoch, self.where, step=step)
+        check_loss(loss, self.reference, epoch + 1, epoch, self.where, step=step, advice=self.advice)
         if self.reference is None:
             self.reference = loss
 
