@@ -216,5 +216,8 @@ def test_text2math_headline_puts_each_reranked_figure_beside_the_knn_figure_it_c
     results = {run: RunResult(run, Path("."), {}, summary(seed), []) for seed, run in report.SEEDS.items()}
     row = report.headline(results)
     assert row.ours == "47.00 ± 1.00 option-aware (kNN 44.00 ± 1.00); 36.00 ± 0.00 plain top-1 (kNN 35.00 ± 0.00)"
+    for seed, run in report.LEARNED_KNN.items():       # knn.py --learned's runs: their top-1 joins the kNN's
+        results[run] = RunResult(run, Path("."), {}, {"learned": {"exec_acc": 0.38 + seed / 100}}, [])
+    assert report.headline(results).ours.endswith("plain top-1 (kNN 35.00 ± 0.00, learned kNN 39.00 ± 1.00)")
     del results[report.SEEDS[2]].summary["rerank"]
     assert "greedy" in report.headline(results).metric     # a run without the reranker: the greedy figure

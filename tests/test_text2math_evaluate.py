@@ -96,9 +96,9 @@ def test_nearest_neighbour_reference_on_two_files(tmp_path):
     train = _write(tmp_path / "train.json", generated_rows(80, seed=5))
     test = _write(tmp_path / "test.json", generated_rows(20, seed=6))
     scores = knn_main(["--train-file", str(train), "--eval-file", str(test), "--k", "5",
-                       "--out", str(tmp_path / "knn.json")])
+                       "--out", str(tmp_path / "knn")])
     assert scores["n_test"] == 20 and scores["option_acc"] >= scores["exec_acc"] > 0.5   # templates repeat
-    assert json.loads((tmp_path / "knn.json").read_text())["k"] == 5
+    assert json.loads((tmp_path / "knn" / "summary.json").read_text())["k"] == 5
 
 
 @pytest.mark.slow

@@ -75,11 +75,17 @@ def test_the_fit_is_bounded_by_a_seeded_sample():
 
 def test_knn_learned_end_to_end_on_two_files(tmp_path):
     train, test = _files(tmp_path, generated_rows(80, seed=5), generated_rows(20, seed=6))
-    scores = main(["--train-file", str(train), "--eval-file", str(test), "--k", "5", "--learned",
-                   "--out", str(tmp_path / "knn.json")])
-    saved = json.loads((tmp_path / "knn.json").read_text())
+    out = tmp_path / "run"
+    scores = main(["--train-file", str(train), "--eval-file", str(test), "--k", "5", "--learned", "--out", str(out)])
+    saved = json.loads((out / "summary.json").read_text())
     assert saved["learned"]["fitted_on"] == 80 and 0.5 < saved["learned"]["exec_acc"] <= 1
-    assert saved["learned"] == scores["learned"]
+    assert saved["learned"] == scores["learned"] and saved["data_source"] == scores["data_source"]
+    assert json.loads((out / "config.json").read_text())["args"]["learned"] is True
+    with pytest.raises(UserError, match="already holds a run"):      # a run is never lost to the next one
+        main(["--train-file", str(train), "--eval-file", str(test), "--k", "3", "--out", str(out)])
+    assert json.loads((out / "summary.json").read_text()) == saved
+    again = main(["--train-file", str(train), "--eval-file", str(test), "--k", "3", "--out", str(out), "--resume"])
+    assert json.loads((out / "summary.json").read_text())["k"] == again["k"] == 3 and "learned" not in again
 
 
 def test_a_number_too_large_for_a_float_is_no_traceback(tmp_path):

@@ -20,6 +20,7 @@ from text2math.program import (ExecutionError, correct_values, execute, execute_
 MATHQA_URL = "https://math-qa.github.io/math-QA/data/MathQA.zip"
 FIELDS = ("Problem", "options", "correct", "linear_formula")
 MAX_GENERATED = 200_000   # --n-generated: the stand-in's problems
+N_GENERATED = 3000         # --n-generated's default (train.py, knn.py)
 NUMBER = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?![\w])|(?<![\w.])\.\d+")
 
 
@@ -247,7 +248,7 @@ def _download(folder: Path, announce: Callable[[str], None]) -> None:
     fetch([MATHQA_URL], run, lambda: announce(f"downloading MathQA into {folder} ..."))
 
 
-def load_mathqa(mode: str, root: Path | None, *, seed: int, smoke: bool = False, n_generated: int = 3000,
+def load_mathqa(mode: str, root: Path | None, *, seed: int, smoke: bool = False, n_generated: int = N_GENERATED,
                 test_fraction: float = 0.1, announce: Callable[[str], None] = print) -> MathQASplits:
     """train.json (+ test.json or dev.json) when present; else a seeded 90/10 split of dev.json;
     else (auto) the generated template problems, announced. `root` may be None for generated data."""

@@ -13,6 +13,10 @@ each with its own neighbours (leave-one-out). Still no seq2seq model: a stronger
     python text2math/knn.py --data real --data-root ../shared/data            # the held-out 10% of dev
     python text2math/knn.py --data real --data-root ../shared/data --learned  # + the learned ranking (under a minute)
     python text2math/knn.py --train-file train.json --eval-file test.json
+    python text2math/knn.py --data real --data-root ../shared/data --learned --out runs/text2math/knn_learned
+
+With `--out` the scores go to a run folder (config.json, summary.json) as every script's do; reproduce.py
+text2math runs the learned ranking that way, one run per seed, for the report.
 """
 from __future__ import annotations
 
@@ -28,10 +32,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import REPO_ROOT
-from common.cli import DATA_MODES, OneLineParser, int_in, open_fraction, positive_float, seed_int
+from common.cli import DATA_MODES, OneLineParser, int_in, open_fraction, positive_float, positive_int, seed_int
 from common.errors import UserError, run_cli
-from common.rundir import write_json
-from text2math.data import MathQASplits, load_mathqa, with_files
+from common.rundir import RunDir
+from text2math.data import MAX_GENERATED, N_GENERATED, MathQASplits, load_mathqa, with_files
 from text2math.evaluation import value_of
 from text2math.program import matches
 from text2math.retrieval import MAX_NEIGHBOURS, RetrievalPool, neighbours
@@ -63,13 +67,25 @@ def build_parser():
     add("--learned", action="store_true",
         help="also rank the k neighbours' programs with a logistic regression fit on the training problems "
              "(module docstring; under a minute on MathQA dev)")
-    add("--out", type=Path, default=None, help="write the scores to this json file (default: none written)")
+    add("--n-generated", type=positive_int, default=N_GENERATED,
+        help=f"problems of the generated stand-in, at most {MAX_GENERATED:,}, as train.py (default: %(default)s)")
+    add("--out", type=Path, default=None,
+        help="run folder for config.json and summary.json (the scores) (default: none written)")
+    add("--overwrite", action="store_true", help="start over in an --out that already holds a run")
+    add("--resume", action="store_true",
+        help="accepted for reproduce.py; knn.py keeps no checkpoint, so --resume starts the run over")
+    add("--smoke", action="store_true", help="the 64-problem generated stand-in (seconds); overwrites --out")
     return parser
 
 
 def parse(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     args.data_root = args.data_root.expanduser().resolve()
+    args.assignment, args.wandb = "text2math", "off"     # what a run folder records (RunDir)
+    if args.out is not None:
+        args.out = args.out.expanduser().resolve()
+    if args.resume or args.smoke:                        # nothing to resume: a run takes seconds to a minute
+        args.resume, args.overwrite = False, True
     if args.learned and args.k > LEARNED_MAX_K:
         raise UserError(f"--learned ranks at most {LEARNED_MAX_K} neighbours' programs a problem: got --k {args.k}")
     return args
@@ -208,9 +224,10 @@ def main(argv=None) -> dict:
         data = with_files(MathQASplits([], [], ""), args.train_file, args.eval_file, seed=args.seed,
                           test_fraction=args.test_fraction)
     else:
-        data = with_files(load_mathqa(args.data, args.data_root, seed=args.seed,
-                                      test_fraction=args.test_fraction),
+        data = with_files(load_mathqa(args.data, args.data_root, seed=args.seed, smoke=args.smoke,
+                                      n_generated=args.n_generated, test_fraction=args.test_fraction),
                           args.train_file, args.eval_file, seed=args.seed, test_fraction=args.test_fraction)
+    run = RunDir(args, data_source=data.source) if args.out is not None else None   # an earlier run: checked now
     scores = {**knn_scores(data.train, data.test, args.k, args.tolerance), "data_source": data.source}
     print(f"nearest-neighbour programs ({data.source}): top-1 execution accuracy {scores['exec_acc']:.2%}, "
           f"option-aware (k={args.k}) {scores['option_acc']:.2%}")
@@ -218,8 +235,9 @@ def main(argv=None) -> dict:
         scores["learned"] = learned_scores(data.train, data.test, args.k, args.tolerance, args.seed)
         print(f"the same programs, learned ranking (fit on {scores['learned']['fitted_on']} training problems): top-1 "
               f"{scores['learned']['exec_acc']:.2%}, option-aware {scores['learned']['option_acc']:.2%}")
-    if args.out is not None:
-        write_json(args.out, scores)
+    if run is not None:
+        scores = run.finish(scores)
+        print(f"run directory {run.path}")
     return scores
 
 

@@ -1,5 +1,6 @@
 """The report: loss curves; the four models (exact match and execution accuracy, greedy and beam, and the learned
-reranker over each model's candidates, beside the nearest-neighbour reference); teacher forcing 0.3 / 0.6 / 0.9
+reranker over each model's candidates, beside the nearest-neighbour references: the nearest program, and
+`knn.py --learned`'s ranking of the neighbours' programs, one run per seed); teacher forcing 0.3 / 0.6 / 0.9
 and beams 1 / 10 / 20 on the best model; the best model's headline over three seeds."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ BEAMS = ("--beam-sizes", "1", "10", "20")
 TEACHER_FORCING = {"0.3": "tf_0.3", "0.6": "tf_0.6", "0.9": "tf_0.9", "1.0": BEST}  # value -> run
 TASK = "Seq2seq models that turn MathQA word problems into executable programs"
 SEEDS = {0: BEST, 1: f"{BEST}_seed1", 2: f"{BEST}_seed2"}                          # seed -> run (split included)
+LEARNED_KNN = {seed: f"knn_learned_seed{seed}" for seed in SEEDS}                   # seed -> knn.py --learned run
 
 
 def _scale(quick: bool) -> dict[str, tuple[str, ...]]:
@@ -39,7 +41,10 @@ def runs(quick: bool) -> list[RunSpec]:
              for value, run in TEACHER_FORCING.items() if run != BEST]
     seeds = [RunSpec(run, ("--model", BEST, *flags[BEST], "--seed", str(seed))) for seed, run in SEEDS.items()
              if run != BEST]
-    return models + sweep + seeds
+    generated = flags[BEST][:2] if quick else ()        # the same generated problems as the models' (--n-generated)
+    knn = [RunSpec(run, ("--learned", "--seed", str(seed), *generated), script="knn.py")
+           for seed, run in LEARNED_KNN.items()]
+    return models + sweep + seeds + knn
 
 
 def _rerank(summary: dict, key: str) -> str:
@@ -53,6 +58,12 @@ def _other(summary: dict) -> str:
 
 def _knn(summary: dict, key: str) -> str:
     return pct(summary["rerank"]["knn"][key]) if summary.get("rerank") else "-"
+
+
+def _learned(results: dict[str, RunResult], seed: int, key: str) -> float | None:
+    """knn.py --learned's score at `seed` (None when that run is not among the results)."""
+    run = results.get(LEARNED_KNN[seed])
+    return run.summary["learned"][key] if run is not None and "learned" in run.summary else None
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -79,6 +90,13 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
     rows.append(["reference: nearest-neighbour program (`knn.py`)", "-", "-", "seconds", "-", "-",
                  f"{_knn(best, 'exec_acc')}", f"{_knn(best, 'option_acc')} (k = {best['rerank']['k']})"
                  if best.get("rerank") else "-", "-", "-"])
+    seed0 = next(iter(SEEDS))
+    if _learned(results, seed0, "exec_acc") is not None:
+        k = results[LEARNED_KNN[seed0]].summary["k"]
+        rows.append([f"reference: the {k} nearest problems' programs ranked by a logistic regression fit on the "
+                     "training problems (`knn.py --learned`, no seq2seq model)", "-", "-",
+                     "under a minute", "-", "-", pct(_learned(results, seed0, "exec_acc")),
+                     pct(_learned(results, seed0, "option_acc")), "-", "-"])
     beam_rows = [[beam, pct(v["exact_match"]), pct(v["exec_acc"]), pct(v["exec_gold"]), pct(v["option_acc"]),
                   pct(v["runs"])] for beam, v in best["beams"].items()]
     if best.get("rerank"):
@@ -98,9 +116,15 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
                ("kNN", lambda s: s["rerank"]["knn"]["exec_acc"]), ("kNN option-aware",
                                                                    lambda s: s["rerank"]["knn"]["option_acc"])]
     complete = all(s.get("rerank") and "10" in s["beams"] for s in seed_runs.values())
-    seed_rows = [[seed, *(pct(get(s)) for _, get in columns)] for seed, s in seed_runs.items()] if complete else []
-    if complete:
-        seed_rows.append(["mean ± sd", *(_mean_sd([get(s) for s in seed_runs.values()]) for _, get in columns)])
+    values = {seed: [get(s) for _, get in columns] for seed, s in seed_runs.items()} if complete else {}
+    seed_headers = ["seed", "greedy", "beam 10", "reranked", "reranked option-aware", "kNN", "kNN option-aware"]
+    if values and all(_learned(results, seed, "exec_acc") is not None for seed in SEEDS):
+        seed_headers.append("kNN learned")
+        for seed in values:
+            values[seed].append(_learned(results, seed, "exec_acc"))
+    seed_rows = [[seed, *map(pct, row)] for seed, row in values.items()]
+    if values:
+        seed_rows.append(["mean ± sd", *(_mean_sd(list(column)) for column in zip(*values.values()))])
     curves = copy_figure(models[BEST], "curves.png", report_dir, f"{BEST}_curves.png")
     any_run = next(iter(models.values()))
     quick_bert = models["bert_finetuned"].config["args"].get("bert_layers")
@@ -134,9 +158,9 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
                         "programs that run"], beam_rows), "",
         "## Three seeds", "",
         f"{MODELS[BEST].title}: the seed sets the split of dev.json too, so each seed is judged on its own "
-        "held-out problems, beside the nearest-neighbour reference on the same problems (execution accuracy):", "",
-        markdown_table(["seed", "greedy", "beam 10", "reranked", "reranked option-aware", "kNN", "kNN option-aware"],
-                       seed_rows) if seed_rows else "(a seed run lacks the reranker or beam 10)", "",
+        "held-out problems, beside the nearest-neighbour references on the same problems (execution accuracy; "
+        "kNN learned: `knn.py --learned`'s top-1):", "",
+        markdown_table(seed_headers, seed_rows) if seed_rows else "(a seed run lacks the reranker or beam 10)", "",
     ])
 
 
@@ -154,6 +178,8 @@ def headline(results: dict[str, RunResult]) -> Headline:
     plain = [s["rerank"]["other"] if s["rerank"]["options"] else s["rerank"] for s in summaries]
     knn = [s["rerank"]["knn"] for s in summaries]
     option_aware, top1 = _mean_sd([r["exec_acc"] for r in with_options]), _mean_sd([r["exec_acc"] for r in plain])
+    learned = [_learned(results, seed, "exec_acc") for seed in SEEDS]
+    learned_said = f", learned kNN {_mean_sd(learned)}" if None not in learned else ""
     return Headline(TASK, f"execution accuracy, {BEST} + learned reranker (%, mean ± sd over seeds)", "—",
                     f"{option_aware} option-aware (kNN {_mean_sd([k['option_acc'] for k in knn])}); {top1} plain "
-                    f"top-1 (kNN {_mean_sd([k['exec_acc'] for k in knn])})")
+                    f"top-1 (kNN {_mean_sd([k['exec_acc'] for k in knn])}{learned_said})")

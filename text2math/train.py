@@ -38,7 +38,7 @@ from common.training import (EpochGuard, Meter, autocast, batch_count, checkpoin
                              prefixed, resume, tensor_batches)
 from text2math.beam import MAX_BEAM
 from text2math.bert import default_bert, load_bert
-from text2math.data import MathQASplits, carve_validation, load_mathqa, read_glove, with_files
+from text2math.data import N_GENERATED, MathQASplits, carve_validation, load_mathqa, read_glove, with_files
 from text2math.evaluation import decode, score_predictions
 from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig, sequence_loss
 from text2math.program import detokenize
@@ -103,7 +103,7 @@ def build_parser():
     add("--max-program-len", type=positive_int, default=60,
         help="program tokens; longer training programs are dropped (default: %(default)s)")
     add("--test-fraction", type=open_fraction, default=0.1, help="share of dev.json held out (default: %(default)s)")
-    add("--n-generated", type=positive_int, default=3000,
+    add("--n-generated", type=positive_int, default=N_GENERATED,
         help="problems of the generated stand-in, at most 200,000 (default: %(default)s)")
     add("--tolerance", type=positive_float, default=0.02,
         help="relative tolerance of execution accuracy (default: %(default)s)")
