@@ -1164,6 +1164,7 @@ def parser_refusal(script: str, argv: list[str], capsys) -> str:
 
 @pytest.mark.parametrize("script, argv, message", [
     ("mnist_scratch/xor.py", ["--cloud", "10000000000"], "--cloud: expected an integer from 0 to 100,000"),
+    ("mnist_scratch/xor.py", ["--cloud", "-1"], "--cloud: expected an integer from 0 to 100,000, got -1"),
     ("slot_attention/train.py", ["--iterations", "100000000"], "--iterations: expected an integer from 1 to 50"),
     ("slot_diffusion/train.py", ["--iterations", "51"], "--iterations: expected an integer from 1 to 50"),
     ("text2math/train.py", ["--beam-sizes", "1", "1000000"], "--beam-sizes: expected an integer from 1 to 200"),
@@ -1171,6 +1172,7 @@ def parser_refusal(script: str, argv: list[str], capsys) -> str:
     ("text2math/evaluate.py", ["--checkpoint", "x", "--beam-sizes", "201"], "--beam-sizes: expected an integer"),
     ("text2math/rerank.py", ["--checkpoint", "x", "--beam", "0"], "--beam: expected an integer from 1 to 200"),
     ("text2math/train.py", ["--retrieve", "1000000000"], "--retrieve: expected an integer from 0 to 20"),
+    ("text2math/train.py", ["--retrieve", "-1"], "--retrieve: expected an integer from 0 to 20, got -1"),
     ("text2math/train.py", ["--rerank-k", "1001"], "--rerank-k: expected an integer from 0 to 1,000"),
     ("text2math/train.py", ["--fit-check", "-1"], "--fit-check: expected an integer >= 0"),
     ("text2math/rerank.py", ["--checkpoint", "x", "--k", "0"], "--k: expected an integer from 1 to 1,000"),

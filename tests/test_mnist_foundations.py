@@ -67,13 +67,6 @@ def test_xor_is_solved_on_all_four_points(seed, tmp_path):
     assert probs[0] < 0.1 and probs[3] < 0.1 and probs[1] > 0.9 and probs[2] > 0.9
 
 
-def test_xor_rejects_a_negative_cloud(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        xor.main(["--cloud", "-1", "--out", str(tmp_path / "r")])
-    assert exit_info.value.code == 2
-    assert "--cloud: expected an integer from 0 to 100,000, got -1" in capsys.readouterr().err
-
-
 def test_resume_restarts_without_duplicating_records(tmp_path):
     out = tmp_path / "r"
     xor.main(["--epochs", "30", "--out", str(out)])

@@ -145,9 +145,3 @@ def test_number_index_flag_and_fit_check(tmp_path):
     assert all(0 <= r["fit_exec_acc"] <= 1 and 0 <= r["fit_exact_match"] <= 1 for r in records)
     records = [json.loads(line) for line in (tmp_path / "off" / "metrics.jsonl").read_text().splitlines()]
     assert all("fit_exec_acc" not in r for r in records)
-
-
-def test_negative_retrieve_is_refused_in_one_line(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--smoke", "--out", str(tmp_path / "run"), "--retrieve", "-1"])
-    assert exit_info.value.code == 2 and "--retrieve: expected an integer from 0 to 20" in capsys.readouterr().err
