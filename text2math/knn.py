@@ -38,7 +38,7 @@ from common.rundir import RunDir
 from text2math.data import MAX_GENERATED, N_GENERATED, MathQASplits, load_mathqa, with_files
 from text2math.evaluation import value_of
 from text2math.program import matches
-from text2math.retrieval import MAX_NEIGHBOURS, RetrievalPool, neighbours
+from text2math.retrieval import MAX_NEIGHBOURS, neighbours
 
 LEARNED_C = 0.1             # the logistic regression's inverse regularisation (chosen on validation, seeds 0 and 1)
 LEARNED_MAX_FIT = 10_000    # at most this many training problems (a seeded sample) fit it: bounded memory
@@ -91,12 +91,13 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
-def knn_scores(train, test, k: int, tolerance: float) -> dict:
-    """Top-1 and option-aware execution accuracy of nearest-neighbour program retrieval."""
+def knn_scores(train, test, k: int, tolerance: float, found=None) -> dict:
+    """Top-1 and option-aware execution accuracy of nearest-neighbour program retrieval (`found`: the test problems'
+    neighbours among `train`, as retrieval.neighbours gives them; searched here when None)."""
     top1 = option = 0
-    found = RetrievalPool.from_problems(train).neighbours([p.text for p in test], k)
-    for nearest, problem in zip(found, test):
-        values = [value_of(train[j].program, problem.numbers) for j in nearest]
+    found = neighbours([p.text for p in train], [p.text for p in test], k) if found is None else found
+    for near, problem in zip(found, test):
+        values = [value_of(train[j].program, problem.numbers) for j, _ in near]
         top1 += values[0] is not None and matches(values[0], problem.answers, tolerance)
         chosen = next((v for v in values if v is not None and any(matches(v, o, tolerance) for o in problem.options)),
                       values[0])
@@ -204,12 +205,14 @@ class LearnedRanking:
         return [candidates[i][1] for i in np.argsort(-scores, kind="stable")]
 
 
-def learned_scores(train, test, k: int, tolerance: float, seed: int = 0) -> dict:
-    """Top-1 and option-aware execution accuracy of `LearnedRanking` over the k neighbours' programs."""
+def learned_scores(train, test, k: int, tolerance: float, seed: int = 0, found=None) -> dict:
+    """Top-1 and option-aware execution accuracy of `LearnedRanking` over the k neighbours' programs (`found` as in
+    knn_scores)."""
     ranking = LearnedRanking(train, k, tolerance, seed)
     top1 = option = 0
-    for problem, found in zip(test, neighbours([p.text for p in train], [p.text for p in test], k)):
-        values = ranking.rank(problem, found)
+    found = neighbours([p.text for p in train], [p.text for p in test], k) if found is None else found
+    for problem, near in zip(test, found):
+        values = ranking.rank(problem, near)
         if values:
             top1 += matches(values[0], problem.answers, tolerance)
             chosen = next((v for v in values if any(matches(v, o, tolerance) for o in problem.options)), values[0])
@@ -228,11 +231,12 @@ def main(argv=None) -> dict:
                                       n_generated=args.n_generated, test_fraction=args.test_fraction),
                           args.train_file, args.eval_file, seed=args.seed, test_fraction=args.test_fraction)
     run = RunDir(args, data_source=data.source) if args.out is not None else None   # an earlier run: checked now
-    scores = {**knn_scores(data.train, data.test, args.k, args.tolerance), "data_source": data.source}
+    found = neighbours([p.text for p in data.train], [p.text for p in data.test], args.k)   # searched once for both
+    scores = {**knn_scores(data.train, data.test, args.k, args.tolerance, found), "data_source": data.source}
     print(f"nearest-neighbour programs ({data.source}): top-1 execution accuracy {scores['exec_acc']:.2%}, "
           f"option-aware (k={args.k}) {scores['option_acc']:.2%}")
     if args.learned:
-        scores["learned"] = learned_scores(data.train, data.test, args.k, args.tolerance, args.seed)
+        scores["learned"] = learned_scores(data.train, data.test, args.k, args.tolerance, args.seed, found)
         print(f"the same programs, learned ranking (fit on {scores['learned']['fitted_on']} training problems): top-1 "
               f"{scores['learned']['exec_acc']:.2%}, option-aware {scores['learned']['option_acc']:.2%}")
     if run is not None:
