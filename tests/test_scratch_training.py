@@ -8,7 +8,8 @@ from common.errors import TrainingDiverged, UserError
 from common.rundir import RunDir
 from mnist_scratch.engine.network import mlp
 from mnist_scratch.engine.optim import build_optimizer
-from mnist_scratch.engine.training import LossGuard, checkpoint, init_states, resume, shuffled_batches
+from mnist_scratch.engine.losses import LOSSES
+from mnist_scratch.engine.training import LossGuard, checkpoint, evaluate, init_states, resume, shuffled_batches
 
 
 def run_dir(path, resume_flag=False) -> RunDir:
@@ -62,3 +63,21 @@ def test_checkpoint_then_resume_restores_weights_and_optimizer_state(tmp_path):
     wider = mlp((3, 5, 2), "relu", "he", rng)
     with pytest.raises(UserError, match="does not fit this network"):
         resume(run_dir(tmp_path / "r", resume_flag=True), wider, init_states(wider, optimizer))
+
+
+def test_an_mlp_evaluates_to_the_same_bits_whatever_blas_threads_it_is_given(tmp_path):
+    """OpenBLAS's float32 product differs in the last bit between one thread and two, and the thread count it used
+    changed with the machine's load: two identical mnist_scratch runs logged different train losses (a flaky resume
+    test). evaluate() runs an MLP on one thread. (On these digits the loss differed: 2.68696165 vs 2.68696189.)"""
+    from threadpoolctl import threadpool_limits
+
+    from mnist_scratch.data import load_mnist_split
+    from mnist_scratch.model import MLPConfig, build_model
+
+    data = load_mnist_split("90:10", mode="generated", root=tmp_path, seed=3, smoke=False)
+    net = build_model(MLPConfig(hidden=(16,)), 3)
+    losses = set()
+    for threads in (1, 2, 1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            losses.add(evaluate(net, data.x_train, data.y_train, LOSSES["cross_entropy"]).loss)
+    assert len(losses) == 1

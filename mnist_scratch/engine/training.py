@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from common.divergence import ADVICE, check_loss
 from common.errors import UserError
 from common.rundir import CHECKPOINT, RunDir
+from mnist_scratch.engine.network import Conv2D
 from mnist_scratch.engine.optim import Optimizer
 
 # The names of common.schedules.SCHEDULES the NumPy scripts offer; each is applied once per epoch.
@@ -90,7 +92,12 @@ class Evaluation:
 
 
 def evaluate(net, x: np.ndarray, y: np.ndarray, loss_fn, l2: float = 0.0, batch_size: int = 8192) -> Evaluation:
-    logits = net.logits(x, batch_size)
+    """The loss and predictions on (x, y). An MLP is evaluated on one BLAS thread: OpenBLAS's float32 product
+    differs in the last bit between one thread and two, and how many it uses changed with the machine's load,
+    so two identical runs (or a resumed one) logged different losses. Conv layers keep every thread."""
+    threads = None if any(isinstance(layer, Conv2D) for layer in net.layers) else 1
+    with threadpool_limits(limits=threads, user_api="blas"):
+        logits = net.logits(x, batch_size)
     loss, _ = loss_fn(logits, y)
     return Evaluation(loss + l2_penalty(net, l2), logits.argmax(axis=1))
 
