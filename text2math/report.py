@@ -110,14 +110,14 @@ def build(results: dict[str, RunResult], report_dir: Path) -> str:
         tf_rows.append([value, pct(s["exact_match"]), pct(s["exec_acc"]), pct(beam["option_acc"]),
                         _rerank(s, "exec_acc"), f"{s['train_loss']:.3f}", f"{s['test_loss']:.3f}"])
     seed_runs = {seed: results[run].summary for seed, run in SEEDS.items()}
-    columns = [("exec_acc", lambda s: s["exec_acc"]), ("beam 10", lambda s: s["beams"]["10"]["exec_acc"]),
-               ("reranked", lambda s: s["rerank"]["exec_acc"]), ("reranked option-aware",
-                                                                 lambda s: s["rerank"]["option_acc"]),
-               ("kNN", lambda s: s["rerank"]["knn"]["exec_acc"]), ("kNN option-aware",
-                                                                   lambda s: s["rerank"]["knn"]["option_acc"])]
+    columns = {"greedy": lambda s: s["exec_acc"], "beam 10": lambda s: s["beams"]["10"]["exec_acc"],
+               "reranked": lambda s: s["rerank"]["exec_acc"],
+               "reranked option-aware": lambda s: s["rerank"]["option_acc"],
+               "kNN": lambda s: s["rerank"]["knn"]["exec_acc"],
+               "kNN option-aware": lambda s: s["rerank"]["knn"]["option_acc"]}
     complete = all(s.get("rerank") and "10" in s["beams"] for s in seed_runs.values())
-    values = {seed: [get(s) for _, get in columns] for seed, s in seed_runs.items()} if complete else {}
-    seed_headers = ["seed", "greedy", "beam 10", "reranked", "reranked option-aware", "kNN", "kNN option-aware"]
+    values = {seed: [get(s) for get in columns.values()] for seed, s in seed_runs.items()} if complete else {}
+    seed_headers = ["seed", *columns]
     if values and all(_learned(results, seed, "exec_acc") is not None for seed in SEEDS):
         seed_headers.append("kNN learned")
         for seed in values:
