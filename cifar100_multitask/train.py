@@ -142,7 +142,7 @@ def train(args, info: distributed.DistInfo) -> dict:
           f"{len(train_idx):,} train / {len(test_idx):,} test, device {device}, data: {pooled.source}")
 
     start, elapsed = resume(run, net, optimizer, scheduler)
-    guard = EpochGuard(run, advice="lower --lr or --weight-decay")
+    guard = EpochGuard(run)
     for epoch in range(start, args.epochs):
         tic = time.perf_counter()
         net.train()

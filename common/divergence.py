@@ -15,7 +15,14 @@ from pathlib import Path
 from common.errors import TrainingDiverged
 
 EXPLODE_FACTOR = 100.0
-ADVICE = "lower --lr"   # a script whose steps other flags scale too names them: "lower --lr or --weight-decay"
+ADVICE = "lower --lr"
+DECAY_FLAGS = {"weight_decay": "--weight-decay", "l2": "--l2"}   # flags beside --lr that scale a step
+
+
+def advice_for(args) -> str:
+    """ADVICE, naming the run's decay flag beside --lr when it is set: --weight-decay / --l2 1e30 diverged in the
+    first epoch, and "lower --lr" alone sent the user to the wrong flag. `args`: the run's flags (None: ADVICE)."""
+    return " or ".join([ADVICE, *(flag for dest, flag in DECAY_FLAGS.items() if getattr(args, dest, 0))])
 
 
 def explosion_limit(reference: float, factor: float = EXPLODE_FACTOR) -> float:

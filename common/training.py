@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from common.distributed import all_reduce_sum, barrier, is_distributed, is_main_process, rank, world_size
-from common.divergence import ADVICE, check_loss, diverged
+from common.divergence import advice_for, check_loss, diverged
 from common.errors import TrainingDiverged, UserError
 from common.rundir import CHECKPOINT, RunDir
 
@@ -126,13 +126,13 @@ class EpochGuard:
     """Stops a diverged run at the end of an epoch, before its checkpoint is written.
 
     The reference for an exploding loss is the run's first step loss in its first epoch and the previous
-    epoch's mean afterwards (common.divergence.explosion_limit). `advice` ends the message: the flags that
-    scale a step ("lower --lr or --weight-decay")."""
+    epoch's mean afterwards (common.divergence.explosion_limit). The message's advice names the run's own
+    flags (common.divergence.advice_for)."""
 
-    def __init__(self, run: RunDir | None, advice: str = ADVICE):
+    def __init__(self, run: RunDir | None):
         self.where = run.path if run is not None else None
         self.reference: float | None = None
-        self.advice = advice
+        self.advice = advice_for(getattr(run, "args", None))   # a FollowerRun (other ranks) keeps no flags
 
     def check(self, meter: Meter, model: torch.nn.Module, epoch: int) -> dict[str, float]:
         """The epoch's training means ({"loss": ..., ...}); TrainingDiverged when the loss or the model went bad.

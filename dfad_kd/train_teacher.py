@@ -120,7 +120,7 @@ def train(args, info: distributed.DistInfo) -> dict:
     config = model_config_dict(model, mean, std)
 
     start, elapsed = resume(run, net, optimizer, scheduler)
-    guard = EpochGuard(run, advice="lower --lr or --weight-decay")
+    guard = EpochGuard(run)
     for epoch in range(start, args.epochs):
         tic = time.perf_counter()
         net.train()

@@ -130,7 +130,7 @@ def train(args, net, config: FFNConfig, data, run: RunDir) -> None:
     steps = -(-len(y_train) // args.batch_size)
     blas_threads = blas_threads_for(args.batch_size)
     start, elapsed = resume(run, net, states)
-    guard = LossGuard(run, advice="lower --lr or --l2")
+    guard = LossGuard(run)
     for epoch in range(start, args.epochs):
         optimizer.lr = SCHEDULES[args.lr_schedule](epoch, args.epochs) * args.lr
         tic = time.perf_counter()

@@ -177,7 +177,7 @@ def train_phase(args, data: ImageTensors, device: str, name: str, model: torch.n
         teacher.eval()
 
     start, elapsed = resume(run, net, optimizer, scheduler)
-    guard = EpochGuard(run, advice="lower --lr or --weight-decay")
+    guard = EpochGuard(run)
     for epoch in range(start, epochs):
         tic = time.perf_counter()
         net.train()

@@ -179,7 +179,7 @@ def train(args, info: distributed.DistInfo) -> dict:
           f"data: {data.source}")
 
     start, elapsed = resume(run, net, optimizer, scheduler)
-    guard = EpochGuard(run, advice="lower --lr or --weight-decay")
+    guard = EpochGuard(run)
     for epoch in range(start, args.epochs):
         tic = time.perf_counter()
         net.train()

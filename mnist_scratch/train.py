@@ -159,7 +159,7 @@ def train(args, net, config, data, batch_size: int, run: RunDir) -> None:
     steps = -(-len(y_train) // batch_size)
     blas_threads = blas_threads_for(batch_size, has_conv=args.model == "cnn")
     start, elapsed = resume(run, net, states)
-    guard = LossGuard(run, advice="lower --lr or --l2")
+    guard = LossGuard(run)
     for epoch in range(start, args.epochs):
         optimizer.lr = SCHEDULES[args.lr_schedule](epoch, args.epochs) * args.lr
         tic = time.perf_counter()

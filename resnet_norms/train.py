@@ -144,7 +144,7 @@ def train(args, info: distributed.DistInfo) -> dict:
           f"{sizes['test']:,} train/val/test, {args.image_size}px, data: {data.source}")
 
     start, elapsed = resume(run, net, optimizer, scheduler)
-    guard = EpochGuard(run, advice="lower --lr or --weight-decay")
+    guard = EpochGuard(run)
     for epoch in range(start, args.epochs):
         tic = time.perf_counter()
         net.train()

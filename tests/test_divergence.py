@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 from common.checkpoint import load_checkpoint
-from common.divergence import diverged, explosion_limit
+from common.divergence import advice_for, diverged, explosion_limit
 from common.errors import TrainingDiverged
 from common.training import all_finite
 
@@ -64,3 +64,11 @@ def test_a_learning_rate_that_would_overflow_is_refused_by_the_parser(value):
 
     with pytest.raises(argparse.ArgumentTypeError, match="expected a positive number up to 1e"):
         positive_float(value)
+
+
+def test_the_advice_names_a_decay_flag_only_when_the_run_sets_it():
+    """--weight-decay / --l2 1e30 diverged with "lower --lr" alone; a run without decay is not sent to one."""
+    assert advice_for(argparse.Namespace(lr=0.1, weight_decay=5e-4)) == "lower --lr or --weight-decay"
+    assert advice_for(argparse.Namespace(lr=0.1, l2=1e30)) == "lower --lr or --l2"
+    assert advice_for(argparse.Namespace(lr=0.1, weight_decay=0.0)) == "lower --lr"
+    assert advice_for(None) == "lower --lr"

@@ -26,7 +26,7 @@ from typing import Iterator
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from common.divergence import ADVICE, check_loss
+from common.divergence import advice_for, check_loss
 from common.errors import UserError
 from common.rundir import CHECKPOINT, RunDir
 from mnist_scratch.engine.network import Conv2D
@@ -106,12 +106,12 @@ class LossGuard:
     """Stops a NumPy run at the first step whose loss is NaN or infinite, or past
     common.divergence.explosion_limit(reference): the reference is the run's first step loss, then the
     previous epoch's mean step loss. Every epoch before the current one wrote a checkpoint, which is kept.
-    `advice` ends the message (the flags that scale a step)."""
+    The message's advice names the run's own flags (common.divergence.advice_for)."""
 
-    def __init__(self, run: RunDir, advice: str = ADVICE):
+    def __init__(self, run: RunDir):
         self.where = run.path
         self.reference: float | None = None
-        self.advice = advice
+        self.advice = advice_for(run.args)
 
     def check(self, loss: float, epoch: int, step: int) -> None:
         """`epoch` counts from 0, `step` within the epoch."""
