@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
+from common.formats import regular_file
 
 
 def _to_torch(tree: Any) -> Any:
@@ -104,7 +105,7 @@ def torch_load(path: Path, *, map_location: str = "cpu", fix: str = "delete it o
     weights_only=False are never shown."""
     import torch
 
-    path = Path(path)
+    path = regular_file(path, fix)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -1,6 +1,7 @@
 """Parsers (and writers, for tests) of the real data sets' on-disk formats: MNIST's IDX files,
 CIFAR's python pickles and NumPy's .npz archives. Every malformed file raises a UserError naming the
-file and the fix.
+file and the fix, and so does a path that is no regular file (`regular_file`: a FIFO or a device where a
+data file should be would hang the reader or never end).
 
 Pickles (CIFAR's batches, the object arrays of an .npz) are read by a restricted unpickler that
 builds only what those files hold (dicts, lists, tuples, bytes, str, numbers and NumPy arrays): a
@@ -8,7 +9,9 @@ pickle that asks for anything else (a function, a class) is refused before anyth
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import stat
 import zipfile
 from pathlib import Path
 from typing import IO, Any
@@ -20,31 +23,59 @@ from common.errors import UserError
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): code -> big-endian dtype
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 REDOWNLOAD = "delete it and fetch it again (--data auto while online)"
+MAX_IDX_BYTES = 1 << 32   # 4 GiB: a larger IDX body (or a .gz that expands past it) is refused, not read
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def regular_file(path: Path, fix: str = REDOWNLOAD) -> Path:
+    """`path` when it is a regular file (symlinks followed) or missing (the caller's open() says so). Anything
+    else is a one-line UserError naming it and `fix`: opening a named pipe waits for a writer for ever, and a
+    device such as /dev/zero never ends (read as a GloVe or IDX file it filled the machine's memory)."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror or err}); {fix}") from None
+    if stat.S_ISREG(mode):
+        return path
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise UserError(f"{path} is {kind}, not a data file; {fix}")
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally .gz) into an array of its declared shape and type."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    """Read an IDX file (optionally .gz) into an array of its declared shape and type. No more than the
+    header declares is read (and at most MAX_IDX_BYTES), so a .gz that would expand without end is refused."""
+    path = regular_file(path)
+    packed = path.suffix == ".gz"
     try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
+        with (gzip.open if packed else open)(path, "rb") as handle:
+            magic = handle.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES:
+                raise UserError(f"corrupt IDX file {path}: bad magic number; {REDOWNLOAD}")
+            dims = handle.read(4 * magic[3])
+            if len(dims) < 4 * magic[3]:
+                raise UserError(f"corrupt IDX file {path}: truncated header; {REDOWNLOAD}")
+            shape = tuple(int(d) for d in np.frombuffer(dims, ">u4"))
+            dtype = np.dtype(IDX_DTYPES[magic[2]])
+            expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if expected > MAX_IDX_BYTES:
+                raise UserError(f"corrupt IDX file {path}: its header declares shape {shape}, {expected:,} bytes "
+                                f"of data, above the {MAX_IDX_BYTES:,} this reader takes; {REDOWNLOAD}")
+            if packed:   # the data and one byte past it (expected + 1: there is more than declared)
+                raw = handle.read(expected)
+                found = len(raw) + len(handle.read(1))
+            else:
+                found = os.fstat(handle.fileno()).st_size - 4 - len(dims)
+                raw = handle.read(expected) if found == expected else b""
     except (OSError, EOFError) as err:
         raise UserError(f"cannot read IDX file {path}: {err}; {REDOWNLOAD}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise UserError(f"corrupt IDX file {path}: bad magic number; {REDOWNLOAD}")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise UserError(f"corrupt IDX file {path}: truncated header; {REDOWNLOAD}")
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    found = len(raw) - header
     if found != expected:
         raise UserError(f"corrupt IDX file {path}: expected {expected} data bytes for shape {shape}, "
-                        f"found {found}; {REDOWNLOAD}")
-    array = np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+                        f"found {'more' if packed and found > expected else found}; {REDOWNLOAD}")
+    array = np.frombuffer(raw, dtype).reshape(shape).astype(dtype.newbyteorder("="))
     if dtype.kind == "f" and not np.isfinite(array).all():
         raise UserError(f"corrupt IDX file {path}: it holds NaN or infinite values; {REDOWNLOAD}")
     return array
@@ -119,7 +150,7 @@ def write_cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray, label_
 
 def _unpickle(path: Path) -> dict:
     try:
-        with open(path, "rb") as handle:
+        with open(regular_file(path), "rb") as handle:
             entry = safe_unpickle(handle, path, "CIFAR file", encoding="bytes")
     except FileNotFoundError:
         raise UserError(f"missing file {path}; {REDOWNLOAD}") from None
@@ -196,7 +227,7 @@ def read_npz(path: Path, what: str = ".npz archive") -> dict[str, np.ndarray]:
     """Every array of an .npz archive (name -> array), running no code: numeric arrays as NumPy reads
     them with allow_pickle=False; object arrays (e.g. sketch-rnn's list of stroke arrays, pickled
     inside the archive) through the restricted unpickler, with Python 2 str read as latin-1."""
-    path = Path(path)
+    path = regular_file(path)
     arrays: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(path) as archive:

@@ -20,6 +20,7 @@ from PIL import Image
 
 from common.datasets import load_image_dataset
 from common.errors import UserError
+from common.formats import regular_file
 
 MAX_IMAGE_PIXELS = 64_000_000   # a photo or render this project reads: far below Pillow's bomb limit (178 Mpx)
 
@@ -32,7 +33,7 @@ def open_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(path)
+            image = Image.open(regular_file(path, "remove it or replace it with the image"))
         except Image.DecompressionBombError:
             image = None
     if image is None or image.size[0] * image.size[1] > max_pixels:

@@ -15,6 +15,7 @@ from common import REPO_ROOT
 from common.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint, temp_file
 from common.data_source import short_source
 from common.errors import UserError
+from common.formats import regular_file
 from common.metrics import loss_trend
 from common.runtime import git_commit, hardware_info
 from common.tracking import make_tracker
@@ -51,7 +52,7 @@ def read_metrics(run_path: Path) -> list[dict]:
     if not path.exists():
         return []
     try:
-        text = path.read_text()
+        text = regular_file(path, "start over with --overwrite, or pick another --out").read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read {path} ({getattr(err, 'strerror', None) or type(err).__name__}); start over "
                         f"with --overwrite, or pick another --out") from None
@@ -129,7 +130,7 @@ class RunDir:
         config_file = self.path / "config.json"
         if config_file.exists() and args.resume:
             try:
-                previous = json.loads(config_file.read_text())
+                previous = json.loads(regular_file(config_file, "start over with --overwrite").read_text())
             except (OSError, ValueError):
                 previous = {}
             self._check_resumable(previous if isinstance(previous, dict) else {})

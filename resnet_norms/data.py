@@ -165,7 +165,7 @@ def decode_cached(files: list[Path], size: int, cache_dir: Path,
     """(images (N', size, size, 3) uint8 of the readable files, which files were readable (N,) bool, names of
     the skipped ones), decoded once and cached in `cache_dir` as a tensor file (written atomically)."""
     cache = Path(cache_dir) / f"images_{size}px_{_cache_key(files, size)}.pt"
-    if cache.exists():
+    if cache.is_file():   # a FIFO or device under the cache's name is replaced, never read
         try:
             state = torch.load(cache, map_location="cpu", weights_only=True)
             images, keep, skipped = state["images"].numpy(), state["keep"].numpy(), list(state["skipped"])

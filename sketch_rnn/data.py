@@ -18,6 +18,7 @@ from common.data_source import resolve_data
 from common.download import download_file, fetch
 from common.errors import UserError
 from common.formats import read_npz as read_npz_arrays
+from common.formats import regular_file
 from sketch_rnn.shapes import SHAPES, generated_lines
 from sketch_rnn.strokes import normalise_raw, stroke3_to_stroke5, strokes_to_stroke3
 
@@ -62,7 +63,7 @@ def parse_ndjson(lines, limit: int, name: str) -> list[np.ndarray]:
 
 def read_ndjson(path: Path, limit: int) -> list[np.ndarray]:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(regular_file(path, "delete it and fetch it again"), encoding="utf-8") as handle:
             return parse_ndjson(handle, limit, str(path))
     except OSError as err:
         raise UserError(f"cannot read {path} ({err.strerror or err}); delete it and fetch it again") from None

@@ -3,7 +3,8 @@ a --data-root that is a file, MathQA rows of the wrong type and options built to
 tokens with thousands of digits, NaN / Infinity coordinates, and wandb on an offline machine; and the
 third round's defects (issue 33, at the end): memo bombs, files of the wrong shape or type, 16-bit and
 oversized images, non-finite inputs, empty sets, leftover temp files, folders that cannot be made,
-torch's warnings, an --out without config.json and a damaged metrics.jsonl.
+torch's warnings, an --out without config.json and a damaged metrics.jsonl; last, a named pipe or a
+device (/dev/zero) where a data file, checkpoint or run file should be.
 
 Each case is one clear line (a UserError, or exit 2 and one `error:` line for a script), nothing runs,
 and nothing is created. Tiny files are written here in the real formats; nothing touches the network."""
@@ -1257,3 +1258,128 @@ def test_a_batch_larger_than_the_training_set_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="gave no batches: check --batch-size") as err:
         slot_train.main(["--smoke", "--batch-size", "1000000000", "--threads", "1", "--out", str(tmp_path / "r")])
     assert type(err.value) is UserError and err.value.exit_code == 2
+
+
+# --- a named pipe or a device where a file should be -----------------------------------------------------
+def _not_a_file(path: Path, kind: str) -> Path:
+    """`path` made a named pipe (opening it waited for a writer for ever) or a link to /dev/null, a device (as
+    /dev/zero, which never ends: read as a GloVe or IDX file it filled the machine's memory until the kernel
+    killed the run). /dev/null, not /dev/zero, so that a reader that does not check ends at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path) if kind == "fifo" else path.symlink_to("/dev/null")
+    return path
+
+
+def _within(seconds: float, call, fifo: Path):
+    """call() in a thread; a reader still blocked on the pipe after `seconds` is released (a writer opens and
+    closes it) and the test fails. Returns (result, error) of the call."""
+    import threading
+
+    done: dict = {}
+
+    def target():
+        try:
+            done["result"] = call()
+        except BaseException as err:   # noqa: BLE001 - handed to the test
+            done["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        if fifo.exists() and not fifo.is_file():
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail(f"still reading {fifo} after {seconds} s")
+    return done.get("result"), done.get("error")
+
+
+def _read_image(path):
+    from common.images import open_image
+
+    with open_image(path) as image:
+        return image.size
+
+
+def _read_ndjson(path):
+    from sketch_rnn.data import read_ndjson
+
+    return read_ndjson(path, 10)
+
+
+NOT_A_FILE_READERS = {
+    "idx": (lambda root: root / "train-images-idx3-ubyte", read_idx),
+    "idx.gz": (lambda root: root / "train-images-idx3-ubyte.gz", read_idx),
+    "cifar": (lambda root: root / "data_batch_1", read_cifar_batch),
+    "npz": (lambda root: root / "cat.npz", read_npz),
+    "glove": (lambda root: root / "glove.6B.50d.txt", read_glove),
+    "mathqa": (lambda root: root / "dev.json", read_mathqa_json),
+    "ndjson": (lambda root: root / "cat.ndjson", _read_ndjson),
+    "checkpoint": (lambda root: root / "checkpoint.pt", load_checkpoint),
+    "image": (lambda root: root / "image_0001.jpg", _read_image),
+    "metrics": (lambda root: root / "metrics.jsonl", lambda path: read_metrics(path.parent)),
+}
+
+
+@pytest.mark.parametrize("kind, needle", [("fifo", "is a named pipe (FIFO), not a data file"),
+                                          ("device", "is a device, not a data file")])
+@pytest.mark.parametrize("reader", list(NOT_A_FILE_READERS))
+def test_a_pipe_or_device_where_a_file_should_be_is_one_line(tmp_path, reader, kind, needle):
+    """`text2math/train.py --glove /dev/zero` was killed by the kernel after filling the machine's memory, an MNIST
+    file linked to /dev/zero ran out of memory, and a named pipe under MNIST/raw or MathQA/ hung the run. Every
+    reader of data, checkpoints and run files now refuses what is no regular file before opening it."""
+    where, read = NOT_A_FILE_READERS[reader]
+    path = _not_a_file(where(tmp_path), kind)
+    _, error = _within(10, lambda: read(path), path)
+    assert isinstance(error, UserError), error
+    assert one_line(str(error)).startswith(f"{path} {needle}; ")
+
+
+@pytest.mark.parametrize("which", [".json", "_flat.png"])
+def test_a_pipe_in_a_clevrtex_scene_is_one_line(tmp_path, which):
+    from slot_attention.data import read_clevrtex_scene
+
+    image = _clevrtex_scene(tmp_path)
+    part = Path(str(image.with_suffix("")) + which)
+    part.unlink()
+    _not_a_file(part, "fifo")
+    _, error = _within(10, lambda: read_clevrtex_scene(image, 16), part)
+    assert isinstance(error, UserError) and one_line(str(error)).startswith(f"{part} is a named pipe (FIFO)")
+
+
+def test_a_pipe_under_the_image_caches_name_is_replaced_not_read(tmp_path):
+    from resnet_norms.data import _cache_key, decode_cached
+
+    files = [tmp_path / f"image_{i}.png" for i in range(2)]
+    for i, path in enumerate(files):
+        Image.new("RGB", (12, 10), (40 * i, 90, 200)).save(path)
+    cache = _not_a_file(tmp_path / "cache" / f"images_8px_{_cache_key(files, 8)}.pt", "fifo")
+    (images, keep, skipped), error = _within(10, lambda: decode_cached(files, 8, tmp_path / "cache",
+                                                                       announce=lambda _: None), cache)
+    assert error is None and images.shape == (2, 8, 8, 3) and keep.all() and not skipped
+    assert cache.is_file() and torch.load(cache, weights_only=True)["images"].shape == (2, 8, 8, 3)
+
+
+def test_an_idx_gz_is_read_no_further_than_its_header_declares(tmp_path):
+    """A .gz expands without bound; read_idx read all of it before looking at the header's shape."""
+    import gzip
+
+    header = bytes([0, 0, 8, 3]) + struct.pack(">III", 2, 2, 3)
+    (tmp_path / "more.gz").write_bytes(gzip.compress(header + bytes(12) + bytes(50_000_000)))   # 50 kB packed
+    with pytest.raises(UserError, match="expected 12 data bytes for shape \\(2, 2, 3\\), found more") as err:
+        read_idx(tmp_path / "more.gz")
+    one_line(err)
+    huge = bytes([0, 0, 8, 3]) + struct.pack(">III", 4_000_000_000, 28, 28)
+    (tmp_path / "huge.gz").write_bytes(gzip.compress(huge + bytes(1000)))
+    with pytest.raises(UserError, match="declares shape \\(4000000000, 28, 28\\), 3,136,000,000,000 bytes") as err:
+        read_idx(tmp_path / "huge.gz")
+    one_line(err)
+    (tmp_path / "fits.gz").write_bytes(gzip.compress(header + bytes(range(12))))
+    np.testing.assert_array_equal(read_idx(tmp_path / "fits.gz"), np.arange(12).reshape(2, 2, 3))
+
+
+@pytest.mark.slow  # launches a script
+def test_text2math_with_a_device_as_glove_exits_2(tmp_path):
+    done = run_script("text2math/train.py", "--smoke", "--glove", "/dev/null", "--out", str(tmp_path / "r"))
+    assert_script_error(done, "/dev/null is a device, not a data file; pass --glove PATH")
+    assert not (tmp_path / "r").exists()

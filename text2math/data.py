@@ -14,6 +14,7 @@ import numpy as np
 from common.data_source import resolve_data, with_source
 from common.download import download_file, fetch
 from common.errors import UserError
+from common.formats import regular_file
 from text2math.program import (ExecutionError, correct_values, execute, execute_tokens, option_values, split_options,
                                tokenize)
 
@@ -97,7 +98,7 @@ def read_mathqa_rows(path: Path) -> list[dict]:
     """One MathQA json file's rows (a list of objects with Problem, options, correct, linear_formula,
     ...), each checked; anything else is a one-line UserError naming the file (and the row)."""
     try:
-        rows = json.loads(Path(path).read_text())
+        rows = json.loads(regular_file(path, "fetch MathQA again").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         why = (str(err).splitlines() or [type(err).__name__])[0]
         raise UserError(f"cannot read {path} ({why}); fetch MathQA again") from None
@@ -295,7 +296,7 @@ def read_glove(path: Path, words: Sequence[str] | None = None) -> dict[str, np.n
     wanted = set(words) if words is not None else None
     vectors: dict[str, np.ndarray] = {}
     try:
-        with open(path, encoding="utf8") as handle:
+        with open(regular_file(path, "pass --glove PATH to glove.6B.*d.txt"), encoding="utf8") as handle:
             for line_number, line in enumerate(handle, 1):
                 parts = line.rstrip().split(" ")
                 if len(parts) < 2:
