@@ -29,7 +29,7 @@ from common.data_source import short_source
 from common.errors import UserError, run_cli
 from common.progress import progress
 from common.reporting import Headline, RunResult, RunSpec, load_result, markdown_table
-from common.rundir import make_dir
+from common.rundir import make_dir, read_json
 from common.runtime import git_commit
 
 SPEC_FILE = "reproduce_spec.json"
@@ -73,7 +73,7 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
     command = run_command(assignment, spec, out, args)
     recorded = out / SPEC_FILE
     identity = {"script": spec.script, "args": list(spec.args), "mode": _mode(args)}
-    same = recorded.exists() and json.loads(recorded.read_text()) == identity
+    same = recorded.exists() and read_json(recorded, f"move {out} away to train it again") == identity
     if same and (out / "summary.json").exists():
         return "kept"
     if args.report_only:

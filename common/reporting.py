@@ -2,14 +2,13 @@
 A report is rebuilt from run directories alone (config.json, summary.json, metrics.jsonl, plots)."""
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
 from typing import Sequence
 
-from common.rundir import read_metrics
+from common.rundir import read_json, read_metrics
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,11 @@ class Headline:
 
 
 def load_result(name: str, path: Path) -> RunResult:
+    """A finished run's config, summary and metrics; a damaged file is a one-line UserError."""
     path = Path(path)
-    return RunResult(name, path, json.loads((path / "config.json").read_text()),
-                     json.loads((path / "summary.json").read_text()), read_metrics(path))
+    fix = f"delete {path} and run it again"
+    return RunResult(name, path, read_json(path / "config.json", fix, keys=()),
+                     read_json(path / "summary.json", fix, keys=()), read_metrics(path))
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -44,6 +44,21 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def read_json(path: Path, fix: str, keys: Sequence[str] | None = None):
+    """The JSON value of `path`, a file this project wrote (a run folder's config.json, summary.json, ...). One
+    that is no regular file, cannot be read or is no JSON, or (given `keys`) is no object holding them, is a
+    one-line UserError naming it and `fix`, never a traceback."""
+    try:
+        value = json.loads(regular_file(path, fix).read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise UserError(f"cannot read {path} ({getattr(err, 'strerror', None) or type(err).__name__}); "
+                        f"{fix}") from None
+    if keys is not None and not (isinstance(value, dict) and all(key in value for key in keys)):
+        wanted = f"an object with {', '.join(map(repr, keys))}" if keys else "an object"
+        raise UserError(f"{path} is not what this project writes there ({wanted}); {fix}")
+    return value
+
+
 def read_metrics(run_path: Path) -> list[dict]:
     """The records of <run_path>/metrics.jsonl, oldest first ([] when there are none). A last line cut short
     (what a kill during a write leaves: no newline after it, not JSON) is left out; any other line that is not

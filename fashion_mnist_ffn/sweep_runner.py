@@ -18,7 +18,8 @@ import numpy as np
 
 from common.errors import TrainingDiverged, UserError
 from common.progress import progress
-from common.rundir import write_json
+from common.formats import regular_file
+from common.rundir import read_json, write_json
 from fashion_mnist_ffn.sweep_config import Trial, is_number, make_trials, metric_of, validate_sweep_config
 
 TRIALS_FILE = "trials.jsonl"
@@ -153,7 +154,7 @@ def _prepare_sweep_dir(sweep_dir: Path, config: dict, *, count: int | None, seed
         sweep_file.unlink(missing_ok=True)
         trials_file.unlink(missing_ok=True)
     if sweep_file.exists():
-        previous = json.loads(sweep_file.read_text())
+        previous = read_json(sweep_file, "pass --overwrite to start over, or pick another sweep folder", keys=())
         if _canonical(previous.get("config")) != _canonical(config):
             raise UserError(f"{sweep_dir} holds a sweep with another config; use the same config to "
                             f"continue it, pass --overwrite to start over, or pick another sweep folder")
@@ -178,7 +179,11 @@ def load_trials(sweep_dir: Path | str) -> list[TrialResult]:
     path = Path(sweep_dir) / TRIALS_FILE
     if not path.exists():
         return []
-    lines = path.read_text().splitlines()
+    try:
+        lines = regular_file(path, "delete it to rerun every trial").read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path} ({getattr(err, 'strerror', None) or type(err).__name__}); delete it "
+                        f"to rerun every trial") from None
     by_name: dict[str, TrialResult] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -200,7 +205,7 @@ def load_sweep(sweep_dir: Path | str) -> tuple[dict, list[TrialResult]]:
     sweep_file = Path(sweep_dir) / SWEEP_FILE
     if not sweep_file.exists():
         raise UserError(f"no sweep in {sweep_dir} (no {SWEEP_FILE}); run the sweep first or fix the path")
-    return json.loads(sweep_file.read_text()), load_trials(sweep_dir)
+    return read_json(sweep_file, "run the sweep again with --overwrite", keys=()), load_trials(sweep_dir)
 
 
 def _append(path: Path, record: dict) -> None:

@@ -10,7 +10,6 @@ together.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from common.errors import UserError
 from common.fid import fid, inception_features
 from common.models import count_parameters
 from common.plots import plot_curves, plot_image_grid
+from common.rundir import read_json
 from common.segmentation import segmentation_scores
 from slot_attention.library import build_library, compose, decode_slot_sets, gaussian_slots
 from slot_attention.model import load_autoencoder, predicted_segmentation
@@ -191,7 +191,7 @@ def evaluate_baseline(path, data, args, diffusion_recon, reference, n_fid: int, 
             "epochs": int(state.get("epoch", 0))}
     trained = Path(path).parent / "summary.json"      # the baseline run's own wall time, when it has one
     if trained.exists():
-        own = json.loads(trained.read_text())
+        own = read_json(trained, f"delete {trained} or train the baseline again", keys=())
         side.update(wall_seconds=own.get("wall_seconds"), curve=own.get("curve", []))
     library = build_library(model, data.train_images[:args.library_images], args.clusters, seed=args.seed)
     composed = decode_slot_sets(model, compose(library, max(n_fid, 24), args.seed))

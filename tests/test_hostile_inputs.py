@@ -16,6 +16,7 @@ import json
 import os
 import pathlib
 import pickle
+import re
 import struct
 import time
 import warnings
@@ -1383,3 +1384,64 @@ def test_text2math_with_a_device_as_glove_exits_2(tmp_path):
     done = run_script("text2math/train.py", "--smoke", "--glove", "/dev/null", "--out", str(tmp_path / "r"))
     assert_script_error(done, "/dev/null is a device, not a data file; pass --glove PATH")
     assert not (tmp_path / "r").exists()
+
+
+# --- a run folder's own json files, damaged ------------------------------------------------------------------
+@pytest.mark.parametrize("content, keys, needle", [
+    (None, None, "cannot read .* \\(No such file or directory\\); FIX$"),
+    ("garbage", None, "cannot read .* \\(JSONDecodeError\\); FIX$"),
+    ("[" * 100_000 + "]" * 100_000, None, "cannot read .* \\(RecursionError\\); FIX$"),
+    ("[1, 2]", (), "is not what this project writes there \\(an object\\); FIX$"),
+    ('{"args": {}}', ("args", "epochs"), "\\(an object with 'args', 'epochs'\\); FIX$"),
+    ("fifo", None, "is a named pipe \\(FIFO\\), not a data file; FIX$"),
+])
+def test_read_json_is_one_line_for_whatever_is_no_such_file(tmp_path, content, keys, needle):
+    from common.rundir import read_json
+
+    path = tmp_path / "summary.json"
+    if content == "fifo":
+        _not_a_file(path, "fifo")
+    elif content is not None:
+        path.write_text(content)
+    _, error = _within(10, lambda: read_json(path, "FIX", keys=keys), path)
+    assert isinstance(error, UserError) and one_line(str(error)), error
+    assert re.search(needle, str(error)), str(error)
+    path.unlink(missing_ok=True)
+    path.write_text('{"args": {}, "epochs": 2}')
+    assert read_json(path, "FIX", keys=("args", "epochs")) == {"args": {}, "epochs": 2}
+
+
+def test_a_damaged_run_file_in_a_reproduction_is_one_line_and_nothing_is_overwritten(tmp_path):
+    """reproduce.py --report-only on a run whose summary.json was damaged gave a JSONDecodeError traceback, and a
+    damaged reproduce_spec.json a traceback before the run was retrained with --overwrite."""
+    import reproduce
+    from common.reporting import RunSpec, load_result
+
+    run = tmp_path / "runs" / "mnist_scratch" / "a"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"args": {}}')
+    (run / "summary.json").write_text('{"test_acc": 0.9')
+    with pytest.raises(UserError, match=f"cannot read {run / 'summary.json'} \\(JSONDecodeError\\); delete {run} and "
+                                        f"run it again") as err:
+        load_result("a", run)
+    one_line(err)
+    (run / "reproduce_spec.json").write_text("{damaged")
+    args = argparse.Namespace(smoke=True, quick=False, data="auto", data_root=tmp_path, report_only=False)
+    with pytest.raises(UserError, match=f"reproduce_spec.json \\(JSONDecodeError\\); move {run} away") as err:
+        reproduce.ensure_run("mnist_scratch", RunSpec("a", ("--epochs", "1")), run, args)
+    one_line(err)
+    assert (run / "summary.json").read_text() == '{"test_acc": 0.9' and not (run / "log.txt").exists()
+
+
+def test_a_damaged_sweep_json_is_one_line(tmp_path):
+    """fashion_mnist_ffn/sweep.py on a sweep folder whose sweep.json was damaged gave a JSONDecodeError traceback;
+    --overwrite still starts over."""
+    from fashion_mnist_ffn.sweep_runner import _prepare_sweep_dir
+
+    config = {"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"}, "parameters": {}}
+    (tmp_path / "sweep.json").write_text("{damaged")
+    with pytest.raises(UserError, match="cannot read .*sweep.json \\(JSONDecodeError\\); pass --overwrite") as err:
+        _prepare_sweep_dir(tmp_path, config, count=None, seed=0, overwrite=False)
+    one_line(err)
+    assert _prepare_sweep_dir(tmp_path, config, count=None, seed=0, overwrite=True) == {}
+    assert json.loads((tmp_path / "sweep.json").read_text())["config"] == config

@@ -2,6 +2,7 @@
 ../shared/data is there); the learned reranker: leave-one-out neighbours, a fit that follows its evidence,
 every ranked program executes, and evaluate.py applies a run's fitted reranker to another file."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +209,62 @@ def test_without_options_the_reranker_ignores_them():
     flipped = Candidates([[0], [1], [2]], [5.0, 6.0, 7.0], found[0].features[::-1].copy())
     assert np.allclose(blind.scores(flipped.features), blind.scores(np.where(np.arange(len(FEATURES)) == column, 0.0,
                                                                     flipped.features)))
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("garbage", "cannot read .*reranker.json \\(JSONDecodeError\\)"),
+    ({"reranker": 3}, "is not what this project writes there \\(an object with 'reranker', 'beam', 'k', 'pool'\\)"),
+    (lambda v: {**v, "beam": 10 ** 9}, "is not a reranker train.py or rerank.py wrote"),
+    (lambda v: {**v, "k": "20"}, "is not a reranker train.py or rerank.py wrote"),
+    (lambda v: {**v, "reranker": {**v["reranker"], "weights": v["reranker"]["weights"][:3]}}, "is not a reranker"),
+    (lambda v: {**v, "reranker": {**v["reranker"], "bias": "x"}}, "is not a reranker"),
+    (lambda v: {**v, "pool": {"texts": [1], "programs": [["add"]]}}, "is not a reranker"),
+    (lambda v: {**v, "pool": {"texts": []}}, "is not a reranker"),
+])
+def test_evaluate_refuses_a_damaged_reranker_in_one_line(reranked_run, tmp_path, damage, needle):
+    """A reranker.json that is no JSON, misses a key or holds a beam of 10**9 gave a JSONDecodeError / KeyError
+    traceback, or a search the memory could not hold; one line now, before any decoding."""
+    import shutil
+
+    from common.errors import UserError
+    from text2math.evaluate import main as evaluate_main
+
+    _, out, test = reranked_run
+    run = shutil.copytree(out, tmp_path / "run")
+    values = json.loads((run / "reranker.json").read_text())
+    damaged = damage(values) if callable(damage) else damage
+    (run / "reranker.json").write_text(damaged if isinstance(damaged, str) else json.dumps(damaged))
+    with pytest.raises(UserError, match=needle) as err:
+        evaluate_main(["--checkpoint", str(run), "--eval-file", str(test), "--out", str(tmp_path / "e")])
+    assert "\n" not in str(err.value) and str(err.value).endswith("run text2math/rerank.py on the run to write it "
+                                                                  "again")
+
+
+def test_rerank_reads_the_runs_flags_through_train_pys_parser(reranked_run, tmp_path):
+    """rerank.py rebuilds the run's settings by passing its saved flags through train.py's parser: the same values
+    as train.py parsed, every type and range checked again; a damaged config.json is one line."""
+    import shutil
+
+    from common.errors import UserError
+    from text2math.rerank import run_settings, saved_argv
+    from text2math.train import build_parser
+
+    _, out, _ = reranked_run
+    saved = json.loads((out / "config.json").read_text())["args"]
+    parser = build_parser()
+    again = vars(parser.parse_args(saved_argv(parser, saved)))
+    assert again == {k: (type(again[k])(v) if v is not None and k in ("data_root", "train_file", "eval_file", "out")
+                         else v) for k, v in saved.items() if k in again}
+    args = type("Args", (), {"data": None, "data_root": None, "beam": 3, "k": 5, "options": True})()
+    settings = run_settings(out / "best.pt", args)
+    assert (settings.seed, settings.train_file, settings.max_program_len) == (saved["seed"], Path(saved["train_file"]),
+                                                                             saved["max_program_len"])
+    run = shutil.copytree(out, tmp_path / "run")
+    for damaged, needle in (("[]", "an object with 'args'"), ('{"args": []}', "no object of train.py's flags"),
+                            ('{"args": {"seed": "x"}}', "train.py refuses \\(argument --seed: invalid"),
+                            ('{"args": {"beam_sizes": [1, 1000000]}}', "--beam-sizes: expected an integer"),
+                            ("{", "JSONDecodeError")):
+        (run / "config.json").write_text(damaged)
+        with pytest.raises(UserError, match=needle) as err:
+            run_settings(run / "best.pt", args)
+        assert "\n" not in str(err.value)

@@ -10,7 +10,6 @@ evaluation.json (and predictions.jsonl) into --out.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,15 +22,15 @@ from common.checkpoint import load_checkpoint
 from common.cli import OneLineParser, int_in, non_negative_float, positive_float, positive_int, thread_count
 from common.errors import UserError, run_cli
 from common.models import rebuild_model
-from common.rundir import write_json
+from common.rundir import read_json, write_json
 from common.runtime import set_cpu_threads
 from text2math.beam import MAX_BEAM
 from text2math.bert import load_bert
 from text2math.data import read_given_file
 from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig
 from text2math.evaluation import score_predictions
-from text2math.reranker import Reranker, gather, oracle
-from text2math.retrieval import RetrievalPool
+from text2math.reranker import FEATURES, Reranker, gather, oracle
+from text2math.retrieval import MAX_NEIGHBOURS, RetrievalPool
 from text2math.train import BEST, RERANKER, cache_features, describe_beams, describe_rerank, encode, evaluate_beams
 from text2math.train import build_parser as train_parser
 
@@ -101,15 +100,37 @@ def load_model(path: Path, bert: str | None = None) -> tuple[Seq2Seq, object]:
     return rebuild_model(state, build, path, "text2math/train.py"), tokenizer
 
 
+def load_reranker(saved: Path) -> tuple[dict, RetrievalPool, Reranker]:
+    """reranker.json as train.py / rerank.py wrote it: its settings, its pool and the reranker; anything else
+    (a damaged file, a beam or k out of range, weights that do not fit the features) is one line."""
+    fix = "run text2math/rerank.py on the run to write it again"
+    values = read_json(saved, fix, keys=("reranker", "beam", "k", "pool"))
+    try:
+        pool = RetrievalPool.from_dict(values["pool"])
+        reranker = Reranker.from_dict(values["reranker"])
+        sizes = {len(reranker.mean), len(reranker.scale), len(reranker.weights)}
+        fits = (all(isinstance(t, str) for t in pool.texts) and len(pool.texts) == len(pool.programs)
+                and all(isinstance(t, str) for p in pool.programs for t in p) and sizes == {len(FEATURES)}
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in
+                        [*reranker.mean, *reranker.scale, *reranker.weights, reranker.bias]))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        fits = False
+    for name, top in (("beam", MAX_BEAM), ("k", MAX_NEIGHBOURS)):
+        value = values[name]
+        fits = fits and isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= top
+    if not fits:
+        raise UserError(f"{saved} is not a reranker train.py or rerank.py wrote (its pool, weights, beam or k); {fix}")
+    return values, pool, reranker
+
+
 def reranked(model: Seq2Seq, tensors, problems, saved: Path, args) -> dict | None:
     """The measures of the run's fitted reranker on these problems (None without reranker.json)."""
     if not saved.exists():
         return None
-    values = json.loads(saved.read_text())
-    pool = RetrievalPool.from_dict(values["pool"])
+    values, pool, reranker = load_reranker(saved)
     found = gather(model, tensors, problems, pool.texts, pool.programs, beam=values["beam"], k=values["k"],
                    max_len=args.max_program_len, alpha=args.length_alpha, tolerance=args.tolerance)
-    ranked = [Reranker.from_dict(values["reranker"]).rank(f) or [[]] for f in found]
+    ranked = [reranker.rank(f) or [[]] for f in found]
     return {**score_predictions(ranked, problems, model.config, args.tolerance), "oracle": oracle(found, problems,
             args.tolerance), "beam": values["beam"], "k": values["k"], "options": values.get("options", True)}
 
