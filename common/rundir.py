@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import numbers
 import os
 import shlex
 import sys
@@ -239,10 +241,17 @@ class RunDir:
         if missing:
             raise UserError(f"{path} is not a checkpoint of this script (no {', '.join(missing)}); "
                             f"start over with --overwrite, or pick another --out")
-        try:
-            self._resume_epoch = int(state["epoch"])
-        except (TypeError, ValueError):
-            raise UserError(f"{path} holds no valid epoch number; start over with --overwrite") from None
+        epoch, elapsed = state["epoch"], state.get("elapsed", 0.0)
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise UserError(f"{path} holds no valid epoch number ({str(epoch)[:40]}); start over with --overwrite")
+        if isinstance(elapsed, bool) or not isinstance(elapsed, numbers.Real) or not 0 <= elapsed < math.inf:
+            raise UserError(f"{path} holds no valid training time ({str(elapsed)[:40]}); start over with --overwrite")
+        wrong = [key for key in ("model", "optimizer", "scheduler", "extra")
+                 if state.get(key) is not None and not isinstance(state[key], dict)]
+        if wrong:
+            raise UserError(f"{path} is not a checkpoint of this script ({', '.join(wrong)}: not a state dict); "
+                            f"start over with --overwrite, or pick another --out")
+        self._resume_epoch = int(epoch)
         return state
 
     # the end ---------------------------------------------------------------------------------

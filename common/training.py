@@ -189,7 +189,7 @@ def resume(run: RunDir | None, model: torch.nn.Module, optimizer: torch.optim.Op
         return 0, 0.0
     path = run.path / CHECKPOINT
     missing = [k for k in ("epoch", "elapsed", "model", "optimizer", "torch_rng") if k not in state]
-    missing += [f"extra/{k}" for k in extra if k not in state.get("extra", {})]
+    missing += [f"extra/{k}" for k in extra if k not in (state.get("extra") or {})]
     if missing:
         raise UserError(f"{path} is not a checkpoint of this script (no {', '.join(missing)}); start over "
                         f"with --overwrite, or pick another --out")
@@ -204,7 +204,7 @@ def resume(run: RunDir | None, model: torch.nn.Module, optimizer: torch.optim.Op
             if isinstance(obj, torch.optim.lr_scheduler.LambdaLR):
                 follow_this_run(obj)
         torch.set_rng_state(state["torch_rng"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise UserError(f"{path} does not fit this run's model ({first}); resume with the flags it was "
                         f"started with, or start over with --overwrite") from None

@@ -41,16 +41,29 @@ def _other_model(out) -> None:
     save_checkpoint(out / "checkpoint.pt", {**state, "model": weights})
 
 
+def _spoiled(**fields):
+    """A spoiler that overwrites the checkpoint's `fields` (its bookkeeping, not its weights)."""
+    def spoil(out) -> None:
+        save_checkpoint(out / "checkpoint.pt", {**load_checkpoint(out / "checkpoint.pt"), **fields})
+    return spoil
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("folder", SCRIPTS)
 def test_resume_probes(folder, tmp_path):
     """From one finished two-epoch run, on copies of it: (a) a foreign checkpoint and (b) another model's
-    checkpoint are one line each with every file untouched (defect 3); (c) killed after the first metrics line
-    and before the first checkpoint, --resume holds each epoch once: 1, 2, not 1, 1, 2 (defect 2)."""
+    checkpoint are one line each with every file untouched (defect 3), and so are a negative epoch, a training
+    time that is text and an optimizer state that is a number or another optimizer's (each gave a ValueError,
+    TypeError or AttributeError traceback); (c) killed after the first metrics line and before the first
+    checkpoint, --resume holds each epoch once: 1, 2, not 1, 1, 2 (defect 2)."""
     first = tmp_path / "first"
     _first_run(folder, first)
     for name, spoil, message in (("foreign", _foreign, "not a checkpoint of this script"),
-                                 ("other_model", _other_model, "does not fit")):
+                                 ("other_model", _other_model, "does not fit"),
+                                 ("negative_epoch", _spoiled(epoch=-5), "holds no valid epoch number \\(-5\\)"),
+                                 ("text_time", _spoiled(elapsed="x"), "holds no valid training time \\(x\\)"),
+                                 ("number_optimizer", _spoiled(optimizer=5), "optimizer: not a state dict"),
+                                 ("other_optimizer", _spoiled(optimizer={"foo": 1}), "does not fit")):
         out = tmp_path / name
         shutil.copytree(first, out)
         spoil(out)

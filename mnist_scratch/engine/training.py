@@ -130,6 +130,25 @@ def checkpoint(epoch: int, elapsed: float, model_config: dict, net, states: dict
             "optimizer": states}
 
 
+def _states_fit(saved, fresh: dict) -> bool:
+    """Whether a checkpoint's optimizer `saved` has the entries of `fresh` (init_states): per parameter the same
+    keys, arrays of the same shapes and integer step counts."""
+    if not isinstance(saved, dict) or saved.keys() != fresh.keys():
+        return False
+    for name, state in fresh.items():
+        got = saved[name]
+        if not isinstance(got, dict) or got.keys() != state.keys():
+            return False
+        for key, value in state.items():
+            if isinstance(value, np.ndarray):
+                if not (isinstance(got[key], np.ndarray) and got[key].shape == value.shape
+                        and np.issubdtype(got[key].dtype, np.floating)):
+                    return False
+            elif isinstance(got[key], bool) or not isinstance(got[key], (int, np.integer)):
+                return False
+    return True
+
+
 def resume(run: RunDir, net, states: dict) -> tuple[int, float]:
     """(epochs done, training seconds so far): loads the checkpoint into `net` and the optimizer `states` when
     --resume found one; (0, 0.0) otherwise. A checkpoint that does not fit is one UserError, raised before any
@@ -142,6 +161,9 @@ def resume(run: RunDir, net, states: dict) -> tuple[int, float]:
     except (KeyError, ValueError, TypeError, AttributeError) as err:
         raise UserError(f"{run.path / CHECKPOINT} does not fit this network ({str(err)[:200]}); resume with "
                         f"the flags it was started with, or start over with --overwrite") from None
+    if not _states_fit(state["optimizer"], states):
+        raise UserError(f"{run.path / CHECKPOINT}: its optimizer state does not fit this run's optimizer and network; "
+                        f"resume with the flags it was started with, or start over with --overwrite")
     states.clear()
     states.update(state["optimizer"])
     print(f"resuming {run.path.name} after epoch {state['epoch']}")
