@@ -34,6 +34,19 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _wrong_type(field: dataclasses.Field, value: Any) -> bool:
+    """Whether `value` is not of the kind the field's default is (bool, int, a number for a float, str, tuple,
+    list); a field without a default, or whose default is None, takes anything."""
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    if default is dataclasses.MISSING or default is None:
+        return False
+    if isinstance(default, bool) or isinstance(value, bool):
+        return not (isinstance(default, bool) and isinstance(value, bool))
+    if isinstance(default, float):
+        return not isinstance(value, (int, float))
+    return not isinstance(value, type(default))
+
+
 def _is_tuple_field(field: dataclasses.Field) -> bool:
     annotation = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
     return str(annotation).startswith("tuple")
@@ -55,6 +68,10 @@ class ModelConfig:
             raise UserError(f"{cls.__name__} has no field(s) {', '.join(map(str, unknown))}: the file was written "
                             f"by another model or another version")
         kwargs = {k: tuple(v) if isinstance(v, list) and _is_tuple_field(fields[k]) else v for k, v in values.items()}
+        wrong = [f"{k} = {str(v)[:40]}" for k, v in kwargs.items() if _wrong_type(fields[k], v)]
+        if wrong:
+            raise UserError(f"{cls.__name__}: {', '.join(wrong)}: not of its field's type; the file was written by "
+                            f"another model or was damaged")
         try:
             return cls(**kwargs)
         except TypeError as err:

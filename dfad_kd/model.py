@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -183,11 +184,22 @@ def load_teacher(path: Path) -> Teacher:
         model = model_from_checkpoint(state, path)
         config = state["model_config"]
         mean, std = config.get("input_mean"), config.get("input_std")
-        if not mean or not std or len(mean) != len(std):
+        channels = getattr(model.config, "in_channels", None)
+        if not _normalisation(mean, std, channels):
             raise UserError(f"{path} does not record the input normalisation its model expects (input_mean / "
-                            f"input_std); train the teacher with dfad_kd/train_teacher.py")
+                            f"input_std: a finite mean and a positive std per input channel); train the teacher "
+                            f"with dfad_kd/train_teacher.py")
         teacher = Teacher(model, model.family, tuple(mean), tuple(std), f"{model.config.describe()} from {path}")
     return freeze(teacher)
+
+
+def _normalisation(mean, std, channels: int | None) -> bool:
+    """Whether a checkpoint's input_mean / input_std are one finite mean and one positive std per input channel."""
+    def numbers(values) -> bool:
+        return isinstance(values, list) and bool(values) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    return (numbers(mean) and numbers(std) and len(mean) == len(std) and min(std) > 0
+            and (channels is None or len(mean) == channels))
 
 
 def freeze(teacher: Teacher) -> Teacher:

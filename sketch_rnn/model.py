@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.cli import MAX_LAYERS
 from common.models import ModelConfig
 from sketch_rnn.heads import HEADS
 from sketch_rnn.strokes import END_TOKEN, PEN_END, START_TOKEN
@@ -42,6 +43,19 @@ class SketchConfig(ModelConfig):
     scale: float = 1.0           # the offsets' std in pixels: model units x scale = pixels
     pen_position: bool = False   # the decoder also reads where the pen is (False: checkpoints written before it)
     pen_turning: bool = False    # ... and how far the pen has turned since the start (full turns, signed)
+
+    def __post_init__(self):
+        """A config read from a checkpoint is checked as the flags are: sizes >= 1, 1-1000 layers (a billion built
+        LSTM layers for ever), a known head, a dropout in [0, 1], a positive finite scale."""
+        small = [name for name in ("embed_dim", "prompt_len", "encoder_hidden", "decoder_hidden", "attention_dim",
+                                   "mixtures", "max_len") if getattr(self, name) < 1]
+        if small:
+            raise ValueError(f"{', '.join(small)} must be at least 1")
+        if not 1 <= self.layers <= MAX_LAYERS:
+            raise ValueError(f"layers must be 1 to {MAX_LAYERS:,}, got {self.layers}")
+        if self.head not in HEADS or not 0 <= self.dropout <= 1 or not 0 < self.scale < math.inf:
+            raise ValueError(f"head {self.head!r} (one of {', '.join(HEADS)}), dropout {self.dropout} (0 to 1) and "
+                             f"scale {self.scale} (positive) do not all hold")
 
     def position_scale(self) -> float:
         """Model units -> the pen position the decoder reads: pixels / 255, the span drawings are scaled to."""

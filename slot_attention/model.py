@@ -50,6 +50,16 @@ class SlotConfig(ModelConfig):
     epsilon: float = 1e-8
 
     def __post_init__(self):
+        for name, flag in CONFIG_FLAGS.items():   # a config from a checkpoint takes what the flags take (ranges;
+            value, check = getattr(self, name), flag.get("type")   # the choices are checked below)
+            try:
+                fits = check is None or check(str(value)) == value
+            except (argparse.ArgumentTypeError, ValueError):
+                fits = False
+            if not fits:
+                raise ValueError(f"{name} {str(value)[:40]} is not a value --{name.replace('_', '-')} takes")
+        if not 0 < self.epsilon < 1:
+            raise ValueError(f"epsilon must lie between 0 and 1, got {self.epsilon}")
         steps = math.log2(self.image_size / self.broadcast)
         if self.broadcast > self.image_size or steps != int(steps):
             raise ValueError(f"image size {self.image_size} must be the broadcast grid {self.broadcast} "

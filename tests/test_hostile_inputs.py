@@ -1445,3 +1445,95 @@ def test_a_damaged_sweep_json_is_one_line(tmp_path):
     one_line(err)
     assert _prepare_sweep_dir(tmp_path, config, count=None, seed=0, overwrite=True) == {}
     assert json.loads((tmp_path / "sweep.json").read_text())["config"] == config
+
+
+@pytest.mark.parametrize("spoil, needle", [
+    (lambda s: {**s, "epoch": 99}, "is not this run's best checkpoint \\(epoch 99 of 2\\)"),
+    (lambda s: {**s, "epoch": "3"}, "is not this run's best checkpoint \\(epoch 3 of 2\\)"),
+    (lambda s: {k: v for k, v in s.items() if k != "model"}, "is not this run's best checkpoint"),
+    (lambda s: {**s, "model": {"other": torch.zeros(2)}}, "does not fit this run's model"),
+])
+def test_text2math_with_a_best_pt_that_is_not_the_runs_is_one_line(tmp_path, spoil, needle):
+    """A resumed text2math run loads best.pt at its end: one whose epoch or weights were not this run's gave a
+    KeyError / IndexError / RuntimeError traceback after the training had finished."""
+    from text2math.train import main as text2math_main
+
+    out = tmp_path / "run"
+    text2math_main(["--smoke", "--epochs", "2", "--out", str(out), "--threads", "1"])
+    save_checkpoint(out / "best.pt", spoil(load_checkpoint(out / "best.pt")))
+    with pytest.raises(UserError, match=needle) as err:
+        text2math_main(["--smoke", "--epochs", "2", "--resume", "--out", str(out), "--threads", "1"])
+    assert one_line(err).startswith(str(out / "best.pt"))
+    (out / "best.pt").unlink()              # the advice: without it the last epoch's weights are evaluated
+    summary = text2math_main(["--smoke", "--epochs", "2", "--resume", "--out", str(out), "--threads", "1"])
+    assert summary["best_epoch"] == 2 == len(read_metrics(out))
+
+
+@pytest.mark.parametrize("field_name, value, needle", [
+    ("layers", 10 ** 12, "layers must be 1 to 1,000, got 1000000000000"), ("max_len", -5, "max_len must be at least 1"),
+    ("max_len", "x", "max_len = x: not of its field's type"), ("head", "cubic", "head 'cubic'"),
+    ("scale", -1.0, "scale -1.0"),
+])
+def test_sketch_rnn_sample_refuses_a_generator_config_it_cannot_draw_with(tmp_path, field_name, value, needle):
+    """sample.py on a checkpoint whose model_config held layers 10**12 built LSTM layers for ever (killed after
+    150 s); max_len -5 or "x", or scale "x", ended in a traceback while drawing. Refused in one line on loading."""
+    from sketch_rnn.model import SketchConfig, SketchGenerator
+    from sketch_rnn.sample import load_generator
+
+    config = SketchConfig(classes=["cat"], embed_dim=4, prompt_len=2, encoder_hidden=4, decoder_hidden=4, layers=1,
+                          attention_dim=4, mixtures=2, max_len=5)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model_config": {**config.to_dict(), field_name: value},
+                           "model": SketchGenerator(config).state_dict()})
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=re.escape(needle)) as err:
+        load_generator(path, torch.device("cpu"))
+    assert one_line(err).startswith(f"{path} does not hold a sketch_rnn/train.py model")
+    assert time.perf_counter() - start < 10
+
+
+@pytest.fixture(scope="module")
+def dfad_teacher(tmp_path_factory):
+    from dfad_kd.train_teacher import main as teacher_main
+
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    teacher_main(["--smoke", "--out", str(out), "--threads", "1"])
+    return out / "checkpoint.pt"
+
+
+@pytest.mark.parametrize("mean, std", [("x", [0.3]), (5, [0.3]), ([0.1], 7), ([0.1], [0.0]), ([float("nan")], [0.3]),
+                                       ([0.1, 0.2], [0.3, 0.3]), ([True], [0.3]), (None, [0.3])])
+def test_a_dfad_teacher_whose_input_normalisation_is_damaged_is_one_line(dfad_teacher, tmp_path, mean, std):
+    """dfad_kd/train.py --teacher on a checkpoint whose input_mean was text or a number gave a ValueError / TypeError
+    traceback; a zero std divided by zero later."""
+    from dfad_kd.model import load_teacher
+
+    state = load_checkpoint(dfad_teacher)
+    path = tmp_path / "teacher.pt"
+    save_checkpoint(path, {**state, "model_config": {**state["model_config"], "input_mean": mean, "input_std": std}})
+    with pytest.raises(UserError, match="does not record the input normalisation its model expects") as err:
+        load_teacher(path)
+    one_line(err)
+    assert load_teacher(dfad_teacher).std == tuple(state["model_config"]["input_std"])
+
+
+@pytest.mark.parametrize("field_name, value, needle", [
+    ("iterations", 10 ** 12, "iterations 1000000000000 is not a value --iterations takes"),
+    ("iterations", -5, "iterations -5 is not a value --iterations takes"),
+    ("slots", 0, "slots 0 is not a value --slots takes"), ("epsilon", -1e-8, "epsilon must lie between 0 and 1"),
+])
+def test_a_slot_model_config_the_flags_would_refuse_is_one_line(tmp_path, field_name, value, needle):
+    """slot_diffusion --baseline on a checkpoint whose model_config held iterations 10**12 ran for ever (killed after
+    150 s), and -5 ran with no slot-attention iteration at all; a stored config now passes the flags' own checks."""
+    from slot_attention.model import SlotAutoencoder, SlotConfig, load_autoencoder
+
+    config = SlotConfig(image_size=16, slots=2, slot_dim=4, encoder_channels=4, mlp_hidden=4, broadcast=8,
+                        decoder_channels=4, decoder_size=16)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model_config": {**config.to_dict(), field_name: value},
+                           "model": SlotAutoencoder(config).state_dict()})
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=re.escape(needle)) as err:
+        load_autoencoder(path)
+    assert one_line(err).startswith(f"{path} does not hold a slot_attention/train.py model")
+    assert time.perf_counter() - start < 10

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import FrozenInstanceError, dataclass, field
 
 import pytest
@@ -78,3 +79,36 @@ def test_rebuild_model_turns_every_mismatch_into_one_user_error(state, message):
     with pytest.raises(UserError, match=message) as info:
         rebuild_model(state, build, "x.pt", "tiny")
     assert "\n" not in str(info.value) and "x.pt" in str(info.value)
+
+
+@dataclass(frozen=True)
+class TypedConfig(ModelConfig):
+    width: int = 3
+    rate: float = 0.5
+    flag: bool = False
+    name: str = "a"
+    sizes: tuple[int, ...] = (1, 2)
+    anything: object = None
+    required: int = field(default=1)
+
+    def describe(self) -> str:
+        return "typed"
+
+
+@pytest.mark.parametrize("values, wrong", [
+    ({"width": "4"}, "width = 4"), ({"width": 4.0}, "width = 4.0"), ({"width": True}, "width = True"),
+    ({"flag": 1}, "flag = 1"), ({"rate": "x"}, "rate = x"), ({"name": 5}, "name = 5"), ({"sizes": 3}, "sizes = 3"),
+    ({"width": None}, "width = None"), ({"width": {}, "name": []}, "width = {}, name = []"),
+])
+def test_a_stored_field_of_another_type_is_one_user_error(values, wrong):
+    """sketch_rnn/sample.py on a checkpoint whose model_config held max_len "x" or null built the model and then
+    failed with a TypeError traceback while sampling; a field's value must be of the kind its default is."""
+    with pytest.raises(UserError, match=re.escape(f"TypedConfig: {wrong}: not of its field's type")) as info:
+        TypedConfig.from_dict(values)
+    assert "\n" not in str(info.value)
+
+
+def test_stored_fields_of_their_own_type_still_load():
+    config = TypedConfig.from_dict({"width": 4, "rate": 1, "flag": True, "name": "b", "sizes": [3], "anything": [1]})
+    assert (config.width, config.rate, config.flag, config.sizes, config.anything) == (4, 1, True, (3,), [1])
+    assert TypedConfig.from_dict(config.to_dict()) == config

@@ -268,3 +268,26 @@ def test_rerank_reads_the_runs_flags_through_train_pys_parser(reranked_run, tmp_
         with pytest.raises(UserError, match=needle) as err:
             run_settings(run / "best.pt", args)
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("field_name, value, needle", [
+    ("retrieve", 10 ** 12, "retrieve must be 0 to 20"), ("retrieve", -1, "retrieve must be 0 to 20"),
+    ("retrieval_pool", {}, "retrieval_pool must hold"),
+    ("retrieval_pool", {"texts": ["a"], "programs": "x"}, "retrieval_pool must hold"),
+    ("hidden", 0, "is not a value train.py takes"), ("model", "gpt", "is not a value train.py takes"),
+])
+def test_a_stored_seq2seq_config_train_py_would_refuse_is_one_line(tmp_path, field_name, value, needle):
+    """evaluate.py on a checkpoint whose model_config held an empty retrieval pool gave a KeyError traceback; a
+    retrieve of 10**12 would have retrieved the whole pool for every problem. Checked as train.py's flags are."""
+    from common.checkpoint import save_checkpoint
+    from common.errors import UserError
+    from text2math.evaluate import load_model
+
+    model = _untrained(load_mathqa("generated", None, seed=0, n_generated=40).train)
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"model_config": {**model.config.to_dict(), field_name: value}, "model": model.state_dict()})
+    with pytest.raises(UserError, match=needle) as err:
+        load_model(path)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{path} does not hold a text2math/train.py model")
+    save_checkpoint(path, {"model_config": model.config.to_dict(), "model": model.state_dict()})
+    assert load_model(path)[0].config == model.config

@@ -20,6 +20,7 @@ from text2math.retrieval import RetrievedCopy
 PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
 SPECIALS = (PAD, SOS, EOS, UNK)
 State = dict[str, torch.Tensor]
+MAX_RETRIEVE = 20     # --retrieve: programs a problem attends to (1e9 retrieved the whole pool for every problem)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,19 @@ class Seq2SeqConfig(ModelConfig):
         if list(self.tgt_vocab[:len(SPECIALS)]) != list(SPECIALS) or \
                 list(self.tgt_vocab[FIRST_NUMBER:FIRST_NUMBER + MAX_NUMBERS]) != numbers:
             raise ValueError("tgt_vocab must start with the special tokens, then n0 .. n39 (vocab.target_vocab)")
+        # a config read from a checkpoint is checked as train.py's flags are
+        layers = self.bert_layers
+        if self.model not in MODELS or min(self.emb_dim, self.hidden) < 1 or not 0 <= self.dropout <= 1 \
+                or (layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 1)):
+            raise ValueError(f"model {str(self.model)[:40]!r}, emb_dim {self.emb_dim}, hidden {self.hidden}, dropout "
+                             f"{self.dropout} or bert_layers {str(layers)[:40]} is not a value train.py takes")
+        if not 0 <= self.retrieve <= MAX_RETRIEVE:
+            raise ValueError(f"retrieve must be 0 to {MAX_RETRIEVE}, got {self.retrieve}")
+        texts, programs = self.retrieval_pool.get("texts"), self.retrieval_pool.get("programs")
+        lists = [texts, *programs] if isinstance(programs, list) else [None]
+        if self.retrieve and not (isinstance(texts, list) and len(texts) == len(lists) - 1 and all(
+                isinstance(p, list) and all(isinstance(t, str) for t in p) for p in lists)):
+            raise ValueError("retrieval_pool must hold the training problems' texts and programs (RetrievalPool)")
 
     def describe(self) -> str:
         encoder = f"BERT ({self.bert.rsplit('/', 2)[-2] if self.bert.count('/') > 1 else self.bert})" \

@@ -40,7 +40,7 @@ from text2math.beam import MAX_BEAM
 from text2math.bert import default_bert, load_bert
 from text2math.data import N_GENERATED, MathQASplits, carve_validation, load_mathqa, read_glove, with_files
 from text2math.evaluation import decode, score_predictions
-from text2math.model import MODELS, Seq2Seq, Seq2SeqConfig, sequence_loss
+from text2math.model import MAX_RETRIEVE, MODELS, Seq2Seq, Seq2SeqConfig, sequence_loss
 from text2math.program import detokenize
 from text2math.reranker import fit_and_score
 from text2math.retrieval import MAX_NEIGHBOURS, RetrievalPool, retrieved_tensor
@@ -50,7 +50,6 @@ ASSIGNMENT = "text2math"
 BEST = "best.pt"      # the weights of the epoch best on validation (trained parts only)
 MODEL = {f.name: f.default for f in dataclasses.fields(Seq2SeqConfig)}   # the model flags' defaults
 RERANKER = "reranker.json"   # the fitted reranker and the pool its neighbours come from (--rerank-k)
-MAX_RETRIEVE = 20     # --retrieve: programs a problem attends to (1e9 retrieved the whole pool for every problem)
 # the recipe of the README's headline figure (model 1 + retrieval + the learned reranker); the model's shape
 # (hidden size, dropout, number index) comes from Seq2SeqConfig's defaults
 RECIPE = {"model": "glove_lstm", "epochs": 6, "batch_size": 16, "lr": 2e-3, "teacher_forcing": 1.0,
@@ -285,10 +284,9 @@ def train(args, info: distributed.DistInfo) -> dict:
                   quiet=args.smoke)
     net.eval()
     records = finished_records(run)
-    if (run.path / BEST).exists():
-        model.load_state_dict(load_checkpoint(run.path / BEST)["model"])
+    best_epoch = load_best(run.path / BEST, model, records)
     return distributed.on_rank0(write_artefacts, run, model, data, config, test_tensors, records, args,
-                                (val_tensors, val_problems))
+                                (val_tensors, val_problems), best_epoch)
 
 
 def evaluate(model: Seq2Seq, config: Seq2SeqConfig, args, test_tensors, val, fit_check) -> dict:
@@ -384,13 +382,32 @@ def teacher_forced_loss(model: Seq2Seq, tensors, name: str, batch: int = 128) ->
     return distributed.reduce_means({f"{name}_loss": total / max(count, 1)}, count)   # over every rank's tokens
 
 
+def load_best(path: Path, model: Seq2Seq, records: list[dict]) -> int:
+    """The epoch of the weights early stopping kept (best.pt), loaded into `model`; the last epoch, with the
+    weights as they are, when there is none. A best.pt that is not this run's (no such epoch, other weights) is
+    one line."""
+    if not path.exists():
+        return len(records)
+    state = load_checkpoint(path)
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    fix = "delete it and --resume (the last epoch's weights are then evaluated), or start over with --overwrite"
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= len(records) or "model" not in state:
+        raise UserError(f"{path} is not this run's best checkpoint (epoch {str(epoch)[:40]} of {len(records)}); {fix}")
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, KeyError, ValueError, AttributeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(f"{path} does not fit this run's model ({first}); {fix}") from None
+    return epoch
+
+
 def write_artefacts(run: RunDir, model: Seq2Seq, data, config: Seq2SeqConfig, test_tensors, records: list[dict],
-                    args, val=((), [])) -> dict:
+                    args, val=((), []), best_epoch: int | None = None) -> dict:
     plot_curves(records, {"loss (per program token)": ["train_loss", "val_loss", "test_loss"],
                           "accuracy": ["train_token_acc", "fit_exact_match", "fit_exec_acc", "val_exact_match",
                                        "val_exec_acc"]},
                 run.file("curves.png"), title=f"{config.describe()} ({short_source(data.source)})")
-    best_epoch = int(load_checkpoint(run.path / BEST)["epoch"]) if (run.path / BEST).exists() else len(records)
+    best_epoch = len(records) if best_epoch is None else best_epoch
     beams = evaluate_beams(model, test_tensors, data.test, config, args, run.file("predictions.jsonl"))
     first = beams[str(args.beam_sizes[0])]
     rerank = rerank_test(run, model, val, (test_tensors, data.test), data, args)
