@@ -165,7 +165,10 @@ class RunDir:
     def _check_resumable(self, previous: dict) -> None:
         old, new = previous.get("args", {}), jsonable_args(self.args)
         old = old if isinstance(old, dict) else {}
-        changed = [k for k in new if k not in RESUMABLE_DIFFERENCES and k in old and old[k] != new[k]]
+        # a flag this version resolves to None for the run (it does not apply: text2math's --bert-lr for a GloVe
+        # model) is no difference from the value an earlier version recorded for it
+        changed = [k for k in new if k not in RESUMABLE_DIFFERENCES and k in old and old[k] != new[k]
+                   and new[k] is not None]
         if changed:
             diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]} (now {new[k]})" for k in changed)
             raise UserError(f"cannot resume {_short(self.path)}: it was started with {diffs}; use the "

@@ -56,7 +56,8 @@ def _check_scores_against_predictions(summary: dict, path) -> None:
 @pytest.mark.parametrize("model", list(MODELS))
 def test_every_model_variant_smoke(model, tmp_path, tiny_bert):
     flags = ["--model", model, "--beam-sizes", "1", "3"]
-    flags += ["--bert", str(tiny_bert), "--bert-lr", "1e-2"] if "bert" in model else []
+    flags += ["--bert", str(tiny_bert)] if "bert" in model else []
+    flags += ["--bert-lr", "1e-2"] if model == "bert_finetuned" else []
     summary, out = _run(tmp_path, *flags)
     for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "curves.png", "predictions.jsonl"):
         assert (out / name).stat().st_size > 0, name
@@ -136,3 +137,37 @@ def test_model_flags_default_to_the_config_dataclass(tmp_path):
 def test_a_flag_of_the_other_encoder_is_refused(tmp_path, flags, named):
     with pytest.raises(UserError, match=named):
         parse(["--smoke", "--out", str(tmp_path / "run"), "--wandb", "off", *flags])
+
+
+@pytest.mark.parametrize("model", ["glove_lstm", "glove_attention", "bert_frozen"])
+def test_bert_lr_is_refused_where_no_bert_is_fine_tuned(model, tmp_path):
+    """--bert-lr was accepted, recorded and ignored by the three models that fine-tune no BERT."""
+    from common.errors import UserError
+    from text2math.train import parse
+
+    with pytest.raises(UserError, match=f"--bert-lr: --model {model} fine-tunes no BERT"):
+        parse(["--model", model, "--bert-lr", "1e-3", "--out", str(tmp_path / "r")])
+    assert parse(["--model", model, "--out", str(tmp_path / "r")]).bert_lr is None
+
+
+def test_bert_lr_of_the_fine_tuned_model(tmp_path):
+    from text2math.train import BERT_LR, parse
+
+    out = ["--model", "bert_finetuned", "--out", str(tmp_path / "r")]
+    assert (parse(out).bert_lr, parse([*out, "--bert-lr", "1e-3"]).bert_lr) == (BERT_LR, 1e-3)
+
+
+def test_a_run_recorded_with_bert_lr_before_it_was_refused_still_resumes(tmp_path):
+    """Runs written before --bert-lr applied to bert_finetuned only recorded 5e-05 for every model; resuming one
+    must not ask for a flag that is now refused."""
+    import json
+
+    from text2math.train import main
+
+    out = tmp_path / "run"
+    main(["--smoke", "--epochs", "1", "--out", str(out), "--threads", "1"])
+    config = json.loads((out / "config.json").read_text())
+    config["args"]["bert_lr"] = 5e-05
+    (out / "config.json").write_text(json.dumps(config))
+    summary = main(["--smoke", "--epochs", "2", "--resume", "--out", str(out), "--threads", "1"])
+    assert summary["epochs"] == 2

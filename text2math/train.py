@@ -50,6 +50,7 @@ ASSIGNMENT = "text2math"
 BEST = "best.pt"      # the weights of the epoch best on validation (trained parts only)
 MODEL = {f.name: f.default for f in dataclasses.fields(Seq2SeqConfig)}   # the model flags' defaults
 RERANKER = "reranker.json"   # the fitted reranker and the pool its neighbours come from (--rerank-k)
+BERT_LR = 5e-5   # --bert-lr: the fine-tuned BERT's learning rate (bert_finetuned; the rest of the model takes --lr)
 # the recipe of the README's headline figure (model 1 + retrieval + the learned reranker); the model's shape
 # (hidden size, dropout, number index) comes from Seq2SeqConfig's defaults
 RECIPE = {"model": "glove_lstm", "epochs": 6, "batch_size": 16, "lr": 2e-3, "teacher_forcing": 1.0,
@@ -70,8 +71,8 @@ def build_parser():
         help="BERT name or folder, BERT models only (default: the packaged all-MiniLM-L6-v2, offline)")
     add("--bert-layers", type=positive_int, default=None,
         help="keep only the first N BERT layers, BERT models only (default: all)")
-    add("--bert-lr", type=positive_float, default=5e-5,
-        help="learning rate of a fine-tuned BERT (default: %(default)s)")
+    add("--bert-lr", type=positive_float, default=None,
+        help=f"learning rate of the fine-tuned BERT, bert_finetuned only (default: {BERT_LR:g})")
     add("--teacher-forcing", type=fraction, default=RECIPE["teacher_forcing"],
         help="probability of feeding the gold token (else the model's own) at each step (default: %(default)s)")
     add("--beam-sizes", type=int_in(1, MAX_BEAM), nargs="+", default=RECIPE["beam_sizes"],
@@ -139,6 +140,10 @@ def parse(argv=None) -> argparse.Namespace:
     if not is_bert and (args.bert is not None or args.bert_layers is not None):
         raise UserError(f"--bert / --bert-layers: --model {args.model} has a GloVe encoder; drop them, or pick "
                         "bert_frozen / bert_finetuned")
+    fine_tuned = is_bert and not MODELS[args.model].freeze_encoder
+    if args.bert_lr is not None and not fine_tuned:
+        raise UserError(f"--bert-lr: --model {args.model} fine-tunes no BERT; drop it, or pick bert_finetuned")
+    args.bert_lr = (args.bert_lr or BERT_LR) if fine_tuned else None
     if args.smoke:
         args.epochs, args.hidden_size, args.emb_dim = min(args.epochs, 2), 16, 16
     args.bert = (args.bert or default_bert()) if is_bert else None
