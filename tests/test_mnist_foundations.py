@@ -49,6 +49,18 @@ def test_activation_derivatives_match_centred_differences():
     assert activations.check("sigmoid", x)[2]["max_derivative"] == pytest.approx(0.25)
 
 
+def test_a_wide_range_checks_the_derivatives_without_calling_them_wrong(monkeypatch):
+    """`activations.py --range 1e9` said the derivative check failed for relu and leaky_relu (error 1.4e-3): x + 1e-5
+    at x = 1e9 is off by float64's ulp. The step grows with |x| beyond 1e3; a wrong derivative is still caught there."""
+    x = np.linspace(-1e9, 1e9, 2001)
+    for name in ACTIVATIONS:
+        stats = activations.check(name, x)[2]
+        assert stats["max_derivative_error"] < 1e-6 and stats["max_backward_error"] < 1e-6, (name, stats)
+    relu = ACTIVATIONS["relu"]
+    monkeypatch.setattr(relu, "derivative", lambda x: (x > 0) * 1.001)
+    assert activations.check("relu", x)[2]["max_derivative_error"] == pytest.approx(1e-3, rel=1e-3)
+
+
 @pytest.mark.slow
 def test_activations_command_fails_in_one_line_when_the_tolerance_is_unreachable(tmp_path):
     done = run_script(str(REPO / "mnist_scratch" / "activations.py"), "--tolerance", "1e-30",
