@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import json
 import math
 import numbers
@@ -25,6 +27,7 @@ from common.tracking import make_tracker
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 # flags that may change between a run and its resumption
+LOCK = ".lock"   # held by the process writing the run folder (RunDir._lock)
 RESUMABLE_DIFFERENCES = {"resume", "overwrite", "wandb", "device", "threads", "epochs", "out", "data_root"}
 
 
@@ -174,12 +177,33 @@ class RunDir:
             raise UserError(f"cannot resume {_short(self.path)}: it was started with {diffs}; use the "
                             f"same flags, or --overwrite")
 
+    def _lock(self) -> None:
+        """Hold LOCK in the run folder until this process ends (or drops this RunDir): a second process on the same
+        --out (the command started twice, --overwrite while it runs) would delete the first's checkpoint writes in
+        flight and append to its metrics. A POSIX lock: one process may open its own run again (tests do)."""
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EACCES, errno.EAGAIN):
+                raise UserError(f"{_short(self.path)} is in use by another running process; wait for it to end, "
+                                f"or pick another --out") from None
+            return   # a file system without locks: run unguarded, as before
+        self._lock_fd = fd
+
+    def __del__(self):
+        fd = getattr(self, "_lock_fd", None)
+        if fd is not None:
+            os.close(fd)
+
     def start(self) -> None:
         """The run's first write: create the folder, clear an overwritten run, cut metrics back to the resumed
         checkpoint, remove temp files a killed checkpoint write left, write config.json, open the tracker."""
         if self._started:
             return
         make_dir(self.path)
+        self._lock()
         remove_stale_temp_files(self.path)
         if self.args.resume:
             self._keep_records_until(self._resume_epoch)

@@ -135,7 +135,8 @@ def test_start_removes_temp_files_of_a_killed_checkpoint_write(tmp_path):
     resumed = RunDir(_args(tmp_path / "r", resume=True), data_source="g")
     resumed.resume_state()
     resumed.log({"epoch": 2})
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".lock", "checkpoint.pt", "config.json",
+                                                                  "metrics.jsonl"]
 
 
 @pytest.mark.parametrize("make_out", [lambda tmp: (tmp / "afile").write_text("x") and tmp / "afile",
@@ -158,3 +159,31 @@ def test_finish_fills_the_fields_every_training_summary_shares(tmp_path):
     assert summary["epochs"] == 7 and summary["test_acc"] == 0.9   # the caller's entries win
     bare = RunDir(_args(tmp_path / "s"), data_source="generated: x").finish({"a": 1})
     assert bare == {"data_source": "generated: x", "data_label": "generated: x", "a": 1}
+
+
+def test_a_second_process_on_a_run_folder_in_use_is_refused(tmp_path):
+    """The same command started twice (or with --overwrite while the first runs) wrote into one folder: the second's
+    start deleted the first's checkpoint writes in flight and both appended to metrics.jsonl. The process writing a
+    run folder holds its lock; another is refused in one line, and may go on once the first has ended."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "r"
+    RunDir(_args(out), data_source="g").log({"epoch": 1})
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.lockf(fd, fcntl.LOCK_EX); "
+            "print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = (out / "metrics.jsonl").read_text()
+        with pytest.raises(UserError, match="is in use by another running process; wait for it to end") as err:
+            RunDir(_args(out, overwrite=True), data_source="g").log({"epoch": 1})
+        assert "\n" not in str(err.value) and (out / "metrics.jsonl").read_text() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    first = RunDir(_args(out, overwrite=True), data_source="g")            # the holder has ended: free again
+    first.log({"epoch": 1})
+    again = RunDir(_args(out, overwrite=True), data_source="g")            # one process may reopen its own run
+    again.log({"epoch": 1})
+    assert [r["epoch"] for r in again.metrics()] == [1] and first.path == again.path

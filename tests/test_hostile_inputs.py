@@ -797,8 +797,8 @@ def test_every_temp_file_a_killed_atomic_write_leaves_is_removed_at_the_next_sta
     resumed = RunDir(_args(tmp_path / "r", resume=True), data_source="g")
     resumed.resume_state()
     resumed.log({"epoch": 2})
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl",
-                                                                 "notes.tmp"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".lock", "checkpoint.pt", "config.json",
+                                                                 "metrics.jsonl", "notes.tmp"]
 
 
 def test_a_killed_best_pt_write_leaves_nothing_after_resume(tmp_path, monkeypatch):
