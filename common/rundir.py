@@ -26,8 +26,8 @@ from common.tracking import make_tracker
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-# flags that may change between a run and its resumption
 LOCK = ".lock"   # held by the process writing the run folder (RunDir._lock)
+# flags that may change between a run and its resumption
 RESUMABLE_DIFFERENCES = {"resume", "overwrite", "wandb", "device", "threads", "epochs", "out", "data_root"}
 
 

@@ -90,8 +90,6 @@ def load_model(path: Path, bert: str | None = None) -> tuple[Seq2Seq, object]:
     def build(values: dict) -> Seq2Seq:
         nonlocal tokenizer
         config = Seq2SeqConfig.from_dict({"number_index": False, **values})   # older checkpoints lack the field
-        if config.model not in MODELS:
-            raise UserError(f"{path}: unknown model '{config.model}'")
         trunk = None
         if MODELS[config.model].encoder == "bert":
             tokenizer, trunk = load_bert(bert or config.bert, config.bert_layers)
@@ -109,10 +107,9 @@ def load_reranker(saved: Path) -> tuple[dict, RetrievalPool, Reranker]:
         pool = RetrievalPool.from_dict(values["pool"])
         reranker = Reranker.from_dict(values["reranker"])
         sizes = {len(reranker.mean), len(reranker.scale), len(reranker.weights)}
-        fits = (all(isinstance(t, str) for t in pool.texts) and len(pool.texts) == len(pool.programs)
-                and all(isinstance(t, str) for p in pool.programs for t in p) and sizes == {len(FEATURES)}
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in
-                        [*reranker.mean, *reranker.scale, *reranker.weights, reranker.bias]))
+        numbers = [*reranker.mean, *reranker.scale, *reranker.weights, reranker.bias]
+        fits = sizes == {len(FEATURES)} and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                for x in numbers)
     except (KeyError, TypeError, ValueError, AttributeError):
         fits = False
     for name, top in (("beam", MAX_BEAM), ("k", MAX_NEIGHBOURS)):

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from common.models import ModelConfig
 from text2math.pointer import FIRST_NUMBER, MAX_NUMBERS, NumberPointer, row_context, row_scores, splice
-from text2math.retrieval import RetrievedCopy
+from text2math.retrieval import RetrievalPool, RetrievedCopy
 
 PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
 SPECIALS = (PAD, SOS, EOS, UNK)
@@ -50,11 +50,12 @@ class Seq2SeqConfig(ModelConfig):
                              f"{self.dropout} or bert_layers {str(layers)[:40]} is not a value train.py takes")
         if not 0 <= self.retrieve <= MAX_RETRIEVE:
             raise ValueError(f"retrieve must be 0 to {MAX_RETRIEVE}, got {self.retrieve}")
-        texts, programs = self.retrieval_pool.get("texts"), self.retrieval_pool.get("programs")
-        lists = [texts, *programs] if isinstance(programs, list) else [None]
-        if self.retrieve and not (isinstance(texts, list) and len(texts) == len(lists) - 1 and all(
-                isinstance(p, list) and all(isinstance(t, str) for t in p) for p in lists)):
-            raise ValueError("retrieval_pool must hold the training problems' texts and programs (RetrievalPool)")
+        if self.retrieve:
+            try:
+                RetrievalPool.from_dict(self.retrieval_pool)
+            except ValueError:
+                raise ValueError("retrieval_pool must hold the training problems' texts and programs "
+                                 "(RetrievalPool)") from None
 
     def describe(self) -> str:
         encoder = f"BERT ({self.bert.rsplit('/', 2)[-2] if self.bert.count('/') > 1 else self.bert})" \

@@ -33,7 +33,13 @@ class RetrievalPool:
 
     @classmethod
     def from_dict(cls, values: dict) -> "RetrievalPool":
-        return cls(list(values["texts"]), [list(p) for p in values["programs"]])
+        """The pool to_dict wrote; ValueError unless it holds as many texts (str) as programs (lists of str)."""
+        texts, programs = (values.get("texts"), values.get("programs")) if isinstance(values, dict) else (None, None)
+        lists = [texts, *programs] if isinstance(programs, list) else [None]
+        if not (isinstance(texts, list) and len(texts) == len(lists) - 1 and all(
+                isinstance(p, list) and all(isinstance(t, str) for t in p) for p in lists)):
+            raise ValueError("a retrieval pool holds the training problems' texts and programs (RetrievalPool)")
+        return cls(list(texts), [list(p) for p in programs])
 
     @classmethod
     def from_problems(cls, problems) -> "RetrievalPool":

@@ -407,12 +407,11 @@ def load_best(path: Path, model: Seq2Seq, records: list[dict]) -> int:
 
 
 def write_artefacts(run: RunDir, model: Seq2Seq, data, config: Seq2SeqConfig, test_tensors, records: list[dict],
-                    args, val=((), []), best_epoch: int | None = None) -> dict:
+                    args, val, best_epoch: int) -> dict:
     plot_curves(records, {"loss (per program token)": ["train_loss", "val_loss", "test_loss"],
                           "accuracy": ["train_token_acc", "fit_exact_match", "fit_exec_acc", "val_exact_match",
                                        "val_exec_acc"]},
                 run.file("curves.png"), title=f"{config.describe()} ({short_source(data.source)})")
-    best_epoch = len(records) if best_epoch is None else best_epoch
     beams = evaluate_beams(model, test_tensors, data.test, config, args, run.file("predictions.jsonl"))
     first = beams[str(args.beam_sizes[0])]
     rerank = rerank_test(run, model, val, (test_tensors, data.test), data, args)
