@@ -27,6 +27,7 @@ from common import REPO_ROOT
 from common.cli import DATA_MODES, OneLineParser
 from common.data_source import short_source
 from common.errors import UserError, run_cli
+from common.formats import read_text
 from common.progress import progress
 from common.reporting import Headline, RunResult, RunSpec, load_result, markdown_table
 from common.rundir import make_dir, read_json
@@ -89,20 +90,27 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
     (out / WALL_FILE).write_text(json.dumps({"seconds": round(earlier + time.perf_counter() - tic, 1),
                                              "load": [round(load, 2), round(os.getloadavg()[0], 2)]}))
     if done.returncode != 0:
-        tail = (out / "log.txt").read_text().strip().splitlines()[-1:] or ["(no output)"]
-        raise UserError(f"{assignment}/{spec.name} failed (exit {done.returncode}): {tail[0]}; "
+        raise UserError(f"{assignment}/{spec.name} failed (exit {done.returncode}): {_last_line(out / 'log.txt')}; "
                         f"log: {out / 'log.txt'}")
     return action
+
+
+def _last_line(log: Path, tail: int = 1 << 16) -> str:
+    """The last line a run's log holds, read from its last `tail` bytes (a long run's log may be large)."""
+    with open(log, "rb") as handle:
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - tail))
+        lines = handle.read().decode("utf-8", errors="replace").strip().splitlines()
+    return lines[-1] if lines else "(no output)"
 
 
 def _timing(out: Path) -> tuple[float, list[float]]:
     """A run's recorded WALL_FILE: the seconds its command took (summed over resumes) and the 1-minute load
     averages when it started and ended; (0, []) where nothing readable was recorded."""
     try:
-        values = json.loads((out / WALL_FILE).read_text())
+        values = json.loads(read_text(out / WALL_FILE, "it is not read"))
         loads = values.get("load", [])
         return float(values["seconds"]), [float(x) for x in loads if isinstance(x, (int, float)) and 0 <= x < 1e6]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UserError):
         return 0.0, []
 
 
@@ -202,7 +210,7 @@ def _index_rows(store: Path) -> dict:
     if not store.exists():
         return {}
     try:
-        rows = json.loads(store.read_text())
+        rows = json.loads(read_text(store, "move it away"))
     except (OSError, ValueError) as err:
         raise UserError(f"{store} is not an index reproduce.py wrote ({type(err).__name__}); move it away") from None
     if not isinstance(rows, dict) or not all(isinstance(r, dict) and all(k in r for k in ROW_KEYS)

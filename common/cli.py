@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from common import REPO_ROOT
+from common.errors import UserError
+from common.formats import read_text
 from common.runtime import set_cpu_threads
 from common.tracking import resolve_wandb_mode
 
@@ -177,6 +179,6 @@ def wandb_logged_in() -> bool:
         return True
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     try:
-        return "api.wandb.ai" in netrc.read_text()
-    except OSError:
+        return "api.wandb.ai" in read_text(netrc, "")
+    except (OSError, UnicodeDecodeError, UserError):   # none, unreadable, or no netrc file: no key found
         return False

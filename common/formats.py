@@ -1,7 +1,9 @@
 """Parsers (and writers, for tests) of the real data sets' on-disk formats: MNIST's IDX files,
 CIFAR's python pickles and NumPy's .npz archives. Every malformed file raises a UserError naming the
 file and the fix, and so does a path that is no regular file (`regular_file`: a FIFO or a device where a
-data file should be would hang the reader or never end).
+data file should be would hang the reader or never end), and a file that would fill the memory: a text file
+read whole is refused over its size (`read_text`), a line over its format's length (`bounded_lines`), an
+.npz whose arrays unpack past MAX_NPZ_BYTES (a zip bomb).
 
 Pickles (CIFAR's batches, the object arrays of an .npz) are read by a restricted unpickler that
 builds only what those files hold (dicts, lists, tuples, bytes, str, numbers and NumPy arrays): a
@@ -24,6 +26,8 @@ from common.errors import UserError
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 REDOWNLOAD = "delete it and fetch it again (--data auto while online)"
 MAX_IDX_BYTES = 1 << 32   # 4 GiB: a larger IDX body (or a .gz that expands past it) is refused, not read
+MAX_NPZ_BYTES = 1 << 32   # 4 GiB: the arrays of an .npz, unpacked (a zip bomb is refused before it expands)
+MAX_TEXT_BYTES = 1 << 28  # 256 MiB: a json or text file read whole (MathQA's train.json is about 20 MB)
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a device"),
           (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
 
@@ -43,6 +47,31 @@ def regular_file(path: Path, fix: str = REDOWNLOAD) -> Path:
         return path
     kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
     raise UserError(f"{path} is {kind}, not a data file; {fix}")
+
+
+def read_text(path: Path, fix: str, limit: int | None = None) -> str:
+    """The UTF-8 text of a file read whole (a json file, a run's metrics). What is no regular file is refused
+    (`regular_file`), and so is one over `limit` bytes (default MAX_TEXT_BYTES), before it fills the memory.
+    OSError and UnicodeDecodeError are the caller's to word."""
+    limit = MAX_TEXT_BYTES if limit is None else limit
+    with open(regular_file(path, fix), "rb") as handle:
+        too_large = os.fstat(handle.fileno()).st_size > limit
+        data = b"" if too_large else handle.read(limit + 1)   # + 1: the file may have grown since
+    if too_large or len(data) > limit:
+        raise UserError(f"{path} is over {limit:,} bytes, more than this file ever holds; {fix}")
+    return data.decode("utf-8")
+
+
+def bounded_lines(handle: IO[str], where: Path | str, limit: int, fix: str):
+    """The lines of a text file opened for reading, each up to `limit` characters: a longer one (a file that
+    is one enormous line would be read whole) is a one-line UserError naming the line and `fix`."""
+    number = 0
+    while line := handle.readline(limit + 1):
+        number += 1
+        if len(line) > limit:
+            raise UserError(f"{where} line {number} is over {limit:,} characters, longer than any line of this "
+                            f"format; {fix}")
+        yield line
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -231,6 +260,10 @@ def read_npz(path: Path, what: str = ".npz archive") -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist() if info.filename.endswith(".npy"))
+            if unpacked > MAX_NPZ_BYTES:   # zipfile never unpacks a member past its declared size
+                raise UserError(f"{path}: its arrays unpack to {unpacked:,} bytes, above the {MAX_NPZ_BYTES:,} this "
+                                f"reader takes; {REDOWNLOAD}")
             for member in archive.namelist():
                 if member.endswith(".npy"):
                     arrays[member[:-len(".npy")]] = _read_npy_member(archive, member, path, what)

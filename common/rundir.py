@@ -19,7 +19,7 @@ from common import REPO_ROOT
 from common.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint, temp_file
 from common.data_source import short_source
 from common.errors import UserError
-from common.formats import regular_file
+from common.formats import read_text
 from common.metrics import loss_trend
 from common.runtime import git_commit, hardware_info
 from common.tracking import make_tracker
@@ -54,7 +54,7 @@ def read_json(path: Path, fix: str, keys: Sequence[str] | None = None):
     that is no regular file, cannot be read or is no JSON, or (given `keys`) is no object holding them, is a
     one-line UserError naming it and `fix`, never a traceback."""
     try:
-        value = json.loads(regular_file(path, fix).read_text())
+        value = json.loads(read_text(path, fix))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise UserError(f"cannot read {path} ({getattr(err, 'strerror', None) or type(err).__name__}); "
                         f"{fix}") from None
@@ -72,7 +72,7 @@ def read_metrics(run_path: Path) -> list[dict]:
     if not path.exists():
         return []
     try:
-        text = regular_file(path, "start over with --overwrite, or pick another --out").read_text()
+        text = read_text(path, "start over with --overwrite, or pick another --out")
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read {path} ({getattr(err, 'strerror', None) or type(err).__name__}); start over "
                         f"with --overwrite, or pick another --out") from None
@@ -150,7 +150,7 @@ class RunDir:
         config_file = self.path / "config.json"
         if config_file.exists() and args.resume:
             try:
-                previous = json.loads(regular_file(config_file, "start over with --overwrite").read_text())
+                previous = json.loads(read_text(config_file, "start over with --overwrite"))
             except (OSError, ValueError):
                 previous = {}
             self._check_resumable(previous if isinstance(previous, dict) else {})

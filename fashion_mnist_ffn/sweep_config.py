@@ -25,6 +25,7 @@ import numpy as np
 import re
 
 from common.errors import UserError
+from common.formats import read_text
 
 GOALS = ("maximize", "minimize")
 ALL_METHODS = ("grid", "random", "bayes")  # what wandb accepts; METHODS below is what runs offline
@@ -110,7 +111,11 @@ def load_sweep_config(path: Path | str) -> dict:
     suffix = path.suffix.lower()
     if suffix not in (".yaml", ".yml", ".json"):
         raise UserError(f"sweep config {path}: unknown file type {path.suffix!r}; use .yaml, .yml or .json")
-    text = path.read_text()
+    try:
+        text = read_text(path, "pass the path of a .yaml or .json sweep config")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read sweep config {path} ({getattr(err, 'strerror', None) or type(err).__name__}); "
+                        f"pass the path of a .yaml or .json sweep config") from None
     try:
         if suffix == ".json":
             config = json.loads(text)

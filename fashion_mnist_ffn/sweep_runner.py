@@ -18,7 +18,7 @@ import numpy as np
 
 from common.errors import TrainingDiverged, UserError
 from common.progress import progress
-from common.formats import regular_file
+from common.formats import read_text
 from common.rundir import read_json, write_json
 from fashion_mnist_ffn.sweep_config import Trial, is_number, make_trials, metric_of, validate_sweep_config
 
@@ -180,7 +180,7 @@ def load_trials(sweep_dir: Path | str) -> list[TrialResult]:
     if not path.exists():
         return []
     try:
-        lines = regular_file(path, "delete it to rerun every trial").read_text().splitlines()
+        lines = read_text(path, "delete it to rerun every trial").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read {path} ({getattr(err, 'strerror', None) or type(err).__name__}); delete it "
                         f"to rerun every trial") from None

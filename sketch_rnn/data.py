@@ -18,7 +18,7 @@ from common.data_source import resolve_data
 from common.download import download_file, fetch
 from common.errors import UserError
 from common.formats import read_npz as read_npz_arrays
-from common.formats import regular_file
+from common.formats import bounded_lines, regular_file
 from sketch_rnn.shapes import SHAPES, generated_lines
 from sketch_rnn.strokes import normalise_raw, stroke3_to_stroke5, strokes_to_stroke3
 
@@ -29,6 +29,7 @@ SMOKE_PER_CLASS = 16
 MAX_POINTS = 100_000             # a stroke-3 drawing read from an .npz (sketch-rnn's have at most a few hundred)
 MAX_GENERATED_PER_CLASS = 20_000   # --max-per-class when the stand-in is generated
 MAX_TOTAL_POINTS = 50_000_000    # all drawings of one .npz read (600 MB as float32)
+MAX_LINE = 1 << 24               # characters of one ndjson drawing (MAX_POINTS RAW points are about 3 MB)
 
 
 def parse_ndjson_line(line: str, where: str) -> np.ndarray:
@@ -64,7 +65,7 @@ def parse_ndjson(lines, limit: int, name: str) -> list[np.ndarray]:
 def read_ndjson(path: Path, limit: int) -> list[np.ndarray]:
     try:
         with open(regular_file(path, "delete it and fetch it again"), encoding="utf-8") as handle:
-            return parse_ndjson(handle, limit, str(path))
+            return parse_ndjson(bounded_lines(handle, path, MAX_LINE, "delete it and fetch it again"), limit, str(path))
     except OSError as err:
         raise UserError(f"cannot read {path} ({err.strerror or err}); delete it and fetch it again") from None
     except UnicodeDecodeError:

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from common.cli import positive_int
 from common.data_source import resolve_data
 from common.errors import UserError
-from common.formats import regular_file
+from common.formats import read_text
 from common.images import open_image, rgb8
 from slot_attention.model import SlotConfig
 
@@ -182,7 +182,7 @@ def read_clevrtex_scene(image_path: Path, size: int) -> tuple[np.ndarray, np.nda
             raise UserError(f"{needed} is missing (every CLEVRTex image needs its _flat.png mask and .json); "
                             f"restore it or delete the scene")
     try:
-        meta = json.loads(regular_file(meta_path, "delete the scene or fetch it again").read_text())
+        meta = json.loads(read_text(meta_path, "delete the scene or fetch it again"))
         with open_image(image_path) as img, open_image(mask_path) as msk:
             box = _centre_square(*img.size)
             rgb = rgb8(img, image_path).crop(box).resize((size, size), Image.BILINEAR)   # 16-bit renders scaled

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from common.cli import positive_int
 from common.errors import UserError, run_cli
+from common.formats import read_text
 from common.segmentation import adjusted_rand_index, segmentation_scores
 from slot_attention.data import scenes_from_flags
 from slot_attention.model import SlotAutoencoder, load_autoencoder, predicted_segmentation
@@ -91,7 +92,7 @@ def read_run(folder: Path) -> tuple[dict, Path]:
     """The data settings from a run's config.json and its checkpoint's path; a clear error otherwise."""
     config_path, checkpoint = folder / "config.json", folder / "checkpoint.pt"
     try:
-        settings = json.loads(config_path.read_text())["args"]
+        settings = json.loads(read_text(config_path, "pick a run directory of slot_attention/train.py"))["args"]
         data = {key: settings[key] for key in DATA_KEYS}
         data["smoke"] = bool(settings.get("smoke", False))
     except FileNotFoundError:

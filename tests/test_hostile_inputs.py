@@ -3,8 +3,8 @@ a --data-root that is a file, MathQA rows of the wrong type and options built to
 tokens with thousands of digits, NaN / Infinity coordinates, and wandb on an offline machine; and the
 third round's defects (issue 33, at the end): memo bombs, files of the wrong shape or type, 16-bit and
 oversized images, non-finite inputs, empty sets, leftover temp files, folders that cannot be made,
-torch's warnings, an --out without config.json and a damaged metrics.jsonl; last, a named pipe or a
-device (/dev/zero) where a data file, checkpoint or run file should be.
+torch's warnings, an --out without config.json and a damaged metrics.jsonl; a named pipe or a device
+(/dev/zero) where a data file, checkpoint or run file should be; last, files too large to read whole.
 
 Each case is one clear line (a UserError, or exit 2 and one `error:` line for a script), nothing runs,
 and nothing is created. Tiny files are written here in the real formats; nothing touches the network."""
@@ -1537,3 +1537,154 @@ def test_a_slot_model_config_the_flags_would_refuse_is_one_line(tmp_path, field_
         load_autoencoder(path)
     assert one_line(err).startswith(f"{path} does not hold a slot_attention/train.py model")
     assert time.perf_counter() - start < 10
+
+
+# --- files too large to read whole ---------------------------------------------------------------------------------
+def _sparse(path: Path, size: int) -> Path:
+    """A file of `size` zero bytes that takes no disk (reading it whole would take `size` bytes of memory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    return path
+
+
+def _read_sweep_config(path):
+    from fashion_mnist_ffn.sweep_config import load_sweep_config
+
+    return load_sweep_config(path)
+
+
+def _read_trials(path):
+    from fashion_mnist_ffn.sweep_runner import load_trials
+
+    return load_trials(path.parent)
+
+
+def _read_run_json(path):
+    from common.rundir import read_json
+
+    return read_json(path, "FIX")
+
+
+def _read_clevrtex_meta(path):
+    from slot_attention.data import read_clevrtex_scene
+
+    return read_clevrtex_scene(path.with_suffix(".png"), 16)
+
+
+def _read_diagnose_config(path):
+    from slot_attention.diagnose import read_run
+
+    return read_run(path.parent)
+
+
+READ_WHOLE = {   # reader -> (where its file lies under a folder, how it is read)
+    "mathqa": (lambda root: root / "dev.json", read_mathqa_json),
+    "run json": (lambda root: root / "summary.json", _read_run_json),
+    "metrics": (lambda root: root / "metrics.jsonl", lambda path: read_metrics(path.parent)),
+    "sweep config": (lambda root: root / "sweep.yaml", _read_sweep_config),
+    "sweep trials": (lambda root: root / "trials.jsonl", _read_trials),
+    "clevrtex meta": (lambda root: _clevrtex_scene(root).with_suffix(".json"), _read_clevrtex_meta),
+    "slot diagnose config": (lambda root: root / "config.json", _read_diagnose_config),
+}
+
+
+@pytest.mark.parametrize("reader", list(READ_WHOLE))
+def test_a_file_read_whole_is_refused_over_its_limit_before_it_is_read(tmp_path, reader):
+    """A json or text file is read whole; one of many gigabytes (a wrong path, a damaged file) filled the memory
+    first. Each is refused by its size; the sparse file here would take 256 MiB if it were read."""
+    from common.formats import MAX_TEXT_BYTES
+
+    where, read = READ_WHOLE[reader]
+    path = where(tmp_path)
+    path.unlink(missing_ok=True)
+    _sparse(path, MAX_TEXT_BYTES + 1)
+    with pytest.raises(UserError, match=re.escape(f"{path} is over {MAX_TEXT_BYTES:,} bytes")) as err:
+        read(path)
+    one_line(err)
+
+
+def test_read_text_reads_up_to_its_limit_and_refuses_past_it(tmp_path):
+    from common.formats import read_text
+
+    path = tmp_path / "a.json"
+    path.write_text('{"é": 1}')
+    assert read_text(path, "FIX", limit=len('{"é": 1}'.encode())) == '{"é": 1}'
+    needle = re.escape(f"{path} is over 8 bytes, more than this file ever holds; FIX") + "$"
+    with pytest.raises(UserError, match=needle):
+        read_text(path, "FIX", limit=8)
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(UnicodeDecodeError):   # the caller words it
+        read_text(path, "FIX")
+
+
+def test_a_glove_file_that_is_one_enormous_line_is_refused(tmp_path):
+    """`text2math/train.py --glove` on a 3 GB file with no line break took 7.0 GB of memory (one line read whole),
+    found no vector and trained on; now its first line over 1 MiB is refused."""
+    from text2math.data import MAX_GLOVE_LINE
+
+    path = tmp_path / "glove.txt"
+    path.write_text("the 0.1 0.2\n" + "a" * (MAX_GLOVE_LINE + 1))
+    with pytest.raises(UserError, match=re.escape(f"{path} line 2 is over {MAX_GLOVE_LINE:,} characters")) as err:
+        read_glove(path)
+    assert one_line(err).endswith("; pass --glove PATH to glove.6B.*d.txt")
+    path.write_text("the 0.1 0.2\nof 0.3 0.4\n")
+    assert sorted(read_glove(path)) == ["of", "the"]
+
+
+def test_an_ndjson_line_over_its_limit_is_refused(tmp_path, monkeypatch):
+    import sketch_rnn.data as sketch_data
+
+    monkeypatch.setattr(sketch_data, "MAX_LINE", 200)
+    drawing = json.dumps({"word": "cat", "drawing": [[[0, 10, 20], [0, 5, 0]]]})
+    path = tmp_path / "cat.ndjson"
+    path.write_text(drawing + "\n" + drawing + "\n")
+    assert len(sketch_data.read_ndjson(path, 10)) == 2
+    path.write_text(drawing + "\n" + " " * 300 + drawing + "\n")
+    with pytest.raises(UserError, match=re.escape(f"{path} line 2 is over 200 characters")) as err:
+        sketch_data.read_ndjson(path, 10)
+    assert one_line(err).endswith("; delete it and fetch it again")
+
+
+def test_an_npz_that_unpacks_past_its_limit_is_refused_before_it_unpacks(tmp_path, monkeypatch):
+    """A 6 MB .npz of 6 GiB of zeros took 6.3 GB of memory to read; the arrays' declared sizes are now summed first
+    (zipfile never unpacks a member past its declared size)."""
+    import common.formats as formats
+
+    np.savez_compressed(tmp_path / "zeros.npz", a=np.zeros(300_000, np.uint8), b=np.zeros(300_000, np.uint8))
+    assert (tmp_path / "zeros.npz").stat().st_size < 10_000
+    monkeypatch.setattr(formats, "MAX_NPZ_BYTES", 700_000)
+    assert {k: v.shape for k, v in read_npz(tmp_path / "zeros.npz").items()} == {"a": (300_000,), "b": (300_000,)}
+    monkeypatch.setattr(formats, "MAX_NPZ_BYTES", 500_000)
+    with pytest.raises(UserError, match="its arrays unpack to 600,256 bytes, above the 500,000 this reader takes") \
+            as err:
+        read_npz(tmp_path / "zeros.npz")
+    one_line(err)
+    monkeypatch.setattr(formats, "MAX_NPZ_BYTES", 700_000)
+    archive = tmp_path / "zeros.npz"
+    np.savez(archive, a=np.zeros(800_000, np.uint8))
+    with pytest.raises(UserError, match="unpack to 800,128 bytes"):
+        read_sketch_npz(archive, 5)
+
+
+def test_a_sweep_config_that_is_not_text_is_one_line(tmp_path):
+    """fashion_mnist_ffn/sweep.py --config on a file that was no UTF-8 text gave a UnicodeDecodeError traceback."""
+    path = tmp_path / "sweep.json"
+    path.write_bytes(bytes(range(128, 256)))
+    done = run_script("fashion_mnist_ffn/sweep.py", "--smoke", "--config", str(path), "--out", str(tmp_path / "s"))
+    assert_script_error(done, f"cannot read sweep config {path} (UnicodeDecodeError); pass the path of a .yaml")
+
+
+@pytest.mark.parametrize("content", [bytes(range(128, 256)), "fifo"])
+def test_a_netrc_that_cannot_be_read_means_no_wandb_key(tmp_path, monkeypatch, content):
+    """A ~/.netrc that was no UTF-8 text gave a UnicodeDecodeError traceback from every script's --wandb auto."""
+    from common.cli import wandb_logged_in
+
+    netrc = tmp_path / "netrc"
+    _not_a_file(netrc, "fifo") if content == "fifo" else netrc.write_bytes(content)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert _within(10, wandb_logged_in, netrc) == (False, None)
+    netrc.unlink()
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password key\n")
+    assert wandb_logged_in()

@@ -8,6 +8,7 @@ import pytest
 
 from common.errors import UserError
 from common.reporting import Headline, RunResult, load_result, pct
+import reproduce
 from reproduce import assignments
 from tests.conftest import REPO, run_script
 
@@ -221,3 +222,16 @@ def test_text2math_headline_puts_each_reranked_figure_beside_the_knn_figure_it_c
     assert report.headline(results).ours.endswith("plain top-1 (kNN 35.00 ± 0.00, learned kNN 39.00 ± 1.00)")
     del results[report.SEEDS[2]].summary["rerank"]
     assert "greedy" in report.headline(results).metric     # a run without the reranker: the greedy figure
+
+
+def test_a_failed_runs_last_log_line_is_read_from_the_logs_end(tmp_path):
+    """A failed run's one-line report quotes its log's last line; the log was read whole (and a byte that was no
+    UTF-8 gave a traceback)."""
+    log = tmp_path / "log.txt"
+    log.write_bytes(b"epoch 1 \xff\n" + b"x" * 200_000 + b"\rprogress 99%\nerror: out of memory\n\n")
+    assert reproduce._last_line(log) == "error: out of memory"
+    assert "error: out of memory".endswith(reproduce._last_line(log, tail=20))   # a line longer than the tail: its end
+    log.write_bytes(b"\xffend")
+    assert reproduce._last_line(log) == "\ufffdend"
+    log.write_bytes(b"")
+    assert reproduce._last_line(log) == "(no output)"

@@ -14,7 +14,7 @@ import numpy as np
 from common.data_source import resolve_data, with_source
 from common.download import download_file, fetch
 from common.errors import UserError
-from common.formats import regular_file
+from common.formats import bounded_lines, read_text, regular_file
 from text2math.program import (ExecutionError, correct_values, execute, execute_tokens, option_values, split_options,
                                tokenize)
 
@@ -22,6 +22,7 @@ MATHQA_URL = "https://math-qa.github.io/math-QA/data/MathQA.zip"
 FIELDS = ("Problem", "options", "correct", "linear_formula")
 MAX_GENERATED = 200_000   # --n-generated: the stand-in's problems
 N_GENERATED = 3000         # --n-generated's default (train.py, knn.py)
+MAX_GLOVE_LINE = 1 << 20   # characters: a GloVe line is a word and its values (300d: about 3 kB)
 NUMBER = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?![\w])|(?<![\w.])\.\d+")
 
 
@@ -98,7 +99,7 @@ def read_mathqa_rows(path: Path) -> list[dict]:
     """One MathQA json file's rows (a list of objects with Problem, options, correct, linear_formula,
     ...), each checked; anything else is a one-line UserError naming the file (and the row)."""
     try:
-        rows = json.loads(regular_file(path, "fetch MathQA again").read_text())
+        rows = json.loads(read_text(path, "fetch MathQA again"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         why = (str(err).splitlines() or [type(err).__name__])[0]
         raise UserError(f"cannot read {path} ({why}); fetch MathQA again") from None
@@ -296,8 +297,9 @@ def read_glove(path: Path, words: Sequence[str] | None = None) -> dict[str, np.n
     wanted = set(words) if words is not None else None
     vectors: dict[str, np.ndarray] = {}
     try:
-        with open(regular_file(path, "pass --glove PATH to glove.6B.*d.txt"), encoding="utf8") as handle:
-            for line_number, line in enumerate(handle, 1):
+        fix = "pass --glove PATH to glove.6B.*d.txt"
+        with open(regular_file(path, fix), encoding="utf8") as handle:
+            for line_number, line in enumerate(bounded_lines(handle, path, MAX_GLOVE_LINE, fix), 1):
                 parts = line.rstrip().split(" ")
                 if len(parts) < 2:
                     continue
