@@ -1,8 +1,14 @@
 """User errors: one clear line, a non-zero exit, no traceback; running out of memory is one of them."""
 from __future__ import annotations
 
+import errno
 import sys
 from contextlib import contextmanager
+
+try:
+    import resource
+except ImportError:   # not POSIX: no limit on the data segment
+    resource = None
 from typing import Callable, Sequence
 
 
@@ -39,7 +45,10 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
 # failed in one huge allocation (a RuntimeError traceback from torch's allocator, a MemoryError from NumPy) or,
 # layer by layer, filled the memory until the kernel killed a process. `guard()` (run_cli wraps every script's
 # main in it) turns the first into one line and stops the second while the model is being built: the parameters
-# torch modules register are counted against the memory free at the start.
+# torch modules register are counted against the memory free at the start. What the parameters do not show
+# (activations: kd_cifar10/train.py --batch-size 1000000 --width 256 on ../shared/data's 10,000 CIFAR images asks
+# for more than the machine's 23 GB, and there is no swap) is caught by a limit on the process's data segment
+# (`limit_data`): the allocation past it fails at once, and the failure is the one line above.
 ALLOCATOR_MESSAGES = ("can't allocate memory", "out of memory")
 
 
@@ -51,6 +60,35 @@ def memory_left() -> tuple[int, int] | None:
         return int(fields["MemAvailable"].split()[0]) * 1024, int(fields["MemTotal"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return None
+
+
+def data_size() -> int | None:
+    """The bytes of this process's data segment (VmData: its private writable memory, what RLIMIT_DATA counts)."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["VmData"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def limit_data(torch=None) -> Callable[[], None]:
+    """Limit the process's data segment to what it holds now plus the memory available less `reserve` (at least
+    half the machine's, so a busy machine does not refuse what would fit), so an allocation past it fails at
+    once as an out-of-memory error instead of filling the memory until the kernel kills the process (or
+    another). Returns what restores the previous limit. Not with CUDA (its driver maps memory of its own), nor
+    where Linux's /proc is missing or an earlier limit is tighter."""
+    left, used = memory_left(), data_size()
+    if resource is None or left is None or used is None or (torch is not None and torch.cuda.is_available()):
+        return lambda: None
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = used + max(left[0] - reserve(left[1]), left[1] // 2)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft != resource.RLIM_INFINITY and soft <= limit:
+        return lambda: None
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    return lambda: resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
 def reserve(total: int) -> int:
@@ -89,25 +127,50 @@ class ParameterBudget:
         check_memory_left(f"building the model ({type(module).__name__}.{name})")
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(err: BaseException) -> OSError | None:
+    """The 'no space left' (or quota) OSError behind `err`, if any: torch.save on a full disk raises a
+    RuntimeError from its zip writer whose context is that OSError."""
+    for _ in range(10):
+        if isinstance(err, OSError) and err.errno in FULL:
+            return err
+        err = err.__cause__ or err.__context__
+        if err is None:
+            return None
+    return None
+
+
 @contextmanager
 def guard():
     """Within: a torch module registering a parameter on a machine out of memory, a MemoryError, or an
-    allocator's out-of-memory RuntimeError becomes a one-line UserError."""
+    allocator's out-of-memory RuntimeError (an allocation past `limit_data`'s limit among them) becomes a one-line
+    UserError; so does a write to a full disk (atomic writes leave the file they replace as it was)."""
     torch = sys.modules.get("torch")
-    handle = None
+    handle, restore = None, limit_data(torch)
     if torch is not None:
         from torch.nn.modules.module import register_module_parameter_registration_hook
         handle = register_module_parameter_registration_hook(ParameterBudget())
     try:
         yield
-    except MemoryError as err:
-        raise UserError(f"out of memory ({str(err).splitlines()[0] if str(err) else 'MemoryError'}); pick smaller "
-                        "sizes (width, depth, layers, batch)") from None
-    except RuntimeError as err:
+    except (OSError, RuntimeError) as err:
+        full = disk_full(err)
+        if full is not None:
+            where = f" writing {full.filename}" if full.filename else ""
+            raise UserError(f"the disk is full ({full.strerror}{where}); free some space or pick another --out, "
+                            f"then run again (--resume continues a training run: its last checkpoint is "
+                            f"kept)") from None
+        if isinstance(err, OSError):
+            raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         if not any(m in first.lower() for m in ALLOCATOR_MESSAGES):
             raise
         raise UserError(f"out of memory ({first[:200]}); pick smaller sizes (width, depth, layers, batch)") from None
+    except MemoryError as err:
+        raise UserError(f"out of memory ({str(err).splitlines()[0] if str(err) else 'MemoryError'}); pick smaller "
+                        "sizes (width, depth, layers, batch)") from None
     finally:
+        restore()
         if handle is not None:
             handle.remove()

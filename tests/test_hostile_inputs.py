@@ -1111,6 +1111,7 @@ def test_a_model_too_large_for_the_free_memory_stops_while_it_is_built(monkeypat
 
     free = 40 * 2**20
     monkeypatch.setattr(errors, "memory_left", lambda: (free, 100 * 2**20))   # the 10% reserve: 10 MiB
+    monkeypatch.setattr(errors, "limit_data", lambda torch=None: lambda: None)   # the budget alone (a 100 MiB machine)
     built = []
     monkeypatch.setattr(torch.nn.Linear, "reset_parameters", lambda self: built.append(self.weight.shape))
     with pytest.raises(SystemExit) as exit_info:
@@ -1688,3 +1689,112 @@ def test_a_netrc_that_cannot_be_read_means_no_wandb_key(tmp_path, monkeypatch, c
     netrc.unlink()
     netrc.write_text("machine api.wandb.ai\n  login user\n  password key\n")
     assert wandb_logged_in()
+
+
+@pytest.mark.parametrize("allocate", ["torch", "numpy"])
+def test_an_allocation_past_the_free_memory_fails_at_once_in_one_line(monkeypatch, allocate):
+    """kd_cifar10/train.py --batch-size 1000000 --width 256 on 10,000 CIFAR images asked for more than the machine
+    holds in activations, which the parameter budget does not see: the data segment is limited to what is free
+    (less the reserve; at least half the machine) while a script runs, so the allocation past it fails at once.
+    Here the machine is said to have 1 GiB free of 2 GiB: 3 GiB is refused, untouched; the limit goes with the run."""
+    import resource
+
+    from common import errors
+
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    monkeypatch.setattr(errors, "memory_left", lambda: (2**30, 2 * 2**30))
+    size = 3 * 2**30
+    with pytest.raises(UserError, match="^out of memory \\(.*\\); pick smaller sizes") as err:
+        with errors.guard():
+            assert resource.getrlimit(resource.RLIMIT_DATA)[0] <= errors.data_size() + 2**30
+            torch.empty(size, dtype=torch.uint8) if allocate == "torch" else np.empty(size, np.uint8)
+    one_line(err)
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # CUDA maps memory of its own: no limit
+    with errors.guard():
+        assert resource.getrlimit(resource.RLIMIT_DATA) == before
+
+
+# --- a full disk -----------------------------------------------------------------------------------------------------
+def _chained_full_disk() -> RuntimeError:
+    """What torch.save raises on a full disk: its zip writer's RuntimeError, raised while the OSError was handled."""
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 98944 vs 98840")  # noqa: B904 (as torch)
+    except RuntimeError as err:
+        return err
+
+
+@pytest.mark.parametrize("error, needle", [
+    (OSError(28, "No space left on device", "/r/metrics.jsonl"), "(No space left on device writing /r/metrics.jsonl)"),
+    (OSError(122, "Disk quota exceeded"), "(Disk quota exceeded)"),
+    (_chained_full_disk(), "(No space left on device)"),
+])
+def test_a_full_disk_is_one_line(error, needle):
+    """Every training script on a full disk (a 150 kB tmpfs as --out) ended in a traceback: torch.save's
+    'unexpected pos' RuntimeError or an OSError from a run file."""
+    from common.errors import guard
+
+    with pytest.raises(UserError, match=re.escape(f"the disk is full {needle}; free some space or pick another --out, "
+                                                  f"then run again (--resume continues")) as err:
+        with guard():
+            raise error
+    one_line(err)
+
+
+@pytest.mark.parametrize("error", [OSError(13, "Permission denied"), RuntimeError("mat1 and mat2 shapes")])
+def test_other_os_and_runtime_errors_pass_through_the_guard(error):
+    from common.errors import guard
+
+    with pytest.raises(type(error)) as err:
+        with guard():
+            raise error
+    assert err.value is error
+
+
+class _FullDisk:
+    """A file that takes `room` bytes, then fails as a full disk does."""
+
+    def __init__(self, handle, room):
+        self.handle, self.room = handle, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def test_a_run_on_a_disk_that_fills_keeps_its_checkpoint_and_resumes(tmp_path, monkeypatch, capsys):
+    """kd_cifar10 --smoke whose second checkpoint meets a full disk mid-write: one line, exit 2, the first epoch's
+    checkpoint as it was, no temp file; --resume once there is room ends with an uninterrupted run's metrics."""
+    from common.checkpoint import TEMP_PATTERN, load_checkpoint
+    from common.errors import run_cli
+    from kd_cifar10 import train as kd_train
+
+    argv = ["--smoke", "--threads", "1"]   # two epochs
+    real_save, calls = torch.save, []
+
+    def save(obj, handle, *args, **kwargs):
+        calls.append(1)
+        return real_save(obj, _FullDisk(handle, 1000) if len(calls) == 2 else handle, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(kd_train.main, [*argv, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.count("\n") == 0 and err.startswith("error: the disk is full (No space")
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"] == 1
+    assert not list((tmp_path / "run").glob(TEMP_PATTERN))
+    monkeypatch.setattr(torch, "save", real_save)
+    run_cli(kd_train.main, [*argv, "--out", str(tmp_path / "run"), "--resume"])
+    run_cli(kd_train.main, [*argv, "--out", str(tmp_path / "whole")])
+    resumed, whole = read_metrics(tmp_path / "run"), read_metrics(tmp_path / "whole")
+    drop = ("train_seconds", "elapsed", "seconds")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in resumed] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in whole] and len(whole) == 2
