@@ -4,8 +4,11 @@ A run stops when its loss becomes NaN or infinite, when its parameters or buffer
 variance can reach inf while the loss is still finite), or when a step's loss explodes past
 `explosion_limit(reference)`: the reference is the run's first step loss in its first epoch and the previous
 epoch's mean afterwards, so a loss that grows a hundredfold (3e18 from 2.3) stops the run while ordinary noise
-and negative losses (a mixture density's NLL) do not. The last checkpoint on disk was checked finite when it
-was written, so it is kept as the last good one.
+and negative losses (a mixture density's NLL) do not. A loss that cannot explode (text2math's is the log of a
+mixture of probabilities floored at 1e-10, at most 23: --lr 1e9 averaged 14, then 20 a token, and the run went
+on to the end at chance) stops the run when an epoch's mean is over CHANCE_FACTOR times the loss of a uniform
+guess (`chance_loss`, where the script gives it). The last
+checkpoint on disk was checked finite when it was written, so it is kept as the last good one.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 from common.errors import TrainingDiverged
 
 EXPLODE_FACTOR = 100.0
+CHANCE_FACTOR = 2.0   # an epoch's mean loss over twice a uniform guess's: no run that learns averages that
 ADVICE = "lower --lr"
 DECAY_FLAGS = {"weight_decay": "--weight-decay", "l2": "--l2"}   # flags beside --lr that scale a step
 
@@ -40,6 +44,15 @@ def check_loss(peak: float, reference: float | None, epoch: int, kept_epoch: int
     if reference is not None and math.isfinite(reference) and peak > explosion_limit(reference):
         raise TrainingDiverged(diverged(f"the training loss exploded to {peak:.3g} (from {reference:.3g}){at}",
                                         epoch, kept_epoch, where, advice))
+
+
+def check_chance(mean: float, chance_loss: float | None, epoch: int, kept_epoch: int, where: Path | None,
+                 advice: str = ADVICE) -> None:
+    """Raise TrainingDiverged when an epoch's mean loss is over CHANCE_FACTOR x `chance_loss`, the loss of a
+    uniform guess (ln of the number of classes); None: no such check."""
+    if chance_loss is not None and mean > CHANCE_FACTOR * chance_loss:
+        raise TrainingDiverged(diverged(f"the training loss averaged {mean:.3g}, over {CHANCE_FACTOR:g}x that of a "
+                                        f"uniform guess ({chance_loss:.3g})", epoch, kept_epoch, where, advice))
 
 
 def diverged(what: str, epoch: int, kept_epoch: int, where: Path | None, advice: str = ADVICE) -> str:

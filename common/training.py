@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 
 from common.distributed import all_reduce_sum, barrier, is_distributed, is_main_process, rank, world_size
-from common.divergence import advice_for, check_loss, diverged
+from common.divergence import advice_for, check_chance, check_loss, diverged
 from common.errors import TrainingDiverged, UserError
 from common.rundir import CHECKPOINT, RunDir
 
@@ -126,12 +126,14 @@ class EpochGuard:
     """Stops a diverged run at the end of an epoch, before its checkpoint is written.
 
     The reference for an exploding loss is the run's first step loss in its first epoch and the previous
-    epoch's mean afterwards (common.divergence.explosion_limit). The message's advice names the run's own
-    flags (common.divergence.advice_for)."""
+    epoch's mean afterwards (common.divergence.explosion_limit); given `chance_loss` (a uniform guess's loss),
+    an epoch's mean far above it stops the run too (common.divergence.check_chance). The message's advice names
+    the run's own flags (common.divergence.advice_for)."""
 
-    def __init__(self, run: RunDir | None):
+    def __init__(self, run: RunDir | None, chance_loss: float | None = None):
         self.where = run.path if run is not None else None
         self.reference: float | None = None
+        self.chance_loss = chance_loss
         self.advice = advice_for(getattr(run, "args", None))   # a FollowerRun (other ranks) keeps no flags
 
     def check(self, meter: Meter, model: torch.nn.Module, epoch: int) -> dict[str, float]:
@@ -146,6 +148,7 @@ class EpochGuard:
         check_loss(peak, first if self.reference is None else self.reference, epoch + 1, kept, self.where,
                    advice=self.advice)
         self.reference = means.get("loss", first)
+        check_chance(self.reference, self.chance_loss, epoch + 1, kept, self.where, self.advice)
         if not model_finite:
             raise TrainingDiverged(diverged("the parameters or buffers became NaN or infinite", epoch + 1, kept,
                                             self.where, self.advice))

@@ -8,13 +8,13 @@ import importlib
 import pytest
 
 from common.checkpoint import load_checkpoint
-from common.divergence import advice_for, diverged, explosion_limit
+from common.divergence import CHANCE_FACTOR, advice_for, check_chance, diverged, explosion_limit
 from common.errors import TrainingDiverged
 from common.training import all_finite
 
 # text2math is not here: its loss is a mixture of vocabulary and pointer probabilities with a floor, so a huge
-# learning rate leaves a useless model at a finite loss (about 20) rather than a divergence; its NaN stop is
-# tested below with a poisoned loss
+# learning rate leaves a useless model at a finite loss (about 20) rather than an explosion; it stops on a mean
+# loss far above a uniform guess's instead, and its NaN stop is tested below with a poisoned loss
 SCRIPTS = ["fashion_mnist_ffn.train", "mnist_scratch.train", "sketch_rnn.train", "kd_cifar10.train",
            "cifar100_multitask.train"]
 
@@ -40,6 +40,27 @@ def test_a_huge_learning_rate_stops_the_run_in_one_line(module, tmp_path):
         assert "is kept in" in message and all_finite(load_checkpoint(checkpoint)["model"])
     else:
         assert "no checkpoint was written" in message
+
+
+def test_a_mean_loss_far_above_a_uniform_guess_is_divergence():
+    check_chance(2 * 4.0, 4.0, 1, 0, None)                       # twice a uniform guess: still a run
+    check_chance(1e6, None, 1, 0, None)                          # no chance level given: no check
+    with pytest.raises(TrainingDiverged, match=r"^the training loss averaged 8\.01, over 2x that of a uniform guess "
+                                               r"\(4\) in epoch 3; the last good checkpoint \(epoch 2\) is kept in /r; "
+                                               r"lower --lr$"):
+        check_chance(8.01, 4.0, 3, 2, "/r")
+    assert CHANCE_FACTOR == 2
+
+
+def test_text2math_with_a_huge_learning_rate_stops_at_a_loss_far_above_chance(tmp_path):
+    """--lr 1e9 averaged 14, then 20 a token (a uniform guess: ln 87 = 4.47) and ran to the end at chance."""
+    from text2math import train
+
+    with pytest.raises(TrainingDiverged, match=r"^the training loss averaged 1\d\.\d, over 2x that of a uniform "
+                                               r"guess \(4\.47\) in epoch 1; no checkpoint was written") as info:
+        train.main(["--smoke", "--threads", "1", "--lr", "1e9", "--out", str(tmp_path / "run")])
+    assert "\n" not in str(info.value) and not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert train.main(["--smoke", "--threads", "1", "--out", str(tmp_path / "ok")])   # the default rate trains on
 
 
 def test_text2math_stops_when_its_loss_turns_nan(tmp_path, monkeypatch):

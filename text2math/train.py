@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -251,7 +252,7 @@ def train(args, info: distributed.DistInfo) -> dict:
 
     start, elapsed = resume(run, net, optimizer, scheduler)   # the LR follows this run's curve, --epochs too
     history = [r for r in run.metrics() if r["epoch"] <= start]   # on every rank: early stopping's evidence
-    guard = EpochGuard(run)
+    guard = EpochGuard(run, chance_loss=math.log(len(config.tgt_vocab)))   # a uniform guess over the program tokens
     for epoch in range(start, args.epochs):
         if stale_epochs(history) >= args.patience:
             if distributed.is_main_process():
