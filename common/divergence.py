@@ -7,8 +7,8 @@ epoch's mean afterwards, so a loss that grows a hundredfold (3e18 from 2.3) stop
 and negative losses (a mixture density's NLL) do not. A loss that cannot explode (text2math's is the log of a
 mixture of probabilities floored at 1e-10, at most 23: --lr 1e9 averaged 14, then 20 a token, and the run went
 on to the end at chance) stops the run when an epoch's mean is over CHANCE_FACTOR times the loss of a uniform
-guess (`chance_loss`, where the script gives it). The last
-checkpoint on disk was checked finite when it was written, so it is kept as the last good one.
+guess (`chance_loss`, where the script gives it). The last checkpoint on disk was checked finite when it was
+written, so it is kept as the last good one.
 """
 from __future__ import annotations
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 import errno
 import sys
 from contextlib import contextmanager
+from typing import Callable, Sequence
 
 try:
     import resource
 except ImportError:   # not POSIX: no limit on the data segment
     resource = None
-from typing import Callable, Sequence
 
 
 class UserError(Exception):
