@@ -10,7 +10,6 @@ threads train.py gives it (one at batch 64), torch with its default threads. Pri
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -23,6 +22,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from common import REPO_ROOT
+from common.cli import OneLineParser, positive_int
+from common.errors import run_cli
 from mnist_scratch.engine.losses import LOSSES
 from mnist_scratch.engine.optim import build_optimizer
 from mnist_scratch.engine.training import add_l2_grads, blas_threads_for, init_states, shuffled_batches
@@ -63,12 +64,13 @@ def torch_epoch(x, y, batch_size, seed, l2) -> float:
     return time.perf_counter() - tic
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> None:
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=REPO_ROOT / "data", help="real MNIST (default: <repo>/data)")
-    parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="epochs timed per engine (default: %(default)s)")
-    args = parser.parse_args()
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="(default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=3,
+                        help="epochs timed per engine (default: %(default)s)")
+    args = parser.parse_args(argv)
 
     data = load_mnist_split("90:10", mode="auto", root=args.data_root.resolve(), seed=0, smoke=False)
     x, y = data.x_train, data.y_train
@@ -88,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

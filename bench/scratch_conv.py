@@ -7,7 +7,6 @@ The shapes are those of a small MNIST CNN at batch 64. Prints each layer's time 
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -19,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.cli import OneLineParser, positive_int
+from common.errors import run_cli
 from mnist_scratch.engine.conv import conv2d_backward, conv2d_forward
 
 # (name, N, C, H, W, F, K, stride, pad)
@@ -41,10 +42,10 @@ def time_torch(x, w, b, stride, pad) -> float:
     return time.perf_counter() - tic
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10, help="calls per block (default: %(default)s)")
-    args = parser.parse_args()
+def main(argv=None) -> None:
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=positive_int, default=10, help="calls per block (default: %(default)s)")
+    args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__}, float32, CPU")
     total_numpy = total_torch = 0.0
@@ -68,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

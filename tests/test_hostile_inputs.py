@@ -1798,3 +1798,21 @@ def test_a_run_on_a_disk_that_fills_keeps_its_checkpoint_and_resumes(tmp_path, m
     drop = ("train_seconds", "elapsed", "seconds")
     assert [{k: v for k, v in r.items() if k not in drop} for r in resumed] == \
         [{k: v for k, v in r.items() if k not in drop} for r in whole] and len(whole) == 2
+
+
+@pytest.mark.parametrize("script, argv", [("mnist_scratch_epoch", ["--repeats", "0"]),
+                                          ("mnist_scratch_epoch", ["--batch-size", "-5"]),
+                                          ("scratch_conv", ["--repeats", "0"])])
+def test_a_bench_script_refuses_a_count_that_is_not_positive(script, argv, capsys):
+    """bench/mnist_scratch_epoch.py --repeats 0 and bench/scratch_conv.py --repeats 0 ended in a StatisticsError
+    traceback, --batch-size 0 in a ValueError one, and --batch-size -5 printed a ratio of nonsense."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{script}", REPO / "bench" / f"{script}.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert err.endswith(f"error: argument {argv[0]}: expected a positive integer, got {argv[1]} (see --help)")
