@@ -160,6 +160,40 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, a
     return args
 
 
+def saved_argv(parser: argparse.ArgumentParser, values: dict) -> list[str]:
+    """The command line that gives `values` (a run's saved flags, config.json's "args") to `parser`; flags it
+    does not know are left out, and so are those saved as null (their default)."""
+    argv = []
+    for action in parser._actions:
+        value = values.get(action.dest)
+        if not action.option_strings or action.dest == "help" or value is None:
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            argv.append(action.option_strings[0] if value is True else action.option_strings[1])
+        elif action.nargs == 0:
+            argv += [action.option_strings[0]] if value is True else []
+        elif action.nargs in ("+", "*") and isinstance(value, list):
+            argv += [action.option_strings[0], *map(str, value)]
+        else:
+            argv.append(f"{action.option_strings[0]}={value}")
+    return argv
+
+
+def parse_saved(parser: argparse.ArgumentParser, values: object, where: Path, fix: str,
+                script: str) -> argparse.Namespace:
+    """A run's saved flags (`values`, config.json's "args", read from `where`) through the parser of the script
+    that saved them, so every type and range is checked again as on its command line; what it refuses (or
+    values that are no object) is a one-line UserError naming `where` and `fix`."""
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: its 'args' are no object of {script}'s flags; {fix}")
+
+    def refuse(message: str):
+        raise UserError(f"{where} holds flags {script} refuses ({message}); {fix}")
+
+    parser.error = refuse
+    return parser.parse_args(saved_argv(parser, values))
+
+
 _UNTYPED = object()
 
 

@@ -16,7 +16,6 @@ Reads the run's checkpoint.pt and the data settings in its config.json, segments
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,12 +25,13 @@ if __package__ in (None, ""):
 import torch
 from torch.nn import functional as F
 
-from common.cli import positive_int
+from common.cli import OneLineParser, parse_saved, positive_int
 from common.errors import UserError, run_cli
-from common.formats import read_text
+from common.rundir import read_json
 from common.segmentation import adjusted_rand_index, segmentation_scores
 from slot_attention.data import scenes_from_flags
 from slot_attention.model import SlotAutoencoder, load_autoencoder, predicted_segmentation
+from slot_attention.train import build_parser
 
 CUT_SHARE = 0.6   # an object whose largest segment holds less than this share of it counts as cut
 DATA_KEYS = ("data", "data_root", "stand_in", "image_size", "n_train", "n_val", "subsample", "seed")
@@ -89,18 +89,18 @@ def diagnose(true: torch.Tensor, pred: torch.Tensor, edge: int = 2) -> dict[str,
 
 
 def read_run(folder: Path) -> tuple[dict, Path]:
-    """The data settings from a run's config.json and its checkpoint's path; a clear error otherwise."""
+    """The data settings from a run's config.json (through train.py's parser again: a damaged value is refused as
+    on the command line) and its checkpoint's path; a clear error otherwise."""
     config_path, checkpoint = folder / "config.json", folder / "checkpoint.pt"
-    try:
-        settings = json.loads(read_text(config_path, "pick a run directory of slot_attention/train.py"))["args"]
-        data = {key: settings[key] for key in DATA_KEYS}
-        data["smoke"] = bool(settings.get("smoke", False))
-    except FileNotFoundError:
-        raise UserError(f"{folder} holds no config.json: pick a run directory of slot_attention/train.py") from None
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise UserError(f"{config_path} is not a slot_attention/train.py run config ({type(err).__name__}: "
-                        f"{str(err)[:120]})") from None
-    return data, checkpoint
+    if not config_path.exists():
+        raise UserError(f"{folder} holds no config.json: pick a run directory of slot_attention/train.py")
+    fix = "restore the config.json slot_attention/train.py wrote there, or pick another run directory"
+    values = read_json(config_path, fix, keys=("args",))["args"]
+    missing = [key for key in DATA_KEYS if key not in values] if isinstance(values, dict) else []
+    if missing:
+        raise UserError(f"{config_path} holds no {', '.join(missing)}; {fix}")
+    settings = parse_saved(build_parser(), values, config_path, fix, "slot_attention/train.py")
+    return {key: getattr(settings, key) for key in (*DATA_KEYS, "smoke")}, checkpoint
 
 
 @torch.no_grad()
@@ -112,7 +112,7 @@ def segment(model: SlotAutoencoder, images: torch.Tensor, seed: int, batch: int 
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run directory of slot_attention/train.py")
     parser.add_argument("--edge", type=positive_int, default=2,
                         help="interior pixels: no other true label within this many pixels (default: %(default)s)")

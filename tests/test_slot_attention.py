@@ -418,7 +418,18 @@ def test_diagnose_reads_a_run_and_scores_as_training_did(smoke_run, tmp_path):
     with pytest.raises(UserError, match="no config.json"):
         diagnose_script.main([str(tmp_path)])
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(UserError, match="not a slot_attention/train.py run config"):
+    with pytest.raises(UserError, match="cannot read .*config.json \\(JSONDecodeError\\); restore the config.json"):
+        diagnose_script.main([str(tmp_path)])
+    saved = json.loads((out / "config.json").read_text())
+    for key, value, needle in (("n_val", -5, "argument --n-val: expected a positive integer, got -5"),
+                               ("image_size", "x", "argument --image-size: invalid positive_int value: 'x'"),
+                               ("stand_in", 5, "argument --stand-in: invalid choice: '5'")):
+        (tmp_path / "config.json").write_text(json.dumps({**saved, "args": {**saved["args"], key: value}}))
+        with pytest.raises(UserError, match=f"config.json holds flags slot_attention/train.py refuses \\({needle}"):
+            diagnose_script.main([str(tmp_path)])   # a ValueError / TypeError traceback before
+    del saved["args"]["n_val"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match="config.json holds no n_val; restore"):
         diagnose_script.main([str(tmp_path)])
 
 

@@ -246,7 +246,8 @@ def test_rerank_reads_the_runs_flags_through_train_pys_parser(reranked_run, tmp_
     import shutil
 
     from common.errors import UserError
-    from text2math.rerank import run_settings, saved_argv
+    from common.cli import saved_argv
+    from text2math.rerank import run_settings
     from text2math.train import build_parser
 
     _, out, _ = reranked_run

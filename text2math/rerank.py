@@ -14,7 +14,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.cli import DATA_MODES, OneLineParser, int_in, thread_count
+from common.cli import DATA_MODES, OneLineParser, int_in, parse_saved, thread_count
 from common.errors import UserError, run_cli
 from common.rundir import read_json, write_json
 from common.runtime import set_cpu_threads
@@ -56,41 +56,13 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
-def saved_argv(parser: argparse.ArgumentParser, values: dict) -> list[str]:
-    """The command line that gives `values` (a run's saved flags, config.json's "args") to `parser`; flags it
-    does not know are left out, and so are those saved as null (their default)."""
-    argv = []
-    for action in parser._actions:
-        value = values.get(action.dest)
-        if not action.option_strings or action.dest == "help" or value is None:
-            continue
-        if isinstance(action, argparse.BooleanOptionalAction):
-            argv.append(action.option_strings[0] if value is True else action.option_strings[1])
-        elif action.nargs == 0:
-            argv += [action.option_strings[0]] if value is True else []
-        elif action.nargs in ("+", "*") and isinstance(value, list):
-            argv += [action.option_strings[0], *map(str, value)]
-        else:
-            argv.append(f"{action.option_strings[0]}={value}")
-    return argv
-
-
 def run_settings(path: Path, args) -> argparse.Namespace:
     """The run's own flags (config.json beside the checkpoint): the same split, validation part and lengths."""
     config = path.parent / "config.json"
     if not config.exists():
         raise UserError(f"--checkpoint {path}: no config.json beside it; rerank.py needs the train.py run folder")
     fix = "restore the config.json train.py wrote there, or train the run again"
-    values = read_json(config, fix, keys=("args",))["args"]
-    if not isinstance(values, dict):
-        raise UserError(f"{config}: its 'args' are no object of train.py's flags; {fix}")
-    parser = train_parser()   # the saved flags pass train.py's own checks (types, ranges) again
-
-    def refuse(message: str):
-        raise UserError(f"{config} holds flags train.py refuses ({message}); {fix}")
-
-    parser.error = refuse
-    settings = parser.parse_args(saved_argv(parser, values))
+    settings = parse_saved(train_parser(), read_json(config, fix, keys=("args",))["args"], config, fix, "train.py")
     settings.data = args.data or settings.data
     settings.data_root = (args.data_root or settings.data_root).expanduser().resolve()
     settings.rerank_beam, settings.rerank_k, settings.rerank_options = args.beam, args.k, args.options
