@@ -162,12 +162,18 @@ def reproduce(assignment: str, args) -> Path:
         results[spec.name] = load_result(spec.name, out)
         print(f"  {assignment}/{spec.name}: {action}", flush=True)
     reports_dir = reports_dir_of(args).resolve()
-    body = module.build(results, reports_dir / assignment)
+    try:   # the report reads many fields of the runs' files: one a damaged file lacks is one line, not a traceback
+        body = module.build(results, reports_dir / assignment)
+        header = _header(assignment, results, args, time.perf_counter() - tic)
+        headline: Headline = module.headline(results)
+        sources = sorted({short_source(r.config["data_source"]) for r in results.values()})
+        training = sum(float(r.summary.get("train_seconds") or 0) for r in results.values())
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+        raise UserError(f"cannot build {assignment}'s report from the runs under {runs_dir / assignment} "
+                        f"({type(err).__name__}: {str(err)[:120]}): a run's config.json, summary.json or "
+                        f"metrics.jsonl lacks what the report reads; delete that run and reproduce again") from None
     report = reports_dir / f"{assignment}.md"
-    report.write_text(_portable(_header(assignment, results, args, time.perf_counter() - tic) + body + "\n", args))
-    headline: Headline = module.headline(results)
-    sources = sorted({short_source(r.config["data_source"]) for r in results.values()})
-    training = sum(float(r.summary.get("train_seconds") or 0) for r in results.values())
+    report.write_text(_portable(header + body + "\n", args))
     wall, _ = _timings(results)
     add_to_index(reports_dir, assignment, {
         **asdict(headline), "data": ", ".join(sources), "mode": _mode(args), "runs": len(results),

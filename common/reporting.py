@@ -8,6 +8,7 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Sequence
 
+from common.errors import UserError
 from common.rundir import read_json, read_metrics
 
 
@@ -42,12 +43,17 @@ class Headline:
     ours: str
 
 
+CONFIG_KEYS = ("args", "data_source", "command", "git_commit", "hardware")   # what every run's config.json holds
+
+
 def load_result(name: str, path: Path) -> RunResult:
     """A finished run's config, summary and metrics; a damaged file is a one-line UserError."""
     path = Path(path)
     fix = f"delete {path} and run it again"
-    return RunResult(name, path, read_json(path / "config.json", fix, keys=()),
-                     read_json(path / "summary.json", fix, keys=()), read_metrics(path))
+    config = read_json(path / "config.json", fix, keys=CONFIG_KEYS)
+    if not (isinstance(config["args"], dict) and isinstance(config["hardware"], dict)):
+        raise UserError(f"{path / 'config.json'}: its args or hardware are no object; {fix}")
+    return RunResult(name, path, config, read_json(path / "summary.json", fix, keys=()), read_metrics(path))
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -66,7 +72,12 @@ def pct(value: float) -> str:
 
 
 def copy_figure(result: RunResult, figure: str, report_dir: Path, new_name: str) -> str:
-    """Copy a run's PNG next to the report; returns the path to write in the markdown."""
+    """Copy a run's PNG next to the report; returns the path to write in the markdown. One that is missing, or
+    no regular file (a device would be copied for ever), is a one-line UserError."""
+    source = Path(result.path) / figure
+    if not source.is_file():
+        raise UserError(f"{source} is missing or no file: the report copies it from the run {result.name}; delete "
+                        f"{result.path} and reproduce again")
     report_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(result.path / figure, report_dir / new_name)
+    shutil.copyfile(source, report_dir / new_name)
     return f"{report_dir.name}/{new_name}"

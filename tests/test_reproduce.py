@@ -1,6 +1,7 @@
 """reproduce.py: runs the declared runs, writes the report with its plots, rebuilds without retraining."""
 import importlib
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def test_a_report_names_no_absolute_path_of_this_machine(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_reproduction_then_report_only(tmp_path):
+def test_smoke_reproduction_then_report_only(tmp_path, capsys):
     runs, reports = tmp_path / "runs", tmp_path / "reports"
     common = ["--smoke", "--runs-dir", str(runs), "--reports-dir", str(reports)]
     first = run_script(str(REPO / "reproduce.py"), "mnist_scratch", *common, cwd=tmp_path, timeout=600)
@@ -143,6 +144,7 @@ def test_smoke_reproduction_then_report_only(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "minibatch_90-10: kept" in again.stdout
     assert summary.stat().st_mtime_ns == stamp
+    _damaged_runs_are_one_line(runs / "mnist_scratch" / "minibatch_90-10", common, capsys)
 
     # a second assignment (PyTorch, the fastest smoke reproduction) into the same reports: its row joins the first
     second = run_script(str(REPO / "reproduce.py"), "sketch_rnn", *common, cwd=tmp_path, timeout=600)
@@ -156,6 +158,28 @@ def test_smoke_reproduction_then_report_only(tmp_path):
     pen = [r.summary["test_pen_acc"] for r in results.values() if r.config["args"]["head"] == "gmm"]
     assert len(pen) == len(sketch_report.SEEDS) and row.ours.startswith(sketch_report.mean_std(pen))
     assert f"| {row.original} | {row.ours} |" in rows["sketch_rnn"] and "(smoke)" in rows["sketch_rnn"]
+
+
+def _damaged_runs_are_one_line(run: Path, common: list[str], capsys) -> None:
+    """--report-only on a run whose config.json lacks a field the report reads (KeyError), whose args are no object
+    (TypeError), whose summary.json is empty or whose figure is gone (FileNotFoundError) gave tracebacks in every
+    assignment; each is one line now, and the run is left as it was."""
+    config, summary, figure = run / "config.json", run / "summary.json", run / "confusion_normalised.png"
+    saved = {path: path.read_bytes() for path in (config, summary, figure)}
+    good = json.loads(saved[config])
+    for path, damaged, needle in (
+            (config, {**good, "args": {k: v for k, v in good["args"].items() if k != "seed"}},
+             "cannot build mnist_scratch's report from the runs under .* \\(KeyError: 'seed'\\): a run's config.json"),
+            (config, {**good, "args": []}, "config.json: its args or hardware are no object; delete"),
+            (config, {k: v for k, v in good.items() if k != "hardware"}, "is not what this project writes there"),
+            (summary, {}, "cannot build mnist_scratch's report .* \\(KeyError: "),
+            (figure, None, "confusion_normalised.png is missing or no file: the report copies it from the run")):
+        path.unlink() if damaged is None else path.write_text(json.dumps(damaged))
+        with pytest.raises(UserError, match="1 of 1 failed \\(mnist_scratch\\)"):
+            reproduce.main(["mnist_scratch", *common, "--report-only"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(needle, err[0]), err
+        path.write_bytes(saved[path])
 
 
 def _index_rows(reports: Path) -> dict[str, str]:
