@@ -31,7 +31,7 @@ from common.rundir import read_json
 from common.segmentation import adjusted_rand_index, segmentation_scores
 from slot_attention.data import scenes_from_flags
 from slot_attention.model import SlotAutoencoder, load_autoencoder, predicted_segmentation
-from slot_attention.train import build_parser
+from slot_attention.train import build_parser as train_parser
 
 CUT_SHARE = 0.6   # an object whose largest segment holds less than this share of it counts as cut
 DATA_KEYS = ("data", "data_root", "stand_in", "image_size", "n_train", "n_val", "subsample", "seed")
@@ -99,7 +99,7 @@ def read_run(folder: Path) -> tuple[dict, Path]:
     missing = [key for key in DATA_KEYS if key not in values] if isinstance(values, dict) else []
     if missing:
         raise UserError(f"{config_path} holds no {', '.join(missing)}; {fix}")
-    settings = parse_saved(build_parser(), values, config_path, fix, "slot_attention/train.py")
+    settings = parse_saved(train_parser(), values, config_path, fix, "slot_attention/train.py")
     return {key: getattr(settings, key) for key in (*DATA_KEYS, "smoke")}, checkpoint
 
 
@@ -111,12 +111,16 @@ def segment(model: SlotAutoencoder, images: torch.Tensor, seed: int, batch: int 
                       for i in range(0, len(images), batch)])
 
 
-def main(argv=None) -> dict:
+def build_parser() -> OneLineParser:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run directory of slot_attention/train.py")
     parser.add_argument("--edge", type=positive_int, default=2,
                         help="interior pixels: no other true label within this many pixels (default: %(default)s)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
     data_args, checkpoint = read_run(args.run)
     model = load_autoencoder(checkpoint)[0].eval()
     data = scenes_from_flags(argparse.Namespace(**data_args), announce=lambda _: None)

@@ -1420,7 +1420,7 @@ def test_a_damaged_run_file_in_a_reproduction_is_one_line_and_nothing_is_overwri
 
     run = tmp_path / "runs" / "mnist_scratch" / "a"
     run.mkdir(parents=True)
-    (run / "config.json").write_text('{"args": {}}')
+    (run / "config.json").write_text('{"args": {}, "data_source": "", "command": "", "git_commit": "", "hardware": {}}')
     (run / "summary.json").write_text('{"test_acc": 0.9')
     with pytest.raises(UserError, match=f"cannot read {run / 'summary.json'} \\(JSONDecodeError\\); delete {run} and "
                                         f"run it again") as err:
