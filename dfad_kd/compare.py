@@ -20,6 +20,8 @@ from common.errors import UserError, run_cli
 from common.plots import plot_overlays
 from common.rundir import METRICS, read_metrics
 
+PLOTTED = ("test_acc", "agree_real")   # what each run's metrics.jsonl gives the two panels, per epoch
+
 
 def read_runs(specs: list[str]) -> dict[str, list[dict]]:
     """'label=run_dir' -> {label: the run's metrics.jsonl records}; one UserError for a bad spec or run."""
@@ -31,7 +33,12 @@ def read_runs(specs: list[str]) -> dict[str, list[dict]]:
         path = Path(folder).expanduser() / METRICS
         if not path.is_file():
             raise UserError(f"{path} does not exist: point {label}= at a train.py run directory")
-        runs[label] = read_metrics(path.parent)
+        records = read_metrics(path.parent)
+        lacking = sorted({key for r in records for key in PLOTTED if not isinstance(r.get(key), (int, float))})
+        if not records or lacking:
+            what = f"no {' or '.join(map(repr, lacking))} for every epoch" if records else "no finished epoch"
+            raise UserError(f"{path} holds {what}: point {label}= at a dfad_kd/train.py run directory")
+        runs[label] = records
     return runs
 
 

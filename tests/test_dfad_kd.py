@@ -310,6 +310,13 @@ def test_compare_plots_runs_side_by_side_and_rejects_bad_specs(tmp_path):
         compare.read_runs([str(tmp_path / "a")])
     with pytest.raises(UserError, match="does not exist"):
         compare.read_runs([f"x={tmp_path / 'missing'}"])
+    (tmp_path / "other").mkdir()   # another script's run (a KeyError traceback before), and one with no epoch
+    (tmp_path / "other" / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_acc": 0.5}) + "\n")
+    with pytest.raises(UserError, match="metrics.jsonl holds no 'agree_real' for every epoch: point o= at a dfad_kd"):
+        compare.read_runs([f"o={tmp_path / 'other'}"])
+    (tmp_path / "other" / "metrics.jsonl").write_text("")
+    with pytest.raises(UserError, match="metrics.jsonl holds no finished epoch: point o= at"):
+        compare.read_runs([f"o={tmp_path / 'other'}"])
 
 
 # per-data-set presets -----------------------------------------------------------------------------------
