@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import errno
+import signal
 import sys
+import threading
 from contextlib import contextmanager
 from typing import Callable, Sequence
 
@@ -25,18 +27,35 @@ class TrainingDiverged(UserError):
     exit_code = 3
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, a job scheduler, `kill`): unwinds like Ctrl-C, so an atomic write in progress removes
+    its temp file and the run ends in one line."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
-    """Run a script's main(); turn user errors, running out of memory (`guard`) and Ctrl-C into one line and
-    an exit code."""
+    """Run a script's main(); turn user errors, running out of memory (`guard`), Ctrl-C and SIGTERM into one line
+    and an exit code."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         with guard():
             main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except Terminated:
+        print("terminated (SIGTERM): the last checkpoint is kept; continue with --resume", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is kept; continue with --resume", file=sys.stderr)
         sys.exit(130)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 # Running out of memory as one line.

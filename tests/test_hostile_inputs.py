@@ -1816,3 +1816,45 @@ def test_a_bench_script_refuses_a_count_that_is_not_positive(script, argv, capsy
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "\n" not in err
     assert err.endswith(f"error: argument {argv[0]}: expected a positive integer, got {argv[1]} (see --help)")
+
+
+def test_sigterm_ends_a_script_in_one_line_and_leaves_no_temp_file(tmp_path):
+    """`timeout`, a job scheduler or `kill` send SIGTERM: a script died at once, silent, and a checkpoint write in
+    progress left its temp file. It now unwinds like Ctrl-C (exit 143, one line); here it is stopped inside an
+    atomic checkpoint write, which removes its temp file."""
+    import signal
+    import subprocess
+    import sys
+
+    child = f"""
+import sys, time
+sys.path.insert(0, {str(REPO)!r})
+import torch
+from common.checkpoint import save_checkpoint
+from common.errors import run_cli
+real_save = torch.save
+def slow_save(obj, handle, *args, **kwargs):
+    print("writing", flush=True)
+    time.sleep(30)
+torch.save = slow_save
+run_cli(lambda argv: save_checkpoint({str(tmp_path / "checkpoint.pt")!r}, {{"epoch": 1}}))
+"""
+    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    assert list(tmp_path.glob(".checkpoint.pt.*.tmp")), "the temp file is being written"
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 143, err
+    assert err.strip() == "terminated (SIGTERM): the last checkpoint is kept; continue with --resume"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_cli_gives_back_the_sigterm_handler_it_found():
+    import signal
+
+    from common.errors import run_cli
+
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+    run_cli(lambda argv: seen.append(signal.getsignal(signal.SIGTERM)))
+    assert seen[0] is not before and signal.getsignal(signal.SIGTERM) is before
