@@ -28,6 +28,8 @@ from common.errors import UserError
 from common.formats import read_text
 
 GOALS = ("maximize", "minimize")
+MAX_NODES = 100_000   # values, lists and mappings in a sweep config, each YAML alias counted where it is used
+MAX_GRID = 100_000    # trials of a grid run to its end, and values of any one parameter's grid
 ALL_METHODS = ("grid", "random", "bayes")  # what wandb accepts; METHODS below is what runs offline
 
 
@@ -126,7 +128,24 @@ def load_sweep_config(path: Path | str) -> dict:
     except Exception as err:  # yaml.YAMLError without importing yaml at module level
         raise UserError(f"sweep config {path} could not be parsed ({str(err).splitlines()[0]}); "
                         f"fix the YAML syntax") from None
+    _check_size(config, str(path))
     return validate_sweep_config(config, source=str(path))
+
+
+def _check_size(config: Any, source: str) -> None:
+    """Refuse a config of more than MAX_NODES values once its YAML aliases are expanded: nine nested lists of
+    nine aliases each (a 'billion laughs') parse into little but grew to 11 GB in a minute when used."""
+    stack, seen = [config], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise UserError(f"sweep config {source} holds more than {MAX_NODES:,} values (YAML aliases counted "
+                            f"where they are used); a sweep config is a few dozen")
+        if isinstance(value, dict):
+            stack += [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            stack += value
 
 
 def _load_yaml(text: str) -> Any:
@@ -216,6 +235,9 @@ def _validate_parameter(name: str, spec: Any, method: str, fail: Callable[[str],
     if method == "grid" and kind not in GRID_VALUES:
         raise fail(f"{where} uses the continuous distribution {kind}, which grid search cannot enumerate; "
                    f"give values: [...] or use method: random")
+    if method == "grid" and _grid_count(spec) > MAX_GRID:
+        raise fail(f"{where} spans {_grid_count(spec):,} grid values, more than {MAX_GRID:,}; narrow min / max, "
+                   f"raise q, or use method: random")
 
 
 def metric_of(config: Mapping) -> tuple[str, str]:
@@ -253,8 +275,25 @@ def grid_trials(config: Mapping, count: int | None = None, seed: int = 0) -> lis
     choices = [_grid_values(config["parameters"][n]) for n in names]
     product = itertools.product(*choices)
     cap = _cap(config, count)
+    size = math.prod(len(c) for c in choices)
+    if cap is None and size > MAX_GRID:
+        raise UserError(f"the grid holds {size:,} trials, more than {MAX_GRID:,} run to the end; pass --count N "
+                        f"(its first N) or set run_cap in the config")
     combos = itertools.islice(product, cap) if cap is not None else product
     return [Trial(i, dict(zip(names, combo))) for i, combo in enumerate(combos)]
+
+
+def _grid_count(spec: dict) -> int:
+    """How many values a parameter's grid holds, without listing them."""
+    kind = _kind(spec)
+    if kind == "values":
+        return len(spec["values"])
+    if kind == "value":
+        return 1
+    if kind == "int_uniform":
+        return spec["max"] - spec["min"] + 1
+    q = spec.get("q", 1)
+    return max(0, math.floor(spec["max"] / q) - math.ceil(spec["min"] / q) + 1)
 
 
 def _grid_values(spec: dict) -> list:

@@ -384,3 +384,40 @@ def test_wandb_sweep_wiring(monkeypatch):
                     FakeTrainer(), project="p", count=1)
     assert wandb.runs[0].summary == {"status": "diverged", "error": "loss became NaN at step 3"}
     assert wandb.runs[0].finished
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """Nine nested lists of nine aliases each parse into little; the sweep grew to 11 GB in a minute using it."""
+    import time
+
+    lines = ["method: grid", "metric: {name: val_acc, goal: maximize}", 'l0: &l0 ["lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines + ["parameters:", "  lr: {values: *l9}"]) + "\n")
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="holds more than 100,000 values \\(YAML aliases counted where they are used"):
+        load_sweep_config(tmp_path / "bomb.yaml")
+    assert time.perf_counter() - start < 5
+    (tmp_path / "ok.yaml").write_text("method: grid\nmetric: {name: val_acc, goal: maximize}\nlrs: &lrs [0.1, 0.01]\n"
+                                      "parameters:\n  lr: {values: *lrs}\n")   # an alias as such is fine
+    assert load_sweep_config(tmp_path / "ok.yaml")["parameters"]["lr"]["values"] == [0.1, 0.01]
+
+
+@pytest.mark.parametrize("spec, count", [({"min": 1, "max": 10 ** 12}, "1,000,000,000,000"),
+                                         ({"distribution": "q_uniform", "min": 0, "max": 1, "q": 1e-12},
+                                          "1,000,000,000,001")])
+def test_a_grid_parameter_too_wide_to_list_is_refused(tmp_path, spec, count):
+    """An int_uniform of 1 .. 10**12 ran out of memory listing its grid, a q_uniform with q 1e-12 ran for ever."""
+    (tmp_path / "wide.json").write_text(json.dumps(config(lr=spec)))
+    with pytest.raises(UserError, match=f"parameter 'lr' spans {count} grid values, more than 100,000; narrow"):
+        load_sweep_config(tmp_path / "wide.json")
+
+
+def test_a_grid_too_large_to_run_to_its_end_needs_a_count():
+    """A product of grids listed every trial before the first ran (1,000 x 1,000 here; 10**20 would never end)."""
+    wide = config(hidden_size={"min": 1, "max": 1000}, batch_size={"min": 1, "max": 1000})
+    with pytest.raises(UserError, match="the grid holds 1,000,000 trials, more than 100,000 run to the end; pass "
+                                        "--count N"):
+        grid_trials(wide)
+    assert [t.params for t in grid_trials(wide, count=2)] == [{"hidden_size": 1, "batch_size": 1},
+                                                                {"hidden_size": 1, "batch_size": 2}]
+    assert len(grid_trials({**wide, "run_cap": 3})) == 3
