@@ -61,14 +61,23 @@ def _quantise(spec: dict, value: float) -> int | float:
     return int(out) if all(_is_int(spec.get(k, 1)) for k in ("min", "max", "q")) else float(out)
 
 
+def _int_steps(spec: dict) -> range:
+    return range(spec["min"], spec["max"] + 1)
+
+
+def _q_steps(spec: dict) -> range:
+    """The multiples k of q (value k * q) between min and max."""
+    q = spec.get("q", 1)
+    return range(math.ceil(spec["min"] / q), math.floor(spec["max"] / q) + 1)
+
+
 def _int_grid(spec: dict) -> list:
-    return list(range(spec["min"], spec["max"] + 1))
+    return list(_int_steps(spec))
 
 
 def _q_grid(spec: dict) -> list:
     q = spec.get("q", 1)
-    steps = range(math.ceil(spec["min"] / q), math.floor(spec["max"] / q) + 1)
-    return [_quantise(spec, k * q) for k in steps]
+    return [_quantise(spec, k * q) for k in _q_steps(spec)]
 
 
 SAMPLERS: dict[str, Callable[[dict, np.random.Generator], Any]] = {
@@ -235,8 +244,9 @@ def _validate_parameter(name: str, spec: Any, method: str, fail: Callable[[str],
     if method == "grid" and kind not in GRID_VALUES:
         raise fail(f"{where} uses the continuous distribution {kind}, which grid search cannot enumerate; "
                    f"give values: [...] or use method: random")
-    if method == "grid" and _grid_count(spec) > MAX_GRID:
-        raise fail(f"{where} spans {_grid_count(spec):,} grid values, more than {MAX_GRID:,}; narrow min / max, "
+    count = _grid_count(spec) if method == "grid" else 0
+    if count > MAX_GRID:
+        raise fail(f"{where} spans {count:,} grid values, more than {MAX_GRID:,}; narrow min / max, "
                    f"raise q, or use method: random")
 
 
@@ -273,12 +283,12 @@ def grid_trials(config: Mapping, count: int | None = None, seed: int = 0) -> lis
     varying fastest (fixed `value`s appear in every trial); the first `count`/`run_cap` of it."""
     names = list(config["parameters"])
     choices = [_grid_values(config["parameters"][n]) for n in names]
-    product = itertools.product(*choices)
     cap = _cap(config, count)
     size = math.prod(len(c) for c in choices)
     if cap is None and size > MAX_GRID:
         raise UserError(f"the grid holds {size:,} trials, more than {MAX_GRID:,} run to the end; pass --count N "
                         f"(its first N) or set run_cap in the config")
+    product = itertools.product(*choices)
     combos = itertools.islice(product, cap) if cap is not None else product
     return [Trial(i, dict(zip(names, combo))) for i, combo in enumerate(combos)]
 
@@ -290,10 +300,8 @@ def _grid_count(spec: dict) -> int:
         return len(spec["values"])
     if kind == "value":
         return 1
-    if kind == "int_uniform":
-        return spec["max"] - spec["min"] + 1
-    q = spec.get("q", 1)
-    return max(0, math.floor(spec["max"] / q) - math.ceil(spec["min"] / q) + 1)
+    steps = _int_steps(spec) if kind == "int_uniform" else _q_steps(spec)
+    return max(0, steps.stop - steps.start)   # not len(): a range past 2**63 has none
 
 
 def _grid_values(spec: dict) -> list:

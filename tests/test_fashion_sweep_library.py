@@ -403,6 +403,7 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
 
 
 @pytest.mark.parametrize("spec, count", [({"min": 1, "max": 10 ** 12}, "1,000,000,000,000"),
+                                         ({"min": 1, "max": 10 ** 21}, "1,000,000,000,000,000,000,000"),
                                          ({"distribution": "q_uniform", "min": 0, "max": 1, "q": 1e-12},
                                           "1,000,000,000,001")])
 def test_a_grid_parameter_too_wide_to_list_is_refused(tmp_path, spec, count):
