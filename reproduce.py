@@ -17,7 +17,6 @@ import importlib
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -31,7 +30,7 @@ from common.formats import read_text
 from common.progress import progress
 from common.reporting import Headline, RunResult, RunSpec, load_result, markdown_table
 from common.rundir import make_dir, read_json
-from common.runtime import git_commit
+from common.runtime import git_commit, last_line, run_child
 
 SPEC_FILE = "reproduce_spec.json"
 WALL_FILE = "reproduce_wall.json"   # the seconds the run's command took (summed over resumes)
@@ -85,22 +84,13 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
     recorded.write_text(json.dumps(identity))
     earlier = _timing(out)[0] if action == "resumed" else 0.0
     tic, load = time.perf_counter(), os.getloadavg()[0]
-    with open(out / "log.txt", "w") as log:
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    returncode = run_child(command, out / "log.txt", cwd=REPO_ROOT)
     (out / WALL_FILE).write_text(json.dumps({"seconds": round(earlier + time.perf_counter() - tic, 1),
                                              "load": [round(load, 2), round(os.getloadavg()[0], 2)]}))
-    if done.returncode != 0:
-        raise UserError(f"{assignment}/{spec.name} failed (exit {done.returncode}): {_last_line(out / 'log.txt')}; "
+    if returncode != 0:
+        raise UserError(f"{assignment}/{spec.name} failed (exit {returncode}): {last_line(out / 'log.txt')}; "
                         f"log: {out / 'log.txt'}")
     return action
-
-
-def _last_line(log: Path, tail: int = 1 << 16) -> str:
-    """The last line a run's log holds, read from its last `tail` bytes (a long run's log may be large)."""
-    with open(log, "rb") as handle:
-        handle.seek(max(0, os.fstat(handle.fileno()).st_size - tail))
-        lines = handle.read().decode("utf-8", errors="replace").strip().splitlines()
-    return lines[-1] if lines else "(no output)"
 
 
 def _timing(out: Path) -> tuple[float, list[float]]:

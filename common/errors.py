@@ -33,7 +33,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def _terminate(signum, frame):
-    raise Terminated()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # once: a second SIGTERM (a parent passing it on, a scheduler's
+    raise Terminated()                              # repeat) must not break the cleanup the first one started
 
 
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from common import REPO_ROOT
-from common.errors import UserError
+from common.errors import Terminated, UserError
 
 
 def seed_everything(seed: int) -> None:
@@ -198,3 +200,43 @@ def hardware_info(device: str = "cpu") -> dict:
 def _torch_if_loaded():
 
     return sys.modules.get("torch")
+
+
+def run_child(command: list[str], log: Path, *, cwd: Path | None = None, grace: float = 5.0,
+               patience: float = 60.0) -> int:
+    """Run another of the project's scripts to its end, its output into `log`; its exit code. Ctrl-C or SIGTERM
+    here stops the child the way it stops alone: the signal reaches it (passed on after `grace` seconds unless
+    it reached the child too, as a terminal's Ctrl-C or `timeout` does), and it has `patience` seconds to end in
+    its one line, its last checkpoint kept and no temp file left, before it is killed. (subprocess.run killed it
+    at once: SIGKILL, mid-write, its temp file left behind.) A second interrupt kills it."""
+    with open(log, "w") as handle:
+        child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd)
+        try:
+            return child.wait()
+        except KeyboardInterrupt as stop:
+            _stop_child(child, signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT, grace, patience)
+            raise
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def _stop_child(child: subprocess.Popen, signum: int, grace: float, patience: float) -> None:
+    try:
+        child.wait(timeout=grace)      # the signal reached the child too
+        return
+    except subprocess.TimeoutExpired:
+        child.send_signal(signum)
+    try:
+        child.wait(timeout=patience)
+    except subprocess.TimeoutExpired:
+        pass                           # run_child kills it
+
+
+def last_line(log: Path, tail: int = 1 << 16) -> str:
+    """The last line a log holds, read from its last `tail` bytes (a long run's log may be large)."""
+    with open(log, "rb") as handle:
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - tail))
+        lines = handle.read().decode("utf-8", errors="replace").strip().splitlines()
+    return lines[-1] if lines else "(no output)"

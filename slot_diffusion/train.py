@@ -13,7 +13,6 @@ images; with --baseline, slot_attention's broadcast decoder evaluated on the sam
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from common.divergence import DivergenceGuard
 from common.errors import UserError, run_cli
 from common.models import count_parameters
 from common.progress import progress
-from common.runtime import seed_everything
+from common.runtime import last_line, run_child, seed_everything
 from common.schedules import add_step_schedule_flags, halving, lr_lambda
 from common.segmentation import mean_scene_scores
 from common.training import (EpochGuard, Meter, autocast, batch_count, checkpoint, end_epoch, finished_records,
@@ -296,10 +295,10 @@ def obtain_baseline(args) -> Path | None:
                    str(args.batch_size), "--fid-samples", "0", "--library-images", str(args.library_images),
                    "--clusters", str(args.clusters), "--out", str(out),
                    "--resume" if args.resume and (out / "config.json").exists() else "--overwrite"]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = (done.stderr.strip() or done.stdout.strip() or "(no output)").splitlines()[-1]
-            raise UserError(f"the slot_attention baseline failed: {tail}; see {out}")
+        log = args.out / "baseline.log"
+        returncode = run_child(command, log)
+        if returncode != 0:
+            raise UserError(f"the slot_attention baseline failed (exit {returncode}): {last_line(log)}; log: {log}")
     return out / "checkpoint.pt"
 
 

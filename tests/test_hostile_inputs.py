@@ -1849,6 +1849,59 @@ run_cli(lambda argv: save_checkpoint({str(tmp_path / "checkpoint.pt")!r}, {{"epo
     assert list(tmp_path.iterdir()) == []
 
 
+CHILD_RUN = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from common.errors import Terminated, run_cli
+def main(argv):
+    print("ready", flush=True)
+    try:
+        time.sleep(60)
+    except Terminated:
+        print("stopping", flush=True)
+        time.sleep(1.5)              # a second SIGTERM here would end the run before the next line
+        print("cleaned up", flush=True)
+        raise
+run_cli(main)
+"""
+
+
+@pytest.mark.parametrize("to", ["the parent alone", "the process group"])
+def test_sigterm_to_a_script_that_runs_another_reaches_the_child_once(tmp_path, to):
+    """reproduce.py and slot_diffusion's --baseline train run a training script as a child: SIGTERM to the parent
+    alone (`kill PID`) made subprocess.run kill the child with SIGKILL, mid-write, its temp file left. run_child
+    passes the signal on after its grace and waits for the child's own one line; a signal that reached the child
+    too (`timeout`, a scheduler, a terminal's Ctrl-C: the process group) is not sent twice."""
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "child.py").write_text(CHILD_RUN.format(repo=str(REPO)))
+    log = tmp_path / "child.log"
+    parent = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from common.errors import run_cli
+from common.runtime import run_child
+run_cli(lambda argv: run_child([sys.executable, {str(tmp_path / "child.py")!r}], {str(log)!r}, grace=0.5))
+"""
+    process = subprocess.Popen([sys.executable, "-c", parent], stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (log.exists() and "ready" in log.read_text()):
+        assert time.monotonic() < deadline and process.poll() is None, "the child never started"
+        time.sleep(0.05)
+    if to == "the parent alone":
+        process.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and err.strip() == (
+        "terminated (SIGTERM): the last checkpoint is kept; continue with --resume")
+    assert log.read_text().splitlines() == [
+        "ready", "stopping", "cleaned up", "terminated (SIGTERM): the last checkpoint is kept; continue with --resume"]
+
+
 def test_run_cli_gives_back_the_sigterm_handler_it_found():
     import signal
 

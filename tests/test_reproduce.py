@@ -9,6 +9,7 @@ import pytest
 
 from common.errors import UserError
 from common.reporting import Headline, RunResult, load_result, pct
+from common.runtime import last_line
 import reproduce
 from reproduce import assignments
 from tests.conftest import REPO, run_script
@@ -253,9 +254,9 @@ def test_a_failed_runs_last_log_line_is_read_from_the_logs_end(tmp_path):
     UTF-8 gave a traceback)."""
     log = tmp_path / "log.txt"
     log.write_bytes(b"epoch 1 \xff\n" + b"x" * 200_000 + b"\rprogress 99%\nerror: out of memory\n\n")
-    assert reproduce._last_line(log) == "error: out of memory"
-    assert "error: out of memory".endswith(reproduce._last_line(log, tail=20))   # a line longer than the tail: its end
+    assert last_line(log) == "error: out of memory"
+    assert "error: out of memory".endswith(last_line(log, tail=20))   # a line longer than the tail: its end
     log.write_bytes(b"\xffend")
-    assert reproduce._last_line(log) == "\ufffdend"
+    assert last_line(log) == "\ufffdend"
     log.write_bytes(b"")
-    assert reproduce._last_line(log) == "(no output)"
+    assert last_line(log) == "(no output)"

@@ -204,6 +204,18 @@ def test_the_encoder_is_slot_attentions_default_and_its_flags_come_from_slot_con
         train.parse(["--implicit-grad", "--out", str(tmp_path / "c")])
 
 
+def test_a_failed_baseline_is_one_line_quoting_its_log(tmp_path):
+    """--baseline train runs slot_attention/train.py as a child; its output is kept in <out>/baseline.log (it was
+    captured and dropped), and a failure names the child's exit code, its last line and the log."""
+    args = train.parse(["--smoke", "--baseline", "train", "--out", str(tmp_path / "run")])
+    args.out.mkdir()
+    (args.out / "baseline").write_text("a file where the baseline's run folder goes")
+    with pytest.raises(UserError, match=r"the slot_attention baseline failed \(exit 2\): error: .*baseline.*; log: "
+                                        r".*baseline\.log$"):
+        train.obtain_baseline(args)
+    assert "error:" in (args.out / "baseline.log").read_text()
+
+
 def test_a_config_stored_before_the_encoder_field_rebuilds_the_encoder_it_had():
     old = {"image_size": 32, "channels": 3, "slots": 4, "iterations": 3, "slot_dim": 16, "encoder_channels": 8,
            "encoder_stride": 4, "mlp_hidden": 16, "implicit_grad": False, "latent_channels": 3, "latent_size": 8,
