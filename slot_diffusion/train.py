@@ -289,13 +289,13 @@ def obtain_baseline(args) -> Path | None:
         return Path(args.baseline).expanduser().resolve()
     out = args.out / "baseline"
     if not (args.resume and (out / "summary.json").exists()):
-        print(f"training the slot_attention baseline into {out} (--baseline train)")
+        log = args.out / "baseline.log"
+        print(f"training the slot_attention baseline into {out} (--baseline train; its output: {log})")
         command = [sys.executable, str(REPO_ROOT / "slot_attention" / "train.py"), *shared_flags(args),
                    *encoder_flags(args), "--epochs", str(args.baseline_epochs), "--batch-size",
                    str(args.batch_size), "--fid-samples", "0", "--library-images", str(args.library_images),
                    "--clusters", str(args.clusters), "--out", str(out),
                    "--resume" if args.resume and (out / "config.json").exists() else "--overwrite"]
-        log = args.out / "baseline.log"
         returncode = run_child(command, log)
         if returncode != 0:
             raise UserError(f"the slot_attention baseline failed (exit {returncode}): {last_line(log)}; log: {log}")
