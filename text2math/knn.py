@@ -34,6 +34,7 @@ if __package__ in (None, ""):
 from common import REPO_ROOT
 from common.cli import DATA_MODES, OneLineParser, int_in, open_fraction, positive_float, positive_int, seed_int
 from common.errors import UserError, run_cli
+from common.progress import progress
 from common.rundir import RunDir
 from text2math.data import MAX_GENERATED, N_GENERATED, MathQASplits, load_mathqa, with_files
 from text2math.evaluation import value_of
@@ -175,7 +176,8 @@ class LearnedRanking:
         texts = [pool[i].text for i in fit_on]
         found = neighbours([p.text for p in pool], texts, k, exclude=fit_on.tolist())   # never itself
         rows, dense, target = [], [], []
-        for i, near in zip(fit_on, found):
+        for i, near in progress(zip(fit_on, found), desc="learned ranking: the training problems' candidates",
+                                total=len(fit_on)):
             problem = pool[i]
             for program, value, features in neighbour_candidates(problem, near, self.programs, tolerance):
                 rows.append(text_program_features(problem.text, program))
@@ -211,7 +213,7 @@ def learned_scores(train, test, k: int, tolerance: float, seed: int = 0, found=N
     ranking = LearnedRanking(train, k, tolerance, seed)
     top1 = option = 0
     found = neighbours([p.text for p in train], [p.text for p in test], k) if found is None else found
-    for problem, near in zip(test, found):
+    for problem, near in progress(zip(test, found), desc="learned ranking: test problems", total=len(test)):
         values = ranking.rank(problem, near)
         if values:
             top1 += matches(values[0], problem.answers, tolerance)
