@@ -17,7 +17,7 @@ from common.formats import regular_file
 
 
 def _to_torch(tree: Any) -> Any:
-    import torch   # here, not at the top: the NumPy scripts read checkpoints without paying torch's import
+    import torch
 
     if isinstance(tree, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(tree))

@@ -152,7 +152,7 @@ def adapt_threads() -> None:
 
 def choose_device(name: str) -> str:
     """'auto' picks cuda, then mps, then cpu; an explicit choice that is not available is an error."""
-    import torch   # here, not at the top: the NumPy scripts never import torch
+    import torch
 
     available = {
         "cpu": True,
