@@ -148,25 +148,47 @@ class ParameterBudget:
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
+BAD_PATHS = {errno.ENAMETOOLONG: "a name in it is longer than the file system allows; pick a shorter path",
+             errno.ELOOP: "its symbolic links form a loop; give a path whose links end in a file or folder"}
+
+
+def _chain(err: BaseException | None):
+    """`err` and the exceptions behind it (its cause or context, at most 10 deep)."""
+    for _ in range(10):
+        if err is None:
+            return
+        yield err
+        err = err.__cause__ or err.__context__
 
 
 def disk_full(err: BaseException) -> OSError | None:
     """The 'no space left' (or quota) OSError behind `err`, if any: torch.save on a full disk raises a
     RuntimeError from its zip writer whose context is that OSError."""
-    for _ in range(10):
-        if isinstance(err, OSError) and err.errno in FULL:
-            return err
-        err = err.__cause__ or err.__context__
-        if err is None:
-            return None
+    return next((e for e in _chain(err) if isinstance(e, OSError) and e.errno in FULL), None)
+
+
+def bad_path(err: BaseException) -> str | None:
+    """One line for a path no file system takes (a name too long, a loop of symbolic links) behind `err`, from any
+    path flag or file the script meets; pathlib's resolve() says a loop as a RuntimeError before Python 3.13."""
+    for e in _chain(err):
+        if isinstance(e, OSError) and e.errno in BAD_PATHS:
+            return f"{_shown(e.filename)}: {BAD_PATHS[e.errno]}"
+        if isinstance(e, RuntimeError) and str(e).startswith("Symlink loop from "):
+            return f"{_shown(str(e)[len('Symlink loop from '):].strip(chr(39)))}: {BAD_PATHS[errno.ELOOP]}"
     return None
+
+
+def _shown(path: object, keep: int = 120) -> str:
+    text = "a path" if path is None else str(path)
+    return text if len(text) <= keep else f"{text[:keep // 2]}...{text[-keep // 3:]} ({len(text):,} characters)"
 
 
 @contextmanager
 def guard():
     """Within: a torch module registering a parameter on a machine out of memory, a MemoryError, or an
     allocator's out-of-memory RuntimeError (an allocation past `limit_data`'s limit among them) becomes a one-line
-    UserError; so does a write to a full disk (atomic writes leave the file they replace as it was)."""
+    UserError; so does a write to a full disk (atomic writes leave the file they replace as it was), and a path no
+    file system takes (a name too long, a loop of symbolic links)."""
     torch = sys.modules.get("torch")
     handle, restore = None, limit_data(torch)
     if torch is not None:
@@ -181,6 +203,9 @@ def guard():
             raise UserError(f"the disk is full ({full.strerror}{where}); free some space or pick another --out, "
                             f"then run again (--resume continues a training run: its last checkpoint is "
                             f"kept)") from None
+        where = bad_path(err)
+        if where is not None:
+            raise UserError(where) from None
         if isinstance(err, OSError):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""

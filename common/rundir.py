@@ -98,6 +98,10 @@ def read_metrics(run_path: Path) -> list[dict]:
 
 def check_writable_dir(path: Path, flag: str = "--out") -> None:
     """`path` can be a folder this user creates and writes (checked without creating anything)."""
+    broken = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
+    if broken is not None:
+        raise UserError(f"{flag} {path}: {broken} is a symbolic link to nothing (its target is missing, or its links "
+                        f"loop); pick another {flag}")
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise UserError(f"{flag} {path}: {existing} is a file, not a folder; pick another {flag}")

@@ -1849,6 +1849,41 @@ run_cli(lambda argv: save_checkpoint({str(tmp_path / "checkpoint.pt")!r}, {{"epo
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("bad", ["loop", "long name", "loop inside"])
+def test_a_path_no_file_system_takes_is_one_line_in_any_flag(tmp_path, capsys, bad):
+    """A loop of symbolic links or a name over the file system's 255 bytes, given as --out, --data-root or a file
+    flag: pathlib's resolve() raised RuntimeError('Symlink loop ...') and os calls OSError(ENAMETOOLONG), both as
+    tracebacks. run_cli's guard says either in one line, naming the path."""
+    from common.errors import run_cli
+    from mnist_scratch import train as mnist_train
+    from text2math import knn
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    path = {"loop": tmp_path / "a", "long name": tmp_path / ("x" * 300), "loop inside": tmp_path / "a" / "run"}[bad]
+    why = "symbolic links form a loop" if "loop" in bad else "a name in it is longer than the file system allows"
+    for main, argv in ((mnist_train.main, ["--smoke", "--out", str(path)]),
+                       (knn.main, ["--data", "real", "--data-root", str(path)]),
+                       (knn.main, ["--smoke", "--train-file", str(path), "--eval-file", str(path)])):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, argv)
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and err.startswith("error: ") and "\n" not in err, err
+        file_flag = "--train-file" in argv and "loop" in bad     # a file flag may also say 'no such file'
+        assert (why in err or file_flag and "no such file" in err) and (str(tmp_path) in err or "characters)" in err)
+
+
+def test_a_folder_flag_on_a_symbolic_link_to_nothing_is_one_line(tmp_path):
+    """--reports-dir (any folder flag checked before it is made) on a dangling link or a loop said '(File exists)'."""
+    from common.rundir import make_dir
+
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing" / "x")
+    with pytest.raises(UserError, match=r"--reports-dir .*dangling is a symbolic link to nothing \(its target is "
+                                        r"missing, or its links loop\); pick another --reports-dir$"):
+        make_dir(tmp_path / "dangling" / "sub", "--reports-dir")
+    assert make_dir(tmp_path / "fine" / "sub", "--reports-dir").is_dir()
+
+
 CHILD_RUN = """
 import sys, time
 sys.path.insert(0, {repo!r})
