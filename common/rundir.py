@@ -109,6 +109,20 @@ def check_writable_dir(path: Path, flag: str = "--out") -> None:
         raise UserError(f"{flag} {path}: {existing} is not writable; pick another {flag}")
 
 
+def output_file(path: Path, flag: str, suffix: str) -> Path:
+    """A file flag a script writes (a figure, a json): `path` must end in `suffix`, its folder must be one this user
+    can make, and what is already there must be a regular file (a folder could not be replaced, a named pipe would
+    block the write); one UserError otherwise. Nothing is created here."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() != suffix:
+        raise UserError(f"{flag} {path}: the file's name must end in {suffix}")
+    if path.exists() and not path.is_file():
+        raise UserError(f"{flag} {path} exists and is not a regular file (a folder, a pipe or a device); "
+                        f"pick another {flag}")
+    check_writable_dir(path.parent, flag)
+    return path
+
+
 def make_dir(path: Path, flag: str = "--out") -> Path:
     """Create the folder `path` (with its parents); one UserError when it cannot be."""
     check_writable_dir(path, flag)

@@ -18,7 +18,7 @@ if __package__ in (None, ""):
 from common.cli import OneLineParser
 from common.errors import UserError, run_cli
 from common.plots import plot_overlays
-from common.rundir import METRICS, read_metrics
+from common.rundir import METRICS, output_file, read_metrics
 
 PLOTTED = ("test_acc", "agree_real")   # what each run's metrics.jsonl gives the two panels, per epoch
 
@@ -48,11 +48,12 @@ def main(argv=None) -> Path:
     parser.add_argument("--out", type=Path, required=True, help="the figure's path (.png)")
     parser.add_argument("--title", default="", help="the figure's title (default: none)")
     args = parser.parse_args(argv)
+    out = output_file(args.out, "--out", ".png")
     runs = read_runs(args.runs)
     panels = {"test accuracy": {k: [r["test_acc"] for r in v] for k, v in runs.items()},
               "agreement with the teacher": {k: [r["agree_real"] for r in v]
                                                                 for k, v in runs.items()}}
-    path = plot_overlays(panels, args.out, ylabel="accuracy", title=args.title, xlabel="epoch")
+    path = plot_overlays(panels, out, ylabel="accuracy", title=args.title, xlabel="epoch")
     print(f"wrote {path}")
     return path
 

@@ -1884,6 +1884,36 @@ def test_a_folder_flag_on_a_symbolic_link_to_nothing_is_one_line(tmp_path):
     assert make_dir(tmp_path / "fine" / "sub", "--reports-dir").is_dir()
 
 
+def test_a_file_flag_a_script_writes_is_checked_before_it_writes(tmp_path):
+    """dfad_kd/compare.py --out and text2math/gold_check.py --out name a file: a folder there gave an
+    IsADirectoryError traceback (gold_check, after the counting), a named pipe hung gold_check's write for ever, and
+    compare.py wrote '<out>.png' for a name without .png (saying it wrote <out>) or a ValueError for '.file'."""
+    import os
+
+    from dfad_kd import compare
+    from text2math import gold_check
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"epoch": 1, "test_acc": 0.5, "agree_real": 0.4}\n')
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "folder.json").mkdir()
+    os.mkfifo(tmp_path / "pipe.json")
+    cases = [(compare.main, [f"a={tmp_path / 'run'}"], "figure", "must end in .png"),
+             (compare.main, [f"a={tmp_path / 'run'}"], "figure.file", "must end in .png"),
+             (compare.main, [f"a={tmp_path / 'run'}"], "folder.png", "exists and is not a regular file"),
+             (gold_check.main, ["--smoke"], "folder.json", "exists and is not a regular file"),
+             (gold_check.main, ["--smoke"], "pipe.json", "exists and is not a regular file"),
+             (gold_check.main, ["--smoke"], "counts.txt", "must end in .json")]
+    for main, argv, name, needle in cases:
+        with pytest.raises(UserError) as err:
+            main([*argv, "--out", str(tmp_path / name)])
+        assert needle in one_line(err) and str(tmp_path / name) in str(err.value), (name, err.value)
+    assert not (tmp_path / "figure.png").exists() and not (tmp_path / "figure.file").exists()
+    assert compare.main([f"a={tmp_path / 'run'}", "--out", str(tmp_path / "new" / "a.png")]).stat().st_size > 0
+    gold_check.main(["--smoke", "--out", str(tmp_path / "new" / "counts.json")])
+    assert json.loads((tmp_path / "new" / "counts.json").read_text())["problems"] == 200
+
+
 CHILD_RUN = """
 import sys, time
 sys.path.insert(0, {repo!r})

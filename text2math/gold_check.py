@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,7 @@ if __package__ in (None, ""):
 from common import REPO_ROOT
 from common.cli import OneLineParser, positive_float
 from common.errors import UserError, run_cli
+from common.rundir import make_dir, output_file, write_json
 from text2math.data import generated_rows, problem_from_row, read_mathqa_rows
 from text2math.program import ExecutionError, execute_tokens, matches, option_values, split_options
 
@@ -65,6 +65,8 @@ def parse(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse(argv)
+    if args.out:
+        args.out = output_file(args.out, "--out", ".json")   # checked before the counting, not after
     if args.smoke:
         rows, name = generated_rows(200, 0), "200 generated problems"
     else:
@@ -83,8 +85,8 @@ def main(argv=None) -> dict:
     errors = Counter(classify(row, args.tolerance[0])[1].split(" ")[0] for row in rows) - Counter({"": 10**9})
     result["execution_errors"] = dict(errors)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2))
+        make_dir(args.out.parent, "--out")
+        write_json(args.out, result)
     return result
 
 
