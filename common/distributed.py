@@ -33,7 +33,7 @@ import torch.distributed as dist
 from common.checkpoint import load_checkpoint
 from common.errors import UserError
 from common.rundir import CHECKPOINT, RunDir, read_metrics
-from common.runtime import choose_device
+from common.runtime import choose_device, env_int
 
 T = TypeVar("T", torch.Tensor, Sequence)
 R = TypeVar("R")
@@ -62,8 +62,8 @@ class DistInfo:
 def init_from_env(device: str = "cpu") -> DistInfo:
     """Join the process group torchrun describes (no-op for a single process). `device` is the
     script's resolved device type; on CUDA each process takes the GPU of its local rank."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world = env_int("WORLD_SIZE", 1, minimum=1)
+    local_rank = env_int("LOCAL_RANK", 0, minimum=0)
     if world <= 1:
         return DistInfo(0, 1, 0, device)
     if device == "cuda":
@@ -73,7 +73,12 @@ def init_from_env(device: str = "cpu") -> DistInfo:
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        try:
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        except ValueError as err:   # torch's env:// rendezvous: RANK, MASTER_ADDR or MASTER_PORT missing or bad
+            why = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            raise UserError(f"cannot join the {world} processes WORLD_SIZE asks for ({why}); start the script with "
+                            f"torchrun, or unset WORLD_SIZE to run one process") from None
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 

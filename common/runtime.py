@@ -68,13 +68,29 @@ def set_cpu_threads(threads: str | int) -> int:
     processes, and keeps adapting during the run (`ThreadGovernor`, one process per machine only); sets
     torch's intra-op threads (when torch is loaded) and the BLAS pools' threads."""
     global _governor
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    local_processes = env_int("LOCAL_WORLD_SIZE", 1, minimum=1)
     adaptive = threads == "auto" and local_processes == 1
     if threads == "auto":
         threads = max(1, free_cores() // local_processes)
     threads = _apply_threads(cap_threads(int(threads)))
     _governor = ThreadGovernor(threads) if adaptive else None
     return threads
+
+
+def env_int(name: str, default: int, minimum: int) -> int:
+    """A whole number torchrun puts in the environment (WORLD_SIZE, LOCAL_RANK, ...); anything else there is one
+    UserError (it was a ValueError traceback, or a division by zero for LOCAL_WORLD_SIZE=0)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise UserError(f"the environment variable {name}={value[:40]!r} is not a whole number of at least {minimum}; "
+                        f"torchrun sets it: unset it to run one process, or start the script with torchrun")
+    return number
 
 
 def cap_threads(threads: int) -> int:

@@ -1914,6 +1914,31 @@ def test_a_file_flag_a_script_writes_is_checked_before_it_writes(tmp_path):
     assert json.loads((tmp_path / "new" / "counts.json").read_text())["problems"] == 200
 
 
+@pytest.mark.parametrize("env, needle", [
+    ({"WORLD_SIZE": "x"}, "WORLD_SIZE='x' is not a whole number of at least 1"),
+    ({"WORLD_SIZE": "-1"}, "WORLD_SIZE='-1' is not a whole number of at least 1"),
+    ({"WORLD_SIZE": "2", "LOCAL_RANK": "x"}, "LOCAL_RANK='x' is not a whole number of at least 0"),
+    ({"WORLD_SIZE": "2"}, "cannot join the 2 processes WORLD_SIZE asks for (Error initializing torch.distributed"),
+    ({"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, "cannot join the 2 processes"),
+])
+def test_torchruns_environment_set_by_hand_is_one_line(monkeypatch, env, needle):
+    """WORLD_SIZE / LOCAL_RANK / RANK left in a shell, or set wrongly, were ValueError tracebacks from int() or from
+    torch's env:// rendezvous; LOCAL_WORLD_SIZE=0 divided by zero under --threads auto."""
+    from common.distributed import init_from_env
+    from common.runtime import set_cpu_threads
+
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(UserError) as err:
+        init_from_env("cpu")
+    assert needle in one_line(err) and ("torchrun" in str(err.value))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "0")
+    with pytest.raises(UserError, match="LOCAL_WORLD_SIZE='0' is not a whole number of at least 1"):
+        set_cpu_threads("auto")
+
+
 CHILD_RUN = """
 import sys, time
 sys.path.insert(0, {repo!r})
