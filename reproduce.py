@@ -97,10 +97,10 @@ def _timing(out: Path) -> tuple[float, list[float]]:
     """A run's recorded WALL_FILE: the seconds its command took (summed over resumes) and the 1-minute load
     averages when it started and ended; (0, []) where nothing readable was recorded."""
     try:
-        values = json.loads(read_text(out / WALL_FILE, "it is not read"))
+        values = read_json(out / WALL_FILE, "it is not read", keys=("seconds",))   # a failure is a UserError here
         loads = values.get("load", [])
         return float(values["seconds"]), [float(x) for x in loads if isinstance(x, (int, float)) and 0 <= x < 1e6]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, UserError):
+    except (UserError, ValueError, TypeError):   # none recorded, damaged, or seconds / loads of another type
         return 0.0, []
 
 

@@ -260,3 +260,17 @@ def test_a_failed_runs_last_log_line_is_read_from_the_logs_end(tmp_path):
     assert last_line(log) == "\ufffdend"
     log.write_bytes(b"")
     assert last_line(log) == "(no output)"
+
+
+def test_a_runs_recorded_wall_time_reads_as_zero_when_missing_or_damaged(tmp_path):
+    """reproduce_wall.json is read for the report's timings only: what is missing or damaged counts as nothing."""
+    wall = tmp_path / reproduce.WALL_FILE
+    assert reproduce._timing(tmp_path) == (0.0, [])
+    for text in ("x", "[]", '{"seconds": "a"}', '{"seconds": null}', '{"load": [1]}', '{"seconds": 5, "load": 3}'):
+        wall.write_text(text)
+        assert reproduce._timing(tmp_path) == (0.0, []), text
+    wall.write_text('{"seconds": 5, "load": [1, "a", 2, 2e7]}')
+    assert reproduce._timing(tmp_path) == (5.0, [1.0, 2.0])
+    wall.unlink()
+    wall.mkdir()
+    assert reproduce._timing(tmp_path) == (0.0, [])
