@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from common.errors import UserError
+from common.errors import BAD_PATHS, UserError
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/): code -> big-endian dtype
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -45,8 +45,28 @@ def regular_file(path: Path, fix: str = REDOWNLOAD) -> Path:
         raise UserError(f"cannot read {path} ({err.strerror or err}); {fix}") from None
     if stat.S_ISREG(mode):
         return path
-    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-    raise UserError(f"{path} is {kind}, not a data file; {fix}")
+    raise UserError(f"{path} is {_kind(mode)}, not a data file; {fix}")
+
+
+def given_file(path: Path | str, flag: str, fix: str) -> Path:
+    """The file a flag names (--train-file, --pretrained), `~` expanded: a regular file (symlinks followed), or a
+    one-line UserError naming the flag, the path and `fix` that says what is there instead: nothing, a
+    directory, a named pipe, a device (/dev/null was "no such file")."""
+    path = Path(path).expanduser()
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise UserError(f"{flag} {path}: no such file; {fix}") from None
+    except OSError as err:
+        why = BAD_PATHS.get(err.errno) or f"cannot read it ({err.strerror or err})"
+        raise UserError(f"{flag} {path}: {why}; {fix}") from None
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{flag} {path} is {_kind(mode)}, not a file; {fix}")
+    return path
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
 def read_text(path: Path, fix: str, limit: int | None = None) -> str:

@@ -18,6 +18,7 @@ from torch import nn
 from common.checkpoint import load_checkpoint
 from common.download import DownloadUnavailable, fetch, reachable
 from common.errors import UserError
+from common.formats import given_file
 from common.models import ModelConfig
 
 
@@ -139,10 +140,8 @@ def pretrained_source(spec: str) -> tuple[str, Callable[[], dict] | None]:
         return "none (random init)", None
     if spec == "imagenet":
         return "ImageNet (torchvision IMAGENET1K_V1)", imagenet_state_dict
-    path = Path(spec).expanduser().resolve()
-    if not path.is_file():
-        raise UserError(f"--pretrained {spec}: no such file; use none, imagenet, or the path of a "
-                        f"torchvision resnet18 state_dict")
+    path = given_file(spec, "--pretrained", "use none, imagenet, or the path of a torchvision resnet18 "
+                      "state_dict").resolve()
     return f"file {path.name}", lambda: file_state_dict(path)
 
 

@@ -1337,6 +1337,31 @@ def test_a_pipe_or_device_where_a_file_should_be_is_one_line(tmp_path, reader, k
     assert one_line(str(error)).startswith(f"{path} {needle}; ")
 
 
+@pytest.mark.parametrize("kind, needle", [("missing", ": no such file; "), ("folder", " is a directory, not a file; "),
+                                          ("fifo", " is a named pipe (FIFO), not a file; "),
+                                          ("device", " is a device, not a file; ")])
+def test_a_file_flag_says_what_is_there_instead_of_a_file(tmp_path, capsys, kind, needle):
+    """`knn.py --train-file /dev/null` said "no such file" of a device that is there, and so did a folder or a
+    pipe; kd_cifar10's --pretrained the same. The message now names what the path holds."""
+    from common.errors import run_cli
+    from common.formats import given_file
+    from kd_cifar10.transfer import pretrained_source
+    from text2math import knn
+
+    path = {"missing": tmp_path / "absent.json", "folder": tmp_path}.get(kind) or _not_a_file(tmp_path / "x", kind)
+    with pytest.raises(UserError) as caught:
+        given_file(path, "--flag", "give a file")
+    assert str(caught.value) == f"--flag {path}{needle}give a file"
+    with pytest.raises(UserError, match=re.escape(f"--pretrained {path}{needle}")):
+        pretrained_source(str(path))
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(knn.main, ["--smoke", "--train-file", str(path), "--eval-file", str(path)])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.strip() == (
+        f"error: --train-file {path}{needle}give a MathQA json file (e.g. MathQA/test.json)")
+    (good := tmp_path / "good.json").write_text("[]")
+    assert given_file(good, "--flag", "fix") == good
+
+
 @pytest.mark.parametrize("which", [".json", "_flat.png"])
 def test_a_pipe_in_a_clevrtex_scene_is_one_line(tmp_path, which):
     from slot_attention.data import read_clevrtex_scene

@@ -14,7 +14,7 @@ import numpy as np
 from common.data_source import resolve_data, with_source
 from common.download import download_file, fetch
 from common.errors import UserError
-from common.formats import bounded_lines, read_text, regular_file
+from common.formats import bounded_lines, given_file, read_text, regular_file
 from text2math.program import (ExecutionError, correct_values, execute, execute_tokens, option_values, split_options,
                                tokenize)
 
@@ -116,10 +116,7 @@ def read_mathqa_json(path: Path) -> list[Problem]:
 
 def read_given_file(path: Path, flag: str) -> list[Problem]:
     """A file named on the command line (--train-file, --eval-file); a bad one is one line naming the flag."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"{flag} {path}: no such file; give a MathQA json file (e.g. MathQA/test.json)")
-    return read_mathqa_json(path)
+    return read_mathqa_json(given_file(path, flag, "give a MathQA json file (e.g. MathQA/test.json)"))
 
 
 def with_files(data: MathQASplits, train_file: Path | None, eval_file: Path | None, *, seed: int,
