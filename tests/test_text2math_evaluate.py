@@ -49,6 +49,16 @@ def test_a_bad_eval_file_is_one_user_error(tmp_path, content, needle):
     assert "\n" not in str(caught.value)
 
 
+def test_without_a_validation_part_the_last_epoch_is_evaluated(tmp_path, capsys):
+    """--val-fraction 0 trained every epoch but evaluated epoch 1's weights: with no validation figure every epoch
+    tied and the first stayed 'best'. The last epoch's weights are evaluated now, and no best.pt is written."""
+    summary = main(["--smoke", "--out", str(tmp_path / "run"), "--val-fraction", "0", "--epochs", "2",
+                    "--patience", "1"])
+    assert summary["n_val"] == 0 and summary["best_epoch"] == 2 and summary["rerank"] is None
+    assert not (tmp_path / "run" / "best.pt").exists()
+    assert "(weights of epoch 2, the last: no validation part)" in capsys.readouterr().out
+
+
 def test_early_stopping_bookkeeping():
     records = [{"val_exec_acc": 0.1, "val_loss": 2.0}, {"val_exec_acc": 0.3, "val_loss": 1.5},
                {"val_exec_acc": 0.3, "val_loss": 1.6}, {"val_exec_acc": 0.2, "val_loss": 1.0}]

@@ -94,7 +94,8 @@ def build_parser():
     add("--patience", type=positive_int, default=6,
         help="stop when validation execution accuracy has not risen for this many epochs (default: %(default)s)")
     add("--val-fraction", type=non_negative_float, default=0.1,
-        help="share of the training problems held out for early stopping; 0: none (default: %(default)s)")
+        help="share of the training problems held out for early stopping and the reranker's fit; 0: none (every "
+             "epoch runs, the last one's weights are evaluated, no reranker) (default: %(default)s)")
     add("--train-file", type=Path, default=None,
         help="MathQA json to train on (default: train.json under --data-root, else 90%% of dev.json)")
     add("--eval-file", type=Path, default=None,
@@ -254,7 +255,7 @@ def train(args, info: distributed.DistInfo) -> dict:
     history = [r for r in run.metrics() if r["epoch"] <= start]   # on every rank: early stopping's evidence
     guard = EpochGuard(run, chance_loss=math.log(len(config.tgt_vocab)))   # a uniform guess over the program tokens
     for epoch in range(start, args.epochs):
-        if stale_epochs(history) >= args.patience:
+        if val_problems and stale_epochs(history) >= args.patience:
             if distributed.is_main_process():
                 print(f"early stop: validation execution accuracy has not risen for {args.patience} epochs")
             break
@@ -282,7 +283,7 @@ def train(args, info: distributed.DistInfo) -> dict:
         with torch.no_grad():
             record.update(evaluate(model, config, args, test_tensors, (val_tensors, val_problems), fit_check))
         record["train_seconds"] = elapsed
-        if distributed.is_main_process() and is_best(history, record):
+        if distributed.is_main_process() and val_problems and is_best(history, record):   # else the last epoch
             save_checkpoint(run.file(BEST), {"epoch": epoch + 1, "model": model.state_dict(),
                                              "model_config": config.to_dict()})
         history.append(record)
@@ -428,7 +429,8 @@ def write_artefacts(run: RunDir, model: Seq2Seq, data, config: Seq2SeqConfig, te
         "tolerance": args.tolerance,
         "model_config": {k: v for k, v in config.to_dict().items() if not k.endswith(("vocab", "pool"))},
     }, records)
-    print(f"done (weights of epoch {best_epoch}, best on validation): " + describe_beams(beams)
+    chosen = "best on validation" if val[1] else "the last: no validation part"
+    print(f"done (weights of epoch {best_epoch}, {chosen}): " + describe_beams(beams)
           + (f"; reranked: {describe_rerank(rerank)}" if rerank else "")
           + f" on {len(data.test):,} test problems; run directory {run.path}")
     return summary
