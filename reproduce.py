@@ -19,6 +19,7 @@ import os
 import shlex
 import sys
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from common.errors import UserError, run_cli
 from common.formats import read_text
 from common.progress import progress
 from common.reporting import Headline, RunResult, RunSpec, load_result, markdown_table
-from common.rundir import make_dir, read_json
+from common.rundir import make_dir, read_json, write_json, write_text_atomic
 from common.runtime import git_commit, last_line, run_child
 
 SPEC_FILE = "reproduce_spec.json"
@@ -81,12 +82,14 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
     action = "resumed" if same and (out / "config.json").exists() else "trained"
     command.append("--resume" if action == "resumed" else "--overwrite")
     make_dir(out, "--runs-dir")
-    recorded.write_text(json.dumps(identity))
+    write_json(recorded, identity)
     earlier = _timing(out)[0] if action == "resumed" else 0.0
     tic, load = time.perf_counter(), os.getloadavg()[0]
-    returncode = run_child(command, out / "log.txt", cwd=REPO_ROOT)
-    (out / WALL_FILE).write_text(json.dumps({"seconds": round(earlier + time.perf_counter() - tic, 1),
-                                             "load": [round(load, 2), round(os.getloadavg()[0], 2)]}))
+    try:   # a resumed run's log continues the interrupted one's; an interrupted run's seconds count too
+        returncode = run_child(command, out / "log.txt", cwd=REPO_ROOT, append=action == "resumed")
+    finally:
+        write_json(out / WALL_FILE, {"seconds": round(earlier + time.perf_counter() - tic, 1),
+                                     "load": [round(load, 2), round(os.getloadavg()[0], 2)]})
     if returncode != 0:
         raise UserError(f"{assignment}/{spec.name} failed (exit {returncode}): {last_line(out / 'log.txt')}; "
                         f"log: {out / 'log.txt'}")
@@ -160,10 +163,11 @@ def reproduce(assignment: str, args) -> Path:
         training = sum(float(r.summary.get("train_seconds") or 0) for r in results.values())
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
         raise UserError(f"cannot build {assignment}'s report from the runs under {runs_dir / assignment} "
-                        f"({type(err).__name__}: {str(err)[:120]}): a run's config.json, summary.json or "
-                        f"metrics.jsonl lacks what the report reads; delete that run and reproduce again") from None
+                        f"({type(err).__name__}: {str(err)[:120]}, at {_where(err)}): a run's config.json, "
+                        f"summary.json or metrics.jsonl may lack what the report reads (move that run away and "
+                        f"reproduce again), or the report code has a bug there") from None
     report = reports_dir / f"{assignment}.md"
-    report.write_text(_portable(header + body + "\n", args))
+    write_text_atomic(report, _portable(header + body + "\n", args))
     wall, _ = _timings(results)
     add_to_index(reports_dir, assignment, {
         **asdict(headline), "data": ", ".join(sources), "mode": _mode(args), "runs": len(results),
@@ -172,13 +176,23 @@ def reproduce(assignment: str, args) -> Path:
     return report
 
 
+def _where(err: BaseException) -> str:
+    """'text2math/report.py line 88': the project's innermost line the error passed through (the report's code
+    or a run file's reader), so a report's bug reads as one, not only as a damaged run."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve().is_relative_to(REPO_ROOT)
+              and ".venv" not in Path(f.filename).parts]
+    if not frames:
+        return "an unknown line"
+    return f"{Path(frames[-1].filename).resolve().relative_to(REPO_ROOT)} line {frames[-1].lineno}"
+
+
 def add_to_index(reports_dir: Path, assignment: str, row: dict) -> Path:
     """Add (or replace) the assignment's row in reports/index.json and rebuild reports/index.md from every row;
     an assignment with no row yet is listed below the table with the command that makes its row."""
     store = reports_dir / INDEX
     rows = _index_rows(store)
     rows[assignment] = row
-    store.write_text(json.dumps(rows, indent=2) + "\n")
+    write_json(store, rows)   # atomic: a kill mid-write would leave an index the next run refuses
     table = markdown_table(
         ["assignment", "what the course asked", "metric", "original report", "ours", "data", "runs",
          "training (min)", "wall (min)", "made"],
@@ -189,12 +203,13 @@ def add_to_index(reports_dir: Path, assignment: str, row: dict) -> Path:
     missing = [f"- {name}: not reproduced in this folder yet; `python reproduce.py {name}`"
                for name in assignments() if name not in rows]
     index = reports_dir / "index.md"
-    index.write_text("# Reports index\n\nOne row per assignment, rebuilt by `python reproduce.py`; each row links to "
-                     "its report (tables and plots). \"training\" sums the runs' training time, \"wall\" the runs' "
-                     "commands from start to end (evaluation and plots included); \"(quick)\" and \"(smoke)\" rows ran "
-                     "on the embedded generated data.\n\n" + table + "\n"
-                     + ("\nThe commands that made the rows:\n\n" + "\n".join(made) + "\n" if made else "")
-                     + ("\nNot in this index:\n\n" + "\n".join(missing) + "\n" if missing else ""))
+    write_text_atomic(index, (
+        "# Reports index\n\nOne row per assignment, rebuilt by `python reproduce.py`; each row links to its report "
+        "(tables and plots). \"training\" sums the runs' training time, \"wall\" the runs' commands from start to end "
+        "(evaluation and plots included); \"(quick)\" and \"(smoke)\" rows ran on the embedded generated data.\n\n"
+        + table + "\n"
+        + ("\nThe commands that made the rows:\n\n" + "\n".join(made) + "\n" if made else "")
+        + ("\nNot in this index:\n\n" + "\n".join(missing) + "\n" if missing else "")))
     return index
 
 

@@ -33,10 +33,10 @@ RESUMABLE_DIFFERENCES = {"resume", "overwrite", "wandb", "device", "threads", "e
 
 def write_json(path: Path, payload: dict) -> None:
     """Atomic JSON write: a reader never sees half a file."""
-    _write_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a temp file (.<name>.<random>.tmp, removed by RunDir.start when a kill
     left it) and a rename."""
     fd, tmp = temp_file(path)
@@ -264,7 +264,7 @@ class RunDir:
         if not (self.path / METRICS).exists():
             return
         kept = [r for r in read_metrics(self.path) if r.get("epoch", 0) <= epoch]
-        _write_atomic(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+        write_text_atomic(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
 
     # checkpoints -----------------------------------------------------------------------------
     @property

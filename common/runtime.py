@@ -219,13 +219,14 @@ def _torch_if_loaded():
 
 
 def run_child(command: list[str], log: Path, *, cwd: Path | None = None, grace: float = 5.0,
-               patience: float = 60.0) -> int:
-    """Run another of the project's scripts to its end, its output into `log`; its exit code. Ctrl-C or SIGTERM
+               patience: float = 60.0, append: bool = False) -> int:
+    """Run another of the project's scripts to its end, its output into `log` (after what it holds, with
+    `append`: a resumed run's log keeps the interrupted one's); its exit code. Ctrl-C or SIGTERM
     here stops the child the way it stops alone: the signal reaches it (passed on after `grace` seconds unless
     it reached the child too, as a terminal's Ctrl-C or `timeout` does), and it has `patience` seconds to end in
     its one line, its last checkpoint kept and no temp file left, before it is killed. (subprocess.run killed it
     at once: SIGKILL, mid-write, its temp file left behind.) A second interrupt kills it."""
-    with open(log, "w") as handle:
+    with open(log, "a" if append else "w") as handle:
         child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd)
         try:
             return child.wait()

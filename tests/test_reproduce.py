@@ -170,7 +170,8 @@ def _damaged_runs_are_one_line(run: Path, common: list[str], capsys) -> None:
     good = json.loads(saved[config])
     for path, damaged, needle in (
             (config, {**good, "args": {k: v for k, v in good["args"].items() if k != "seed"}},
-             "cannot build mnist_scratch's report from the runs under .* \\(KeyError: 'seed'\\): a run's config.json"),
+             "cannot build mnist_scratch's report from the runs under .* \\(KeyError: 'seed', at mnist_scratch/"
+             "report.py line \\d+\\): a run's config.json"),
             (config, {**good, "args": []}, "config.json: its args or hardware are no object; delete"),
             (config, {k: v for k, v in good.items() if k != "hardware"}, "is not what this project writes there"),
             (summary, {}, "cannot build mnist_scratch's report .* \\(KeyError: "),
@@ -274,3 +275,65 @@ def test_a_runs_recorded_wall_time_reads_as_zero_when_missing_or_damaged(tmp_pat
     wall.unlink()
     wall.mkdir()
     assert reproduce._timing(tmp_path) == (0.0, [])
+
+
+def test_an_interrupted_run_keeps_its_seconds_and_its_log_when_resumed(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM to reproduce.py mid-run recorded no wall time (the file was written after the child
+    returned), and the resumed run's log replaced the interrupted one's. Both now carry over."""
+    import argparse
+    import time
+
+    from common.reporting import RunSpec
+
+    calls = []
+
+    def child(command, log, *, cwd=None, append=False, seconds=0.3, stop=True):
+        calls.append(("--resume" in command, append))
+        with open(log, "a" if append else "w") as handle:
+            handle.write(f"part {len(calls)}\n")
+        time.sleep(seconds)
+        if stop:
+            raise KeyboardInterrupt
+        return 0
+
+    args = argparse.Namespace(quick=True, smoke=False, data="auto", data_root=tmp_path, report_only=False)
+    out, spec = tmp_path / "run", RunSpec("run", ("--epochs", "1"))
+    monkeypatch.setattr(reproduce, "run_child", child)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.ensure_run("mnist_scratch", spec, out, args)
+    first = reproduce._timing(out)[0]
+    assert first >= 0.3
+    (out / "config.json").write_text("{}")          # the child got as far as starting its run
+    monkeypatch.setattr(reproduce, "run_child", lambda *a, **k: child(*a, **k, seconds=0.2, stop=False))
+    assert reproduce.ensure_run("mnist_scratch", spec, out, args) == "resumed"
+    assert calls == [(False, False), (True, True)]
+    assert (out / "log.txt").read_text() == "part 1\npart 2\n"
+    assert reproduce._timing(out)[0] >= first + 0.2
+
+
+def test_run_child_appends_to_the_log_only_when_asked(tmp_path):
+    import sys
+
+    from common.runtime import run_child
+
+    log = tmp_path / "log.txt"
+    say = [sys.executable, "-c", "print('hello')"]
+    assert run_child(say, log) == 0 and run_child(say, log, append=True) == 0
+    assert log.read_text() == "hello\nhello\n"
+    assert run_child(say, log) == 0 and log.read_text() == "hello\n"
+
+
+def test_a_report_error_names_the_projects_line_it_came_from():
+    """The report's catch-all said every KeyError was a damaged run to delete; it names the line now, so a bug in
+    a report's code reads as one."""
+    import json as json_module
+
+    def report_code():
+        return {}["missing"]
+
+    for raise_it, where in ((report_code, r"tests/test_reproduce\.py line \d+"),
+                            (lambda: json_module.loads("{"), r"tests/test_reproduce\.py line \d+")):
+        with pytest.raises((KeyError, ValueError)) as caught:
+            raise_it()
+        assert re.fullmatch(where, reproduce._where(caught.value)), reproduce._where(caught.value)
+    assert reproduce._where(KeyError("never raised")) == "an unknown line"
