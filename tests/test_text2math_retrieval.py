@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from common.errors import UserError
 from text2math.data import Problem, generated_rows, problem_from_row
 from text2math.evaluation import decode, score_predictions
 from text2math.model import Seq2Seq, Seq2SeqConfig
@@ -131,6 +132,29 @@ def test_rerank_command_refits_the_runs_reranker(retrieval_run, tmp_path):
         assert result[key] == pytest.approx(summary["rerank"][key])
     assert result["reranker"]["weights"] == pytest.approx(
         json.loads((out / "reranker.json").read_text())["reranker"]["weights"])
+
+
+def test_rerank_command_keeps_the_runs_reranker_and_evaluate_applies_either(retrieval_run, tmp_path):
+    """rerank.py replaced the run's reranker.json (train.py's), so `rerank.py --no-options` changed what evaluate.py
+    applied from then on, silently. It writes its reranker to its --out only; evaluate.py --reranker applies it."""
+    from text2math.evaluate import main as evaluate_main
+    from text2math.rerank import main as rerank_main
+
+    summary, out, test = retrieval_run
+    before = (out / "reranker.json").read_bytes()
+    other = rerank_main(["--checkpoint", str(out), "--out", str(tmp_path / "other.json"), "--no-options"])
+    assert (out / "reranker.json").read_bytes() == before and other["options"] is False
+    runs = evaluate_main(["--checkpoint", str(out), "--eval-file", str(test), "--out", str(tmp_path)])
+    refit = evaluate_main(["--checkpoint", str(out), "--eval-file", str(test), "--out", str(tmp_path),
+                           "--reranker", str(tmp_path / "other.json")])
+    assert runs["rerank"]["options"] is True and refit["rerank"]["options"] is False
+    for argv, needle in ((["--reranker", str(tmp_path)], "is a directory, not a file"),
+                         (["--reranker", str(tmp_path / "none.json")], "no such file"),
+                         (["--reranker", str(tmp_path / "other.json"), "--no-rerank"], "drop one")):
+        with pytest.raises(UserError, match=needle):
+            evaluate_main(["--checkpoint", str(out), "--eval-file", str(test), *argv])
+    with pytest.raises(UserError, match="must end in .json"):
+        rerank_main(["--checkpoint", str(out), "--out", str(tmp_path)])
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ import torch
 from common.checkpoint import load_checkpoint
 from common.cli import OneLineParser, int_in, non_negative_float, positive_float, positive_int, thread_count
 from common.errors import UserError, run_cli
+from common.formats import given_file
 from common.models import rebuild_model
 from common.rundir import read_json, write_json
 from common.runtime import set_cpu_threads
@@ -59,15 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     add("--threads", type=thread_count, default="auto",
         help="CPU threads; auto: the cores not already busy (default: %(default)s)")
     add("--rerank", action=argparse.BooleanOptionalAction, default=True,
-        help=f"also rank with the run's fitted reranker ({RERANKER} beside the checkpoint, when there is one); its "
-             "neighbours come from the run's training problems, so evaluate on problems outside them "
-             "(default: %(default)s)")
+        help=f"also rank with the run's fitted reranker ({RERANKER} beside the checkpoint, when there is one, or "
+             "--reranker); its neighbours come from the run's training problems, so evaluate on problems outside "
+             "them (default: %(default)s)")
+    add("--reranker", type=Path, default=None,
+        help=f"a reranker rerank.py fitted on this run (its --out file) to apply instead of the run's {RERANKER} "
+             "(default: the run's)")
     add("--out", type=Path, default=None, help="folder for evaluation.json (default: beside the checkpoint)")
     return parser
 
 
 def parse(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    if args.reranker is not None:
+        if not args.rerank:
+            raise UserError("--reranker with --no-rerank: drop one")
+        args.reranker = given_file(args.reranker, "--reranker", "give the json file rerank.py wrote (its --out)")
     args.threads = set_cpu_threads(args.threads)
     return args
 
@@ -142,11 +150,12 @@ def main(argv=None) -> dict:
     if MODELS[config.model].freeze_encoder:
         tensors = (cache_features(model, tensors[0], tensors[1], "cpu", quiet=True), *tensors[1:])
         model.encoder.cached = True
+    saved = (args.reranker or path.parent / RERANKER) if args.rerank else None
     out = (args.out or path.parent).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         beams = evaluate_beams(model, tensors, problems, config, args, out / f"predictions_{args.eval_file.stem}.jsonl")
-        rerank = reranked(model, tensors, problems, path.parent / RERANKER, args) if args.rerank else None
+        rerank = reranked(model, tensors, problems, saved, args) if saved else None
     result = {"checkpoint": str(path), "eval_file": str(args.eval_file), "n": len(problems),
               "tolerance": args.tolerance, "beams": beams, "rerank": rerank}
     write_json(out / f"evaluation_{args.eval_file.stem}.json", result)

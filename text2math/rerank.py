@@ -16,14 +16,15 @@ if __package__ in (None, ""):
 
 from common.cli import DATA_MODES, OneLineParser, int_in, parse_saved, thread_count
 from common.errors import UserError, run_cli
-from common.rundir import read_json, write_json
+from common.rundir import output_file, read_json, write_json
 from common.runtime import set_cpu_threads
 from text2math.beam import MAX_BEAM
 from text2math.evaluate import load_model, resolve_checkpoint
 from text2math.model import MODELS
 from text2math.reranker import fit_and_score
-from text2math.retrieval import MAX_NEIGHBOURS, RetrievalPool
-from text2math.train import RERANKER, cache_features, describe_rerank, encode, load_data, rerank_settings
+from text2math.retrieval import MAX_NEIGHBOURS
+from text2math.train import (RERANKER, cache_features, describe_rerank, encode, load_data, rerank_settings,
+                             saved_reranker)
 from text2math.train import build_parser as train_parser
 
 HELP_TEST_ARGS = ["--checkpoint", "unused"]   # tests/test_help_defaults.py: the required flag, never opened by parse
@@ -45,8 +46,8 @@ def build_parser():
     add("--threads", type=thread_count, default="auto",
         help="CPU threads; auto: the cores not already busy (default: %(default)s)")
     add("--out", type=Path, default=None,
-        help=f"json file for the scores (default: rerank.json beside the checkpoint; the fitted reranker always goes "
-             f"to {RERANKER} there, which evaluate.py applies)")
+        help=f"json file for the scores and the fitted reranker, which `evaluate.py --reranker FILE` applies (default: "
+             f"rerank.json beside the checkpoint; the run's own {RERANKER}, train.py's, is never replaced)")
     return parser
 
 
@@ -72,6 +73,7 @@ def run_settings(path: Path, args) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse(argv)
     path = resolve_checkpoint(args.checkpoint)
+    out = output_file(args.out or path.parent / "rerank.json", "--out", ".json")   # checked before the work
     settings = run_settings(path, args)
     model, tokenizer = load_model(path)
     config = model.config
@@ -87,13 +89,11 @@ def main(argv=None) -> dict:
     reranker, scores, _ = fit_and_score(model, (val, data.val), (test, data.test), data.train + data.val,
                                         **rerank_settings(settings))
     knn = scores["knn"]
-    result = {"checkpoint": str(path), "n": len(data.test), **scores, "reranker": reranker.to_dict()}
-    write_json(args.out or path.parent / "rerank.json", result)
-    write_json(path.parent / RERANKER, {"reranker": reranker.to_dict(), "beam": args.beam, "k": args.k,
-                                        "options": args.options,
-                                        "pool": RetrievalPool.from_problems(data.train + data.val).to_dict()})
+    result = {"checkpoint": str(path), "n": len(data.test), **scores,
+              **saved_reranker(reranker, args.beam, args.k, args.options, data.train + data.val)}
+    write_json(out, result)
     print(f"{path} on {len(data.test)} problems, reranked: {describe_rerank(scores)}; kNN: {knn['exec_acc']:.2%} / "
-          f"{knn['option_acc']:.2%}")
+          f"{knn['option_acc']:.2%}; reranker in {out} (evaluate.py --reranker {out} applies it)")
     return result
 
 

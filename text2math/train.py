@@ -448,10 +448,15 @@ def rerank_test(run: RunDir, model: Seq2Seq, val, test, data, args) -> dict | No
         return None
     pool = data.train + data.val
     reranker, scores, _ = fit_and_score(model, val, test, pool, **rerank_settings(args))
-    write_json(run.file(RERANKER), {"reranker": reranker.to_dict(), "beam": args.rerank_beam, "k": args.rerank_k,
-                                    "options": args.rerank_options,
-                                    "pool": RetrievalPool.from_problems(pool).to_dict()})
+    write_json(run.file(RERANKER), saved_reranker(reranker, args.rerank_beam, args.rerank_k, args.rerank_options, pool))
     return scores
+
+
+def saved_reranker(reranker, beam: int, k: int, options: bool, pool) -> dict:
+    """What evaluate.py reads back (its load_reranker): the fitted reranker, its candidates' settings and the pool
+    its neighbours come from."""
+    return {"reranker": reranker.to_dict(), "beam": beam, "k": k, "options": options,
+            "pool": RetrievalPool.from_problems(pool).to_dict()}
 
 
 def describe_rerank(scores: dict) -> str:
