@@ -11,6 +11,7 @@ pickle that asks for anything else (a function, a class) is refused before anyth
 from __future__ import annotations
 
 import gzip
+import numbers
 import os
 import pickle
 import stat
@@ -46,6 +47,17 @@ def regular_file(path: Path, fix: str = REDOWNLOAD) -> Path:
     if stat.S_ISREG(mode):
         return path
     raise UserError(f"{path} is {_kind(mode)}, not a data file; {fix}")
+
+
+def is_whole(value: Any) -> bool:
+    """An integer (Python's or NumPy's), not a bool (True is an int to Python): what a count, an epoch or an index
+    read from a file must be."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """A real number (int, float or NumPy's), not a bool; NaN and infinities included (math.isfinite tells)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def given_file(path: Path | str, flag: str, fix: str) -> Path:
@@ -163,8 +175,7 @@ def _cifar_labels(labels: Any, count: int, where: str) -> np.ndarray:
     if isinstance(labels, np.ndarray):
         ok = labels.ndim == 1 and labels.dtype.kind in "iu"
     else:
-        ok = isinstance(labels, (list, tuple)) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                                       for v in labels[:count + 1])
+        ok = isinstance(labels, (list, tuple)) and all(is_whole(v) for v in labels[:count + 1])
     if not ok:
         raise UserError(f"corrupt CIFAR batch {where}: the labels are not a list of integers; {REDOWNLOAD}")
     if len(labels) != count:

@@ -7,7 +7,6 @@ import errno
 import fcntl
 import json
 import math
-import numbers
 import os
 import shlex
 import sys
@@ -19,7 +18,7 @@ from common import REPO_ROOT
 from common.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint, temp_file
 from common.data_source import short_source
 from common.errors import UserError
-from common.formats import read_text
+from common.formats import is_real, is_whole, read_text
 from common.metrics import loss_trend
 from common.runtime import git_commit, hardware_info
 from common.tracking import make_tracker
@@ -88,7 +87,7 @@ def read_metrics(run_path: Path) -> list[dict]:
                 break   # cut short by a kill: the epoch it held is trained again
             record = None
         epoch = record.get("epoch", 0) if isinstance(record, dict) else None
-        if not isinstance(record, dict) or isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+        if not isinstance(record, dict) or not is_real(epoch):
             raise UserError(f"{path} line {number} is not a metrics record (a JSON object with a numeric epoch); "
                             f"the file is damaged: delete that line and the ones after it, or start over with "
                             f"--overwrite")
@@ -287,9 +286,9 @@ class RunDir:
             raise UserError(f"{path} is not a checkpoint of this script (no {', '.join(missing)}); "
                             f"start over with --overwrite, or pick another --out")
         epoch, elapsed = state["epoch"], state.get("elapsed", 0.0)
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+        if not is_whole(epoch) or epoch < 0:
             raise UserError(f"{path} holds no valid epoch number ({str(epoch)[:40]}); start over with --overwrite")
-        if isinstance(elapsed, bool) or not isinstance(elapsed, numbers.Real) or not 0 <= elapsed < math.inf:
+        if not is_real(elapsed) or not 0 <= elapsed < math.inf:
             raise UserError(f"{path} holds no valid training time ({str(elapsed)[:40]}); start over with --overwrite")
         wrong = [key for key in ("model", "optimizer", "scheduler", "extra")
                  if state.get(key) is not None and not isinstance(state[key], dict)]

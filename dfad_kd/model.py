@@ -26,6 +26,7 @@ from torch import nn
 
 from common.checkpoint import load_checkpoint
 from common.errors import UserError
+from common.formats import is_real
 from common.models import ModelConfig, count_parameters, rebuild_model
 from common.pretrained import is_published, published_resnet
 from kd_cifar10.model import CNNConfig, FlexibleCNN
@@ -197,7 +198,7 @@ def _normalisation(mean, std, channels: int | None) -> bool:
     """Whether a checkpoint's input_mean / input_std are one finite mean and one positive std per input channel."""
     def numbers(values) -> bool:
         return isinstance(values, list) and bool(values) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+            is_real(v) and math.isfinite(v) for v in values)
     return (numbers(mean) and numbers(std) and len(mean) == len(std) and min(std) > 0
             and (channels is None or len(mean) == channels))
 

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.reporting import markdown_table, pct
-from fashion_mnist_ffn.sweep_config import is_number
+from common.formats import is_real
 from fashion_mnist_ffn.sweep_runner import TrialResult, format_value
 
 LOG_DECADES = 1.5  # a positive numeric parameter spanning this many decades is analysed as log10
@@ -33,7 +33,7 @@ MAX_VALUES_LISTED = 8  # a numeric parameter with at most this many values (a gr
 def param_kind(values: Sequence[Any]) -> str:
     """'numeric', 'log' (positive numbers spanning LOG_DECADES decades or more) or 'categorical'."""
     present = [v for v in values if v is not None]
-    if not present or not all(is_number(v) for v in present):
+    if not present or not all(is_real(v) for v in present):
         return "categorical"
     low, high = min(present), max(present)
     if low > 0 and math.log10(high / low) >= LOG_DECADES:

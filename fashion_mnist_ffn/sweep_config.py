@@ -25,7 +25,7 @@ import numpy as np
 import re
 
 from common.errors import UserError
-from common.formats import read_text
+from common.formats import is_real, is_whole, read_text
 
 GOALS = ("maximize", "minimize")
 MAX_NODES = 100_000   # values, lists and mappings in a sweep config, each YAML alias counted where it is used
@@ -58,7 +58,7 @@ def _q_uniform(spec: dict, rng: np.random.Generator) -> int | float:
 def _quantise(spec: dict, value: float) -> int | float:
     q = spec.get("q", 1)
     out = round(value / q) * q
-    return int(out) if all(_is_int(spec.get(k, 1)) for k in ("min", "max", "q")) else float(out)
+    return int(out) if all(is_whole(spec.get(k, 1)) for k in ("min", "max", "q")) else float(out)
 
 
 def _int_steps(spec: dict) -> range:
@@ -90,14 +90,6 @@ SAMPLERS: dict[str, Callable[[dict, np.random.Generator], Any]] = {
 GRID_VALUES: dict[str, Callable[[dict], list]] = {"int_uniform": _int_grid, "q_uniform": _q_grid}
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def is_number(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
 def _kind(spec: dict) -> str | None:
     """'values', 'value' or a distribution name (min/max without one: inferred like wandb)."""
     dist = spec.get("distribution")
@@ -106,7 +98,7 @@ def _kind(spec: dict) -> str | None:
     if dist == "constant" or (dist is None and "value" in spec):
         return "value"
     if dist is None and "min" in spec and "max" in spec:
-        return "int_uniform" if _is_int(spec["min"]) and _is_int(spec["max"]) else "uniform"
+        return "int_uniform" if is_whole(spec["min"]) and is_whole(spec["max"]) else "uniform"
     return dist
 
 
@@ -188,7 +180,7 @@ def validate_sweep_config(config: Any, *, source: str = "sweep config") -> dict:
     if metric.get("goal", "minimize") not in GOALS:
         raise fail(f"metric goal {metric['goal']!r} is unknown; use maximize or minimize")
     run_cap = config.get("run_cap")
-    if run_cap is not None and not (_is_int(run_cap) and run_cap > 0):
+    if run_cap is not None and not (is_whole(run_cap) and run_cap > 0):
         raise fail(f"run_cap must be a positive integer, got {run_cap!r}")
     parameters = config.get("parameters")
     if not isinstance(parameters, dict) or not parameters:
@@ -218,7 +210,7 @@ def _validate_parameter(name: str, spec: Any, method: str, fail: Callable[[str],
             if method == "grid":
                 raise fail(f"{where} sets probabilities, which grid search does not allow; drop them "
                            f"or use method: random")
-            numbers = isinstance(probabilities, list) and all(is_number(x) for x in probabilities)
+            numbers = isinstance(probabilities, list) and all(is_real(x) for x in probabilities)
             p = np.asarray(probabilities, dtype=float) if numbers else None
             if p is None or p.shape != (len(values),) or (p < 0).any() or abs(p.sum() - 1) > 1e-6:
                 raise fail(f"{where} probabilities must be {len(values)} non-negative numbers summing to 1")
@@ -231,15 +223,15 @@ def _validate_parameter(name: str, spec: Any, method: str, fail: Callable[[str],
         raise fail(f"{where} has unknown distribution {kind!r}; the local runner supports "
                    f"{', '.join(SAMPLERS)} (or values / value)")
     low, high = spec.get("min"), spec.get("max")
-    if not (is_number(low) and is_number(high)):
+    if not (is_real(low) and is_real(high)):
         raise fail(f"{where} distribution {kind} needs numeric min and max, got min={low!r} max={high!r}")
     if low > high:
         raise fail(f"{where} has min {low} > max {high}; swap them")
-    if kind == "int_uniform" and not (_is_int(low) and _is_int(high)):
+    if kind == "int_uniform" and not (is_whole(low) and is_whole(high)):
         raise fail(f"{where} int_uniform needs integer min and max, got {low!r} and {high!r}")
     if kind == "log_uniform_values" and low <= 0:
         raise fail(f"{where} log_uniform_values needs min > 0 (these are values, not exponents), got {low}")
-    if kind == "q_uniform" and not (is_number(spec.get("q", 1)) and spec.get("q", 1) > 0):
+    if kind == "q_uniform" and not (is_real(spec.get("q", 1)) and spec.get("q", 1) > 0):
         raise fail(f"{where} q_uniform needs a positive q, got {spec.get('q')!r}")
     if method == "grid" and kind not in GRID_VALUES:
         raise fail(f"{where} uses the continuous distribution {kind}, which grid search cannot enumerate; "

@@ -18,9 +18,9 @@ import numpy as np
 
 from common.errors import TrainingDiverged, UserError
 from common.progress import progress
-from common.formats import read_text
+from common.formats import is_real, read_text
 from common.rundir import read_json, write_json
-from fashion_mnist_ffn.sweep_config import Trial, is_number, make_trials, metric_of, validate_sweep_config
+from fashion_mnist_ffn.sweep_config import Trial, make_trials, metric_of, validate_sweep_config
 
 TRIALS_FILE = "trials.jsonl"
 SWEEP_FILE = "sweep.json"
@@ -57,7 +57,7 @@ class TrialResult:
         if metric == self.metric:
             return self.value
         found = self.summary.get(metric)
-        return float(found) if is_number(found) else math.nan
+        return float(found) if is_real(found) else math.nan
 
     def to_record(self) -> dict:
         return _jsonable({"name": self.name, "index": self.index, "params": self.params,
@@ -128,7 +128,7 @@ def _run_trial(trial: Trial, train_fn: TrainFn, metric: str) -> TrialResult:
         return TrialResult(trial.name, trial.index, trial.params, "diverged", metric, math.nan,
                            time.perf_counter() - start, {}, str(err))
     seconds = time.perf_counter() - start
-    if not is_number(summary.get(metric)):
+    if not is_real(summary.get(metric)):
         raise UserError(f"{trial.name}: the training function's summary has no number {metric!r} (the "
                         f"sweep's metric name); it returned {sorted(summary)}: return it, or fix metric.name")
     value = float(summary[metric])
@@ -290,7 +290,7 @@ def run_wandb_sweep(config: Mapping, train_fn: TrainFn, *, project: str, count: 
             except TrainingDiverged as err:
                 summary = {"status": "diverged", "error": str(err)}
             else:
-                summary.setdefault("status", "ok" if is_number(summary.get(metric)) else "missing metric")
+                summary.setdefault("status", "ok" if is_real(summary.get(metric)) else "missing metric")
             run.summary.update({k: v for k, v in _jsonable(summary).items()
                                 if isinstance(v, (int, float, str)) and not isinstance(v, bool)})
         finally:

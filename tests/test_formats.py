@@ -57,3 +57,17 @@ def test_cifar_corrupt_and_missing_are_user_errors(tmp_path):
         read_cifar_batch(tmp_path / "data_batch_1")
     with pytest.raises(UserError, match="missing file"):
         read_cifar_meta(tmp_path / "batches.meta")
+
+
+def test_whole_and_real_numbers_read_from_files_exclude_bools():
+    """One check (common.formats) for what a checkpoint's epoch, a config's layer count or a sweep's bound must be:
+    True is an int to Python and was a '1' wherever a check forgot it."""
+    import numpy as np
+
+    from common.formats import is_real, is_whole
+
+    for value, whole, real in ((3, True, True), (np.int64(3), True, True), (0, True, True), (3.0, False, True),
+                               (np.float32(0.5), False, True), (float("nan"), False, True), (True, False, False),
+                               (np.bool_(True), False, False), ("3", False, False), (None, False, False),
+                               ([3], False, False), (1 + 2j, False, False)):
+        assert (is_whole(value), is_real(value)) == (whole, real), value

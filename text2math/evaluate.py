@@ -21,7 +21,7 @@ import torch
 from common.checkpoint import load_checkpoint
 from common.cli import OneLineParser, int_in, non_negative_float, positive_float, positive_int, thread_count
 from common.errors import UserError, run_cli
-from common.formats import given_file
+from common.formats import given_file, is_real, is_whole
 from common.models import rebuild_model
 from common.rundir import read_json, write_json
 from common.runtime import set_cpu_threads
@@ -116,13 +116,12 @@ def load_reranker(saved: Path) -> tuple[dict, RetrievalPool, Reranker]:
         reranker = Reranker.from_dict(values["reranker"])
         sizes = {len(reranker.mean), len(reranker.scale), len(reranker.weights)}
         numbers = [*reranker.mean, *reranker.scale, *reranker.weights, reranker.bias]
-        fits = sizes == {len(FEATURES)} and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                for x in numbers)
+        fits = sizes == {len(FEATURES)} and all(is_real(x) for x in numbers)
     except (KeyError, TypeError, ValueError, AttributeError):
         fits = False
     for name, top in (("beam", MAX_BEAM), ("k", MAX_NEIGHBOURS)):
         value = values[name]
-        fits = fits and isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= top
+        fits = fits and is_whole(value) and 1 <= value <= top
     if not fits:
         raise UserError(f"{saved} is not a reranker train.py or rerank.py wrote (its pool, weights, beam or k); {fix}")
     return values, pool, reranker

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from common.formats import is_whole
 from common.models import ModelConfig
 from text2math.pointer import FIRST_NUMBER, MAX_NUMBERS, NumberPointer, row_context, row_scores, splice
 from text2math.retrieval import RetrievalPool, RetrievedCopy
@@ -45,7 +46,7 @@ class Seq2SeqConfig(ModelConfig):
         # a config read from a checkpoint is checked as train.py's flags are
         layers = self.bert_layers
         if self.model not in MODELS or min(self.emb_dim, self.hidden) < 1 or not 0 <= self.dropout <= 1 \
-                or (layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 1)):
+                or (layers is not None and (not is_whole(layers) or layers < 1)):
             raise ValueError(f"model {str(self.model)[:40]!r}, emb_dim {self.emb_dim}, hidden {self.hidden}, dropout "
                              f"{self.dropout} or bert_layers {str(layers)[:40]} is not a value train.py takes")
         if not 0 <= self.retrieve <= MAX_RETRIEVE:

@@ -29,6 +29,7 @@ from common.cli import (fraction, int_in, make_parser, non_negative_float, non_n
                         positive_float, positive_int)
 from common.data_source import short_source
 from common.errors import UserError, run_cli
+from common.formats import is_whole
 from common.models import count_parameters
 from common.plots import plot_curves
 from common.progress import progress
@@ -398,7 +399,7 @@ def load_best(path: Path, model: Seq2Seq, records: list[dict]) -> int:
     state = load_checkpoint(path)
     epoch = state.get("epoch") if isinstance(state, dict) else None
     fix = "delete it and --resume (the last epoch's weights are then evaluated), or start over with --overwrite"
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= len(records) or "model" not in state:
+    if not is_whole(epoch) or not 1 <= epoch <= len(records) or "model" not in state:
         raise UserError(f"{path} is not this run's best checkpoint (epoch {str(epoch)[:40]} of {len(records)}); {fix}")
     try:
         model.load_state_dict(state["model"])

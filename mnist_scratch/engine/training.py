@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from common.divergence import advice_for, check_loss
 from common.errors import UserError
+from common.formats import is_whole
 from common.rundir import CHECKPOINT, RunDir
 from mnist_scratch.engine.network import Conv2D
 from mnist_scratch.engine.optim import Optimizer
@@ -144,7 +145,7 @@ def _states_fit(saved, fresh: dict) -> bool:
                 if not (isinstance(got[key], np.ndarray) and got[key].shape == value.shape
                         and np.issubdtype(got[key].dtype, np.floating)):
                     return False
-            elif isinstance(got[key], bool) or not isinstance(got[key], (int, np.integer)):
+            elif not is_whole(got[key]):
                 return False
     return True
 
