@@ -5,10 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Iterable
 
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from common.runtime import adapt_threads
+from common.runtime import adapt_threads, is_rank0
 
 
 class _Progress(tqdm):
@@ -22,6 +21,5 @@ class _Progress(tqdm):
 
 def progress(iterable: Iterable, *, desc: str, total: int | None = None, quiet: bool = False,
              leave: bool = False) -> Iterable:
-    other_rank = dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
-    disable = quiet or not sys.stderr.isatty() or other_rank
+    disable = quiet or not sys.stderr.isatty() or not is_rank0()
     return _Progress(iterable, desc=desc, total=total, disable=disable, leave=leave, dynamic_ncols=True)

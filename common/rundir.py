@@ -20,7 +20,7 @@ from common.data_source import short_source
 from common.errors import UserError
 from common.formats import is_real, is_whole, read_text
 from common.metrics import loss_trend
-from common.runtime import git_commit, hardware_info
+from common.runtime import git_commit, hardware_info, is_rank0
 from common.tracking import make_tracker
 
 CHECKPOINT = "checkpoint.pt"
@@ -335,3 +335,14 @@ def _short(path: Path) -> str:
         return str(path.relative_to(REPO_ROOT))
     except ValueError:
         return str(path)
+
+
+def end_epoch(run: RunDir | None, record: dict, state: dict, *, quiet: bool = False) -> None:
+    """Rank 0: append `record` to metrics.jsonl, write the checkpoint `state` atomically, print the epoch's line."""
+    if run is None or not is_rank0():
+        return
+    run.log(record)
+    run.save_checkpoint(state)
+    if not quiet:
+        shown = {k: v for k, v in record.items() if k not in ("epoch", "lr", "train_seconds") and isinstance(v, float)}
+        print(f"epoch {record['epoch']:>3}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()), flush=True)

@@ -218,6 +218,13 @@ def _torch_if_loaded():
     return sys.modules.get("torch")
 
 
+def is_rank0() -> bool:
+    """Whether this process is alone or torchrun's rank 0, asked without importing torch (the NumPy scripts never
+    load it): a process group exists only once common.distributed has started one."""
+    distributed = sys.modules.get("common.distributed")
+    return distributed is None or distributed.is_main_process()
+
+
 def run_child(command: list[str], log: Path, *, cwd: Path | None = None, grace: float = 5.0,
                patience: float = 60.0, append: bool = False) -> int:
     """Run another of the project's scripts to its end, its output into `log` (after what it holds, with

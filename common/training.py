@@ -43,10 +43,11 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
-from common.distributed import all_reduce_sum, barrier, is_distributed, is_main_process, rank, world_size
+from common.distributed import all_reduce_sum, barrier, is_distributed, rank, world_size
 from common.divergence import advice_for, check_chance, check_loss, diverged
 from common.errors import TrainingDiverged, UserError
 from common.rundir import CHECKPOINT, RunDir
+from common.rundir import end_epoch as end_epoch   # re-exported: the loop's pieces in one import
 
 
 def autocast(device: torch.device | str, enabled: bool = True):
@@ -162,17 +163,6 @@ def checkpoint(epoch: int, elapsed: float, model_config: dict, model: torch.nn.M
     return {"epoch": epoch, "elapsed": elapsed, "model_config": model_config, "model": unwrap(model).state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else {},
             "extra": {k: v.state_dict() for k, v in (extra or {}).items()}, "torch_rng": torch.get_rng_state()}
-
-
-def end_epoch(run: RunDir | None, record: dict, state: dict, *, quiet: bool = False) -> None:
-    """Rank 0: append `record` to metrics.jsonl, write the checkpoint `state` atomically, print the epoch's line."""
-    if run is None or not is_main_process():
-        return
-    run.log(record)
-    run.save_checkpoint(state)
-    if not quiet:
-        shown = {k: v for k, v in record.items() if k not in ("epoch", "lr", "train_seconds") and isinstance(v, float)}
-        print(f"epoch {record['epoch']:>3}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()), flush=True)
 
 
 def finished_records(run: RunDir | None) -> list[dict]:

@@ -34,7 +34,7 @@ from mnist_scratch.engine.losses import LOSSES
 from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer, refuse_unused
 from mnist_scratch.engine.training import (SCHEDULE_NAMES, LossGuard, add_l2_grads, blas_threads_for, checkpoint,
                                            evaluate, init_states, resume, shuffled_batches)
-from common.training import end_epoch
+from common.rundir import end_epoch
 from fashion_mnist_ffn.data import LOADERS, load_fashion, one_per_class
 from fashion_mnist_ffn.model import FFNConfig, build_model, hidden_sizes
 

@@ -34,7 +34,7 @@ from mnist_scratch.engine.network import Conv2D
 from mnist_scratch.engine.optim import OPTIMIZERS, build_optimizer, refuse_unused
 from mnist_scratch.engine.training import (SCHEDULE_NAMES, LossGuard, add_l2_grads, blas_threads_for, checkpoint,
                                            evaluate, init_states, resume, shuffled_batches)
-from common.training import end_epoch
+from common.rundir import end_epoch
 from mnist_scratch.data import SPLITS, load_mnist_split
 from mnist_scratch.model import MODELS, POOLS, CNNConfig, MLPConfig, build_model
 

@@ -116,3 +116,19 @@ def test_mse_gradient_matches_centred_differences_and_torch():
     expected = torch.nn.functional.mse_loss(p, torch.tensor(target))
     expected.backward()
     assert loss == pytest.approx(expected.item()) and np.allclose(dpred, p.grad.numpy())
+
+
+def test_the_numpy_scripts_do_not_load_torch():
+    """The from-scratch assignments are NumPy only: importing their scripts loads no torch (it came in through the
+    progress bar's rank check and end_epoch, about 2 s of every --help). torch.save still writes their checkpoints,
+    imported when the first one is saved."""
+    import subprocess
+    import sys
+
+    modules = ["mnist_scratch.train", "mnist_scratch.activations", "mnist_scratch.xor", "mnist_scratch.approximation",
+               "mnist_scratch.gradient_flow", "fashion_mnist_ffn.train", "fashion_mnist_ffn.sweep"]
+    code = ("import importlib, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
+            + "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
