@@ -12,7 +12,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from common import REPO_ROOT
 from common.checkpoint import load_checkpoint, remove_stale_temp_files, save_checkpoint, temp_file
@@ -63,36 +63,59 @@ def read_json(path: Path, fix: str, keys: Sequence[str] | None = None):
     return value
 
 
-def read_metrics(run_path: Path) -> list[dict]:
-    """The records of <run_path>/metrics.jsonl, oldest first ([] when there are none). A last line cut short
-    (what a kill during a write leaves: no newline after it, not JSON) is left out; any other line that is not
-    a JSON record is a UserError."""
-    path = Path(run_path) / METRICS
+T = TypeVar("T")
+
+
+def read_jsonl(path: Path, parse: Callable[[object], T], what: str, fix: str, unreadable: str | None = None) -> list[T]:
+    """parse(value) for the JSON value of each non-blank line of a JSON-lines file ([] when there is none). A last
+    line cut short (what a kill during a write leaves: no newline after it, not JSON) is left out; any other line
+    that is no JSON, nested too deep, or that `parse` refuses (ValueError, KeyError, TypeError) is one UserError:
+    '<path> line N is not <what>; <fix>'. A file that cannot be read says `unreadable` (default: `fix`)."""
+    unreadable = unreadable or fix
+    path = Path(path)
     if not path.exists():
         return []
     try:
-        text = read_text(path, "start over with --overwrite, or pick another --out")
+        text = read_text(path, unreadable)
     except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read {path} ({getattr(err, 'strerror', None) or type(err).__name__}); start over "
-                        f"with --overwrite, or pick another --out") from None
+        why = getattr(err, "strerror", None) or type(err).__name__
+        raise UserError(f"cannot read {path} ({why}); {unreadable}") from None
     lines = text.splitlines()
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            value = json.loads(line)
         except (ValueError, RecursionError):
             if number == len(lines) and not text.endswith("\n"):
-                break   # cut short by a kill: the epoch it held is trained again
-            record = None
-        epoch = record.get("epoch", 0) if isinstance(record, dict) else None
-        if not isinstance(record, dict) or not is_real(epoch):
-            raise UserError(f"{path} line {number} is not a metrics record (a JSON object with a numeric epoch); "
-                            f"the file is damaged: delete that line and the ones after it, or start over with "
-                            f"--overwrite")
-        records.append(record)
+                break   # cut short by a kill: what it held is done again
+            value = _NOT_JSON
+        try:
+            if value is _NOT_JSON:
+                raise ValueError
+            records.append(parse(value))
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{path} line {number} is not {what}; {fix}") from None
     return records
+
+
+_NOT_JSON = object()
+
+
+def read_metrics(run_path: Path) -> list[dict]:
+    """The records of <run_path>/metrics.jsonl, oldest first (read_jsonl: a last line cut short by a kill is left
+    out, any other line that is not a JSON object with a numeric epoch is a UserError)."""
+    return read_jsonl(Path(run_path) / METRICS, _metrics_record,
+                      "a metrics record (a JSON object with a numeric epoch)",
+                      "the file is damaged: delete that line and the ones after it, or start over with --overwrite",
+                      unreadable="start over with --overwrite, or pick another --out")
+
+
+def _metrics_record(value: object) -> dict:
+    if not isinstance(value, dict) or not is_real(value.get("epoch", 0)):
+        raise ValueError("not a metrics record")
+    return value
 
 
 def check_writable_dir(path: Path, flag: str = "--out") -> None:

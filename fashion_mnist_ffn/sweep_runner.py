@@ -18,8 +18,8 @@ import numpy as np
 
 from common.errors import TrainingDiverged, UserError
 from common.progress import progress
-from common.formats import is_real, read_text
-from common.rundir import read_json, write_json
+from common.formats import is_real, is_whole
+from common.rundir import read_json, read_jsonl, write_json
 from fashion_mnist_ffn.sweep_config import Trial, make_trials, metric_of, validate_sweep_config
 
 TRIALS_FILE = "trials.jsonl"
@@ -66,11 +66,19 @@ class TrialResult:
                           "error": self.error})
 
     @classmethod
-    def from_record(cls, record: dict) -> "TrialResult":
-        value = record.get("value")
-        return cls(record["name"], int(record["index"]), record["params"], record["status"],
-                   record["metric"], math.nan if value is None else float(value),
-                   float(record.get("seconds", 0.0)), record.get("summary") or {}, record.get("error", ""))
+    def from_record(cls, record: object) -> "TrialResult":
+        """A trials.jsonl line as to_record wrote it; anything else is a ValueError (load_trials words it)."""
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+        value, seconds = record.get("value"), record.get("seconds", 0.0)
+        summary, error = record.get("summary") or {}, record.get("error", "")
+        kinds = ((record["name"], str), (record["params"], dict), (record["status"], str), (record["metric"], str),
+                 (summary, dict), (error, str))
+        if not all(isinstance(v, kind) for v, kind in kinds) or not is_whole(record["index"]) \
+                or not (value is None or is_real(value)) or not is_real(seconds):
+            raise ValueError("a field of another kind")
+        return cls(record["name"], int(record["index"]), record["params"], record["status"], record["metric"],
+                   math.nan if value is None else float(value), float(seconds), summary, error)
 
 
 def run_local_sweep(config: Mapping, train_fn: TrainFn, sweep_dir: Path | str, *, count: int | None = None,
@@ -174,30 +182,12 @@ def _prepare_sweep_dir(sweep_dir: Path, config: dict, *, count: int | None, seed
 
 
 def load_trials(sweep_dir: Path | str) -> list[TrialResult]:
-    """Every trial recorded in sweep_dir/trials.jsonl, in index order (the last record of a name
-    wins). A last line cut off by an interrupted write is skipped: the runner reruns that trial."""
-    path = Path(sweep_dir) / TRIALS_FILE
-    if not path.exists():
-        return []
-    try:
-        lines = read_text(path, "delete it to rerun every trial").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read {path} ({getattr(err, 'strerror', None) or type(err).__name__}); delete it "
-                        f"to rerun every trial") from None
-    by_name: dict[str, TrialResult] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            result = TrialResult.from_record(json.loads(line))
-        except (ValueError, KeyError, TypeError):
-            if number == len(lines):
-                print(f"note: skipping the cut-off last line of {path}")
-                break
-            raise UserError(f"{path} line {number} is not a trial record; fix or delete that line "
-                            f"(or the file, to rerun every trial)") from None
-        by_name[result.name] = result
-    return sorted(by_name.values(), key=lambda r: r.index)
+    """Every trial recorded in sweep_dir/trials.jsonl, in index order (the last record of a name wins). A last
+    line cut off by an interrupted write is left out (read_jsonl): the runner runs that trial again."""
+    trials = read_jsonl(Path(sweep_dir) / TRIALS_FILE, TrialResult.from_record, "a trial record",
+                        "fix or delete that line (or the file, to rerun every trial)",
+                        unreadable="delete it to rerun every trial")
+    return sorted({r.name: r for r in trials}.values(), key=lambda r: r.index)
 
 
 def load_sweep(sweep_dir: Path | str) -> tuple[dict, list[TrialResult]]:

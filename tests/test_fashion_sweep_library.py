@@ -228,6 +228,30 @@ def test_summary_without_the_metric_and_corrupt_records_are_user_errors(tmp_path
         load_trials(tmp_path / "b")
 
 
+@pytest.mark.parametrize("damage", ["[" * 100_000, "[1, 2]", '"trial"', "null", {"name": "x"},
+                                    ("params", [1]), ("index", "3"), ("index", True), ("name", ["x"]),
+                                    ("value", "high"), ("summary", 5)])
+def test_a_trials_file_damaged_otherwise_is_one_line_and_kept(tmp_path, damage):
+    """A trials.jsonl line nested too deep was a RecursionError traceback, a line that is a list an AttributeError,
+    a name that is a list a TypeError (unhashable); every line that is no trial record is one line now, naming it,
+    and the file is left as it was. load_trials and read_metrics share common.rundir.read_jsonl."""
+    run_local_sweep(tiny_grid(), FakeTrainer(), tmp_path, quiet=True)
+    trials_file = tmp_path / "trials.jsonl"
+    lines = trials_file.read_text().splitlines()
+    if isinstance(damage, tuple):                      # a field of another kind in a real record
+        damage = json.dumps({**json.loads(lines[0]), damage[0]: damage[1]})
+    elif isinstance(damage, dict):
+        damage = json.dumps(damage)
+    trials_file.write_text("\n".join([lines[0], damage, *lines[1:]]) + "\n")
+    before = trials_file.read_bytes()
+    with pytest.raises(UserError, match=r"trials.jsonl line 2 is not a trial record; fix or delete that line") as err:
+        load_trials(tmp_path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="line 2"):
+        run_local_sweep(tiny_grid(), FakeTrainer(), tmp_path, quiet=True)
+    assert trials_file.read_bytes() == before
+
+
 # ------------------------------------------------------------------------------------------------
 # analysis, plots, table
 # ------------------------------------------------------------------------------------------------
