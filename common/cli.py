@@ -148,8 +148,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, *, a
     args = parser.parse_args(argv)
     args.assignment = assignment
     if args.smoke:
-        args.device = "cpu"
-        args.overwrite = True  # smoke runs are scratch: re-running one replaces it
+        args.device = "cpu"   # an earlier --smoke run in --out is replaced without --overwrite (RunDir), no other
     args.wandb = resolve_wandb_mode(args.wandb, smoke=args.smoke, logged_in=wandb_logged_in)
     args.threads = set_cpu_threads(1 if args.smoke and args.threads == "auto" else args.threads)
     args.data_root = args.data_root.expanduser().resolve()

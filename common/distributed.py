@@ -238,8 +238,9 @@ def wrap_model(model: torch.nn.Module, device: str, *, sync_batchnorm: bool = Fa
 
 class FollowerRun:
     """What a rank other than 0 needs of a run directory: the checkpoint to resume from (read only)
-    and the metrics rank 0 writes. common.training's resume and end_epoch take it in place of the RunDir, so
-    every rank resumes from the same epoch; nothing is written through it (end_epoch writes on rank 0 only)."""
+    and the metrics rank 0 writes. common.training's resume and common.rundir's end_epoch take it in place of
+    the RunDir, so every rank resumes from the same epoch; nothing is written through it (end_epoch writes on rank
+    0 only)."""
 
     def __init__(self, path: Path, resume: bool):
         self.path, self.resume = Path(path), resume

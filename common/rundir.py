@@ -188,16 +188,26 @@ class RunDir:
 
     def _check_previous_run(self, args: argparse.Namespace) -> None:
         config_file = self.path / "config.json"
+        # `replaces`: this run starts over in --out. A --smoke run is scratch: it replaces an earlier --smoke run
+        # (or an empty folder) without --overwrite, never a real run.
+        self.replaces = bool(args.overwrite)
+        smoke = bool(getattr(args, "smoke", False)) and not args.resume and not args.overwrite
+        if smoke:
+            self.replaces = _was_smoke(config_file) if config_file.exists() else not _visible_files(self.path)
+        if smoke and not self.replaces:
+            what = "a run that is not a --smoke run" if config_file.exists() else "files but no run of this project"
+            raise UserError(f"{_short(self.path)} holds {what}; a --smoke run replaces only an earlier --smoke run: "
+                            f"pick another --out, or add --overwrite to start over there")
         if config_file.exists() and args.resume:
             try:
                 previous = json.loads(read_text(config_file, "start over with --overwrite"))
             except (OSError, ValueError):
                 previous = {}
             self._check_resumable(previous if isinstance(previous, dict) else {})
-        elif config_file.exists() and not args.overwrite:
+        elif config_file.exists() and not self.replaces:
             raise UserError(f"{_short(self.path)} already holds a run: add --resume to continue it, "
                             f"--overwrite to start over, or pick another --out")
-        elif not config_file.exists() and not args.overwrite and _visible_files(self.path):
+        elif not config_file.exists() and not self.replaces and _visible_files(self.path):
             found = ", ".join(p.name for p in _visible_files(self.path)[:3])
             raise UserError(f"{_short(self.path)} holds files ({found}) but no config.json: not a run this script "
                             f"can {'resume' if args.resume else 'add to'}; add --overwrite to start over there, or "
@@ -247,7 +257,7 @@ class RunDir:
         remove_stale_temp_files(self.path)
         if self.args.resume:
             self._keep_records_until(self._resume_epoch)
-        elif self.args.overwrite:
+        elif self.replaces:
             for name in (METRICS, "summary.json", CHECKPOINT):
                 (self.path / name).unlink(missing_ok=True)
         write_json(self.path / "config.json", self.config)
@@ -275,7 +285,7 @@ class RunDir:
     def metrics(self) -> list[dict]:
         if not self._started and self.args.resume:
             return [r for r in read_metrics(self.path) if r.get("epoch", 0) <= self._resume_epoch]
-        return read_metrics(self.path) if self._started or not self.args.overwrite else []
+        return read_metrics(self.path) if self._started or not self.replaces else []
 
     def keep_metrics_until(self, epoch: int) -> None:
         """Drop the records written after `epoch`."""
@@ -342,6 +352,15 @@ class RunDir:
         self.tracker.summary(summary)
         self.tracker.finish()
         return summary
+
+
+def _was_smoke(config_file: Path) -> bool:
+    """Whether the run whose config.json this is ran under --smoke (a damaged file: not known to be one)."""
+    try:
+        args = json.loads(read_text(config_file, "")).get("args")
+    except (OSError, ValueError, RecursionError, AttributeError, UserError):
+        return False
+    return isinstance(args, dict) and args.get("smoke") is True
 
 
 def _visible_files(folder: Path) -> list[Path]:

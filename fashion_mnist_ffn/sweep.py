@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
         sweep_id = run_wandb_sweep(config, train_fn, project=args.project, count=count)
         print(f"wandb sweep {sweep_id} ran {count} trials; its panels are on wandb.ai")
     trials = run_local_sweep(config, train_fn, run.path, count=count, seed=args.seed, quiet=args.smoke,
-                             overwrite=args.overwrite and not args.resume) if args.wandb != "online" else []
+                             overwrite=run.replaces and not args.resume) if args.wandb != "online" else []
     return write_artefacts(run, config, trials) if trials else run.finish({"wandb_sweep": True})
 
 

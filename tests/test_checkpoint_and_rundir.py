@@ -75,6 +75,31 @@ def test_rundir_writes_config_and_refuses_to_clobber(tmp_path):
     assert run.metrics() == [{"epoch": 1, "loss": 2.0}]  # nothing lost
 
 
+def test_a_smoke_run_replaces_an_earlier_smoke_run_and_never_a_real_one(tmp_path):
+    """--smoke set --overwrite, so `--smoke --out <a finished real run>` deleted that run's checkpoint, metrics and
+    summary and wrote the smoke run's over its plots. A --smoke run now replaces only an earlier --smoke run (or
+    an empty folder); a real run, or files of something else, are refused in one line and kept."""
+    smoke = RunDir(_args(tmp_path / "s", smoke=True), data_source="g")
+    smoke.log({"epoch": 1})
+    again = RunDir(_args(tmp_path / "s", smoke=True), data_source="g")      # the smoke command run again
+    again.log({"epoch": 1, "again": True})
+    assert read_metrics(tmp_path / "s") == [{"epoch": 1, "again": True}]
+    real = RunDir(_args(tmp_path / "r"), data_source="g")
+    real.log({"epoch": 1})
+    real.save_checkpoint({"epoch": 1, "model": {}})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    for out, needle in ((tmp_path / "r", "holds a run that is not a --smoke run"),
+                        (tmp_path / "mine", "holds files but no run of this project")):
+        before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+        with pytest.raises(UserError, match=needle + "; a --smoke run replaces only an earlier --smoke run"):
+            RunDir(_args(out, smoke=True), data_source="g")
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    forced = RunDir(_args(tmp_path / "r", smoke=True, overwrite=True), data_source="g")   # asked for: replaced
+    forced.log({"epoch": 1, "smoke": True})
+    assert read_metrics(tmp_path / "r") == [{"epoch": 1, "smoke": True}]
+
+
 def test_resume_with_other_flags_is_refused(tmp_path):
     RunDir(_args(tmp_path / "r"), data_source="g").log({"epoch": 1})
     with pytest.raises(UserError, match=r"--lr 0.1 \(now 0.5\)"):

@@ -52,7 +52,7 @@ def test_defaults_resolve_out_dir_and_wandb(monkeypatch):
 
 def test_smoke_forces_cpu_and_its_own_scratch_dir():
     args = _parse(["--smoke", "--device", "cuda"])
-    assert args.device == "cpu" and args.overwrite
+    assert args.device == "cpu" and not args.overwrite      # RunDir replaces an earlier --smoke run, nothing else
     assert args.out == REPO_ROOT / "runs" / "smoke" / "demo" / "lr0.1"
 
 

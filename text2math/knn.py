@@ -75,7 +75,8 @@ def build_parser():
     add("--overwrite", action="store_true", help="start over in an --out that already holds a run")
     add("--resume", action="store_true",
         help="accepted for reproduce.py; knn.py keeps no checkpoint, so --resume starts the run over")
-    add("--smoke", action="store_true", help="the 64-problem generated stand-in (seconds); overwrites --out")
+    add("--smoke", action="store_true",
+        help="the 64-problem generated stand-in (seconds); replaces an earlier --smoke run in --out")
     return parser
 
 
@@ -85,7 +86,7 @@ def parse(argv=None) -> argparse.Namespace:
     args.assignment, args.wandb = "text2math", "off"     # what a run folder records (RunDir)
     if args.out is not None:
         args.out = args.out.expanduser().resolve()
-    if args.resume or args.smoke:                        # nothing to resume: a run takes seconds to a minute
+    if args.resume:                                      # nothing to resume: a run takes seconds to a minute
         args.resume, args.overwrite = False, True
     if args.learned and args.k > LEARNED_MAX_K:
         raise UserError(f"--learned ranks at most {LEARNED_MAX_K} neighbours' programs a problem: got --k {args.k}")
