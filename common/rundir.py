@@ -159,6 +159,54 @@ def jsonable_args(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())}
 
 
+def check_out(args: argparse.Namespace, *, announce: bool = True) -> bool:
+    """What a run may do with what --out holds, checked before anything is written (RunDir does this; a script
+    that trains a nested run into --out first, as dfad_kd's teacher/, calls it before that). An earlier run there
+    is refused in one line unless --resume (with the same flags) or --overwrite; files of something else too. A
+    --smoke run is scratch: it replaces an earlier --smoke run (or an empty folder) without --overwrite, never a
+    real run. Returns whether this run starts over there."""
+    path = Path(args.out)
+    config_file = path / "config.json"
+    replaces = bool(args.overwrite)
+    smoke = bool(getattr(args, "smoke", False)) and not args.resume and not args.overwrite
+    if smoke:
+        replaces = _was_smoke(config_file) if config_file.exists() else not _visible_files(path)
+    if smoke and not replaces:
+        what = "a run that is not a --smoke run" if config_file.exists() else "files but no run of this project"
+        raise UserError(f"{_short(path)} holds {what}; a --smoke run replaces only an earlier --smoke run: "
+                        f"pick another --out, or add --overwrite to start over there")
+    if config_file.exists() and args.resume:
+        try:
+            previous = json.loads(read_text(config_file, "start over with --overwrite"))
+        except (OSError, ValueError):
+            previous = {}
+        _check_resumable(path, args, previous if isinstance(previous, dict) else {})
+    elif config_file.exists() and not replaces:
+        raise UserError(f"{_short(path)} already holds a run: add --resume to continue it, "
+                        f"--overwrite to start over, or pick another --out")
+    elif not config_file.exists() and not replaces and _visible_files(path):
+        found = ", ".join(p.name for p in _visible_files(path)[:3])
+        raise UserError(f"{_short(path)} holds files ({found}) but no config.json: not a run this script "
+                        f"can {'resume' if args.resume else 'add to'}; add --overwrite to start over there, or "
+                        f"pick another --out")
+    elif args.resume and not config_file.exists() and announce:
+        print(f"note: no run in {_short(path)} to resume; starting from scratch")
+    return replaces
+
+
+def _check_resumable(path: Path, args: argparse.Namespace, previous: dict) -> None:
+    old, new = previous.get("args", {}), jsonable_args(args)
+    old = old if isinstance(old, dict) else {}
+    # a flag this version resolves to None for the run (it does not apply: text2math's --bert-lr for a GloVe
+    # model) is no difference from the value an earlier version recorded for it
+    changed = [k for k in new if k not in RESUMABLE_DIFFERENCES and k in old and old[k] != new[k]
+               and new[k] is not None]
+    if changed:
+        diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]} (now {new[k]})" for k in changed)
+        raise UserError(f"cannot resume {_short(path)}: it was started with {diffs}; use the "
+                        f"same flags, or --overwrite")
+
+
 class RunDir:
     """One run of one configuration. Create it after the data are resolved.
 
@@ -172,7 +220,7 @@ class RunDir:
         self.path = Path(args.out)
         self.args = args
         check_writable_dir(self.path)
-        self._check_previous_run(args)
+        self.replaces = check_out(args)   # this run starts over in --out
         self.config = {
             "assignment": args.assignment,
             "args": jsonable_args(args),
@@ -185,47 +233,6 @@ class RunDir:
         self._started = False
         self._resume_epoch = 0
         self._tracker = None
-
-    def _check_previous_run(self, args: argparse.Namespace) -> None:
-        config_file = self.path / "config.json"
-        # `replaces`: this run starts over in --out. A --smoke run is scratch: it replaces an earlier --smoke run
-        # (or an empty folder) without --overwrite, never a real run.
-        self.replaces = bool(args.overwrite)
-        smoke = bool(getattr(args, "smoke", False)) and not args.resume and not args.overwrite
-        if smoke:
-            self.replaces = _was_smoke(config_file) if config_file.exists() else not _visible_files(self.path)
-        if smoke and not self.replaces:
-            what = "a run that is not a --smoke run" if config_file.exists() else "files but no run of this project"
-            raise UserError(f"{_short(self.path)} holds {what}; a --smoke run replaces only an earlier --smoke run: "
-                            f"pick another --out, or add --overwrite to start over there")
-        if config_file.exists() and args.resume:
-            try:
-                previous = json.loads(read_text(config_file, "start over with --overwrite"))
-            except (OSError, ValueError):
-                previous = {}
-            self._check_resumable(previous if isinstance(previous, dict) else {})
-        elif config_file.exists() and not self.replaces:
-            raise UserError(f"{_short(self.path)} already holds a run: add --resume to continue it, "
-                            f"--overwrite to start over, or pick another --out")
-        elif not config_file.exists() and not self.replaces and _visible_files(self.path):
-            found = ", ".join(p.name for p in _visible_files(self.path)[:3])
-            raise UserError(f"{_short(self.path)} holds files ({found}) but no config.json: not a run this script "
-                            f"can {'resume' if args.resume else 'add to'}; add --overwrite to start over there, or "
-                            f"pick another --out")
-        elif args.resume and not config_file.exists():
-            print(f"note: no run in {_short(self.path)} to resume; starting from scratch")
-
-    def _check_resumable(self, previous: dict) -> None:
-        old, new = previous.get("args", {}), jsonable_args(self.args)
-        old = old if isinstance(old, dict) else {}
-        # a flag this version resolves to None for the run (it does not apply: text2math's --bert-lr for a GloVe
-        # model) is no difference from the value an earlier version recorded for it
-        changed = [k for k in new if k not in RESUMABLE_DIFFERENCES and k in old and old[k] != new[k]
-                   and new[k] is not None]
-        if changed:
-            diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]} (now {new[k]})" for k in changed)
-            raise UserError(f"cannot resume {_short(self.path)}: it was started with {diffs}; use the "
-                            f"same flags, or --overwrite")
 
     def _lock(self) -> None:
         """Hold LOCK in the run folder until this process ends (or drops this RunDir): a second process on the same

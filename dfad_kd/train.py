@@ -52,6 +52,7 @@ from common.divergence import diverged
 from common.errors import TrainingDiverged, UserError, run_cli
 from common.models import count_parameters
 from common.progress import progress
+from common.rundir import check_out
 from common.runtime import seed_everything
 from common.schedules import lr_lambda
 from common.training import checkpoint, end_epoch, finished_records, resume
@@ -175,6 +176,8 @@ def main(argv=None) -> dict:
 def train(args, info: distributed.DistInfo) -> dict:
     device = torch.device(info.device)
     seed_everything(args.seed)
+    if info.is_main and not args.teacher:
+        check_out(args, announce=False)   # before a teacher is trained into <out>/teacher: a refused run keeps it
     teacher = obtain_teacher(args, info)             # frozen, eval mode, in every process
     check_fits(teacher, args.dataset, args.teacher or "(trained)")
     data = load_data(args.dataset, args.data, args.data_root, mean=teacher.mean, std=teacher.std, seed=args.seed,

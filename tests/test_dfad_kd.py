@@ -569,6 +569,24 @@ def test_without_a_teacher_one_is_trained_first_and_kept_on_resume(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_refused_run_leaves_the_earlier_runs_teacher_as_it_was(tmp_path):
+    """With no --teacher, train.py trained one into <out>/teacher (with --overwrite) before its own run folder was
+    checked: the same command again, or another seed, was refused ('already holds a run') only after it had
+    replaced the earlier run's teacher with its own. --out is now checked first."""
+    out = tmp_path / "run"
+    train.main(["--smoke", "--out", str(out)])
+    teacher = out / "teacher" / "checkpoint.pt"
+    stamp = teacher.stat().st_mtime_ns
+    with pytest.raises(UserError, match="already holds a run"):
+        train.main(["--data", "generated", "--epochs", "1", "--seed", "3", "--out", str(out)])
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "args": {**config["args"], "smoke": False}}))
+    with pytest.raises(UserError, match="holds a run that is not a --smoke run"):
+        train.main(["--smoke", "--out", str(out)])
+    assert teacher.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
 def test_a_published_resnet_teacher_distils_on_cifar_shapes(fake_published, tmp_path):
     summary = train.main(["--smoke", "--dataset", "cifar10", "--teacher", str(fake_published), "--student-ratio",
                           "0.1", "--out", str(tmp_path / "run")])
