@@ -34,5 +34,5 @@ bench: $(STAMP)  ## side-by-side speed ratios
 reproduce: $(STAMP)  ## every report on real data when present (set DATA_ROOT)
 	$(PY) reproduce.py --all --data-root $(or $(DATA_ROOT),data)
 
-clean:
-	rm -rf runs reports/quick reports/smoke .pytest_cache   # reports/ itself holds the committed real-data reports
+clean:  ## scratch only: smoke and --quick runs and reports, pytest's cache. Real runs (runs/<assignment>/, runs/reproduce/: hours of training) and the committed reports/ are kept; delete those by hand
+	rm -rf runs/smoke runs/reproduce-quick runs/reproduce-smoke reports/quick reports/smoke .pytest_cache

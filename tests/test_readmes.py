@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import REPO
 
 READMES = sorted(p.relative_to(REPO).as_posix() for p in [REPO / "README.md", *REPO.glob("*/README.md")]
-                 if p.parent.name not in ("tests", "bench"))
+                 if p.parent.name not in ("tests", "bench") and not p.parent.name.startswith("."))   # .pytest_cache
 LIMITS = {"README.md": 120}          # the root README; an assignment's report: 150
 FENCE = re.compile(r"```[a-z]*\n(.*?)```", re.S)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
@@ -100,3 +100,25 @@ def test_the_command_reader_reads_continuations_and_stops_at_pipes():
     text = "```bash\npython a/train.py --epochs 2 \\\n    --lr 0.1 | tee log  # note\ntorchrun --nproc_per_node=2 " \
            "b/train.py --smoke\nmake test\n```\n"
     assert commands(text) == [["a/train.py", "--epochs", "2", "--lr", "0.1"], ["b/train.py", "--smoke"]]
+
+
+def test_make_clean_removes_scratch_and_never_a_real_run(tmp_path):
+    """`make clean` was `rm -rf runs ...`: every real run (hours of training, runs/reproduce among them) went with
+    the scratch. It removes the smoke and --quick folders and pytest's cache only (run in a copy of the Makefile)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    kept = ["runs/mnist_scratch/minibatch/metrics.jsonl", "runs/reproduce/text2math/seed0/checkpoint.pt",
+            "reports/index.md", "runs/text2math/feature_cache/a.pt"]
+    gone = ["runs/smoke/mnist_scratch/x/metrics.jsonl", "runs/reproduce-quick/a/b", "runs/reproduce-smoke/a/b",
+            "reports/quick/index.md", "reports/smoke/index.md", ".pytest_cache/v"]
+    for name in kept + gone:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    done = subprocess.run(["make", "clean"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert all((tmp_path / name).exists() for name in kept)
+    assert not any((tmp_path / name.split("/")[0] / name.split("/")[1]).exists() for name in gone)
