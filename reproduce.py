@@ -79,6 +79,8 @@ def ensure_run(assignment: str, spec: RunSpec, out: Path, args) -> str:
         return "kept"
     if args.report_only:
         raise UserError(f"--report-only: run {out} is missing or unfinished; drop --report-only to train it")
+    if not recorded.exists() and (out / "config.json").exists():   # --overwrite would delete a run of the user's
+        raise UserError(f"{out} holds a run reproduce.py did not make; move it away, or pick another --runs-dir")
     action = "resumed" if same and (out / "config.json").exists() else "trained"
     command.append("--resume" if action == "resumed" else "--overwrite")
     make_dir(out, "--runs-dir")

@@ -337,3 +337,22 @@ def test_a_report_error_names_the_projects_line_it_came_from():
             raise_it()
         assert re.fullmatch(where, reproduce._where(caught.value)), reproduce._where(caught.value)
     assert reproduce._where(KeyError("never raised")) == "an unknown line"
+
+
+def test_a_run_reproduce_did_not_make_is_never_overwritten(tmp_path, monkeypatch):
+    """--runs-dir pointed at a folder of the user's own runs: a run there under a spec's name (config.json, no
+    reproduce_spec.json) was trained again with --overwrite, deleting it. It is refused in one line, untouched."""
+    import argparse
+
+    from common.reporting import RunSpec
+
+    monkeypatch.setattr(reproduce, "run_child", lambda *a, **k: pytest.fail("nothing may run"))
+    out = tmp_path / "mnist_scratch" / "minibatch_90-10"
+    out.mkdir(parents=True)
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt"):
+        (out / name).write_text("mine")
+    args = argparse.Namespace(quick=False, smoke=False, data="auto", data_root=tmp_path, report_only=False)
+    with pytest.raises(UserError, match="holds a run reproduce.py did not make; move it away"):
+        reproduce.ensure_run("mnist_scratch", RunSpec("minibatch_90-10", ()), out, args)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
+    assert all((out / name).read_text() == "mine" for name in ("config.json", "metrics.jsonl", "checkpoint.pt"))
