@@ -159,12 +159,13 @@ def jsonable_args(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())}
 
 
-def check_out(args: argparse.Namespace, *, announce: bool = True) -> bool:
+def check_out(args: argparse.Namespace, *, data_source: str | None = None, announce: bool = True) -> bool:
     """What a run may do with what --out holds, checked before anything is written (RunDir does this; a script
     that trains a nested run into --out first, as dfad_kd's teacher/, calls it before that). An earlier run there
     is refused in one line unless --resume (with the same flags) or --overwrite; files of something else too. A
     --smoke run is scratch: it replaces an earlier --smoke run (or an empty folder) without --overwrite, never a
-    real run. Returns whether this run starts over there."""
+    real run. A resumed run must read the data its checkpoint was trained on (`data_source`, when given; the
+    folder it came from may have moved). Returns whether this run starts over there."""
     path = Path(args.out)
     config_file = path / "config.json"
     replaces = bool(args.overwrite)
@@ -180,7 +181,7 @@ def check_out(args: argparse.Namespace, *, announce: bool = True) -> bool:
             previous = json.loads(read_text(config_file, "start over with --overwrite"))
         except (OSError, ValueError):
             previous = {}
-        _check_resumable(path, args, previous if isinstance(previous, dict) else {})
+        _check_resumable(path, args, previous if isinstance(previous, dict) else {}, data_source)
     elif config_file.exists() and not replaces:
         raise UserError(f"{_short(path)} already holds a run: add --resume to continue it, "
                         f"--overwrite to start over, or pick another --out")
@@ -194,7 +195,7 @@ def check_out(args: argparse.Namespace, *, announce: bool = True) -> bool:
     return replaces
 
 
-def _check_resumable(path: Path, args: argparse.Namespace, previous: dict) -> None:
+def _check_resumable(path: Path, args: argparse.Namespace, previous: dict, data_source: str | None) -> None:
     old, new = previous.get("args", {}), jsonable_args(args)
     old = old if isinstance(old, dict) else {}
     # a flag this version resolves to None for the run (it does not apply: text2math's --bert-lr for a GloVe
@@ -205,6 +206,20 @@ def _check_resumable(path: Path, args: argparse.Namespace, previous: dict) -> No
         diffs = ", ".join(f"--{k.replace('_', '-')} {old[k]} (now {new[k]})" for k in changed)
         raise UserError(f"cannot resume {_short(path)}: it was started with {diffs}; use the "
                         f"same flags, or --overwrite")
+    before = previous.get("data_source")
+    # --data auto reads the real data once --data-root holds them: a run begun on the stand-in would go on there
+    if isinstance(before, str) and data_source is not None and _same_data(before) != _same_data(data_source):
+        shown = [short_source(before), short_source(data_source)]
+        shown = shown if shown[0] != shown[1] else [_same_data(before)[:120], _same_data(data_source)[:120]]
+        raise UserError(f"cannot resume {_short(path)}: it was trained on {shown[0]} and would go on with {shown[1]} "
+                        f"(--data, --data-root or the files there changed); give it the same data, or start over "
+                        f"with --overwrite")
+
+
+def _same_data(source: str) -> str:
+    """A data source without the folder it was read from ('real: MNIST (60,000 train / 10,000 test) from
+    data/MNIST/raw' -> 'real: MNIST (60,000 train / 10,000 test)'): moving the data keeps a run resumable."""
+    return source.rsplit(" from ", 1)[0]
 
 
 class RunDir:
@@ -220,7 +235,7 @@ class RunDir:
         self.path = Path(args.out)
         self.args = args
         check_writable_dir(self.path)
-        self.replaces = check_out(args)   # this run starts over in --out
+        self.replaces = check_out(args, data_source=data_source)   # this run starts over in --out
         self.config = {
             "assignment": args.assignment,
             "args": jsonable_args(args),

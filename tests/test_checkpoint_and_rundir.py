@@ -100,6 +100,26 @@ def test_a_smoke_run_replaces_an_earlier_smoke_run_and_never_a_real_one(tmp_path
     assert read_metrics(tmp_path / "r") == [{"epoch": 1, "smoke": True}]
 
 
+def test_resume_on_other_data_is_refused_and_a_moved_data_folder_is_not(tmp_path):
+    """--data auto reads the real data once --data-root holds them: a run begun on the embedded stand-in and resumed
+    with the real data beside it went on training there, its config.json then naming the real data for the whole
+    run (measured: mnist_scratch epoch 1 on the digits, epoch 2 on MNIST). Refused now, naming both."""
+    real = "real: MNIST (60,000 train / 10,000 test) from /data/MNIST/raw"
+    run = RunDir(_args(tmp_path / "r"), data_source="embedded: scikit-learn digits (1,797 scans)")
+    run.log({"epoch": 1})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    with pytest.raises(UserError, match="it was trained on embedded: scikit-learn digits and would go on with "
+                                        "real: MNIST .*start over with --overwrite"):
+        RunDir(_args(tmp_path / "r", resume=True), data_source=real)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+    moved = RunDir(_args(tmp_path / "m"), data_source=real)
+    moved.log({"epoch": 1})
+    RunDir(_args(tmp_path / "m", resume=True), data_source=real.replace("/data/", "/elsewhere/data/"))   # fine
+    with pytest.raises(UserError, match=r"trained on real: MNIST \(60,000 train / 10,000 test\) and would go on "
+                                        r"with real: MNIST \(6,000 train"):
+        RunDir(_args(tmp_path / "m", resume=True), data_source="real: MNIST (6,000 train / 1,000 test) from /d")
+
+
 def test_resume_with_other_flags_is_refused(tmp_path):
     RunDir(_args(tmp_path / "r"), data_source="g").log({"epoch": 1})
     with pytest.raises(UserError, match=r"--lr 0.1 \(now 0.5\)"):
@@ -134,7 +154,7 @@ def test_a_foreign_checkpoint_fails_before_anything_changes(tmp_path):
     run.log({"epoch": 1})
     run.save_checkpoint({"foo": 1})
     before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
-    resumed = RunDir(_args(tmp_path / "r", resume=True, epochs=5), data_source="other")
+    resumed = RunDir(_args(tmp_path / "r", resume=True, epochs=5), data_source="g")
     with pytest.raises(UserError, match="not a checkpoint of this script.*no epoch, model"):
         resumed.resume_state()
     assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
