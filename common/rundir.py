@@ -350,6 +350,10 @@ class RunDir:
         if wrong:
             raise UserError(f"{path} is not a checkpoint of this script ({', '.join(wrong)}: not a state dict); "
                             f"start over with --overwrite, or pick another --out")
+        epochs = getattr(self.args, "epochs", None)
+        if is_whole(epochs) and epoch > epochs:   # else config.json would record --epochs below the epochs done
+            raise UserError(f"{path} has done {epoch} epochs, more than --epochs {epochs}: give --epochs {epoch} "
+                            f"(the run as it is) or more to continue it")
         self._resume_epoch = int(epoch)
         return state
 

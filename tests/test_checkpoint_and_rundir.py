@@ -120,6 +120,21 @@ def test_resume_on_other_data_is_refused_and_a_moved_data_folder_is_not(tmp_path
         RunDir(_args(tmp_path / "m", resume=True), data_source="real: MNIST (6,000 train / 1,000 test) from /d")
 
 
+def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):
+    """`--resume --epochs 1` on a run of 2 epochs trained nothing, evaluated the run again and rewrote config.json
+    with epochs 1 beside 2 epochs of metrics. Refused now; the same or more epochs resume as before."""
+    run = RunDir(_args(tmp_path / "r", epochs=2), data_source="g")
+    run.log({"epoch": 1})
+    run.log({"epoch": 2})
+    run.save_checkpoint({"epoch": 2, "model": {}})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+    with pytest.raises(UserError, match="has done 2 epochs, more than --epochs 1: give --epochs 2"):
+        RunDir(_args(tmp_path / "r", resume=True, epochs=1), data_source="g").resume_state()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
+    for epochs in (2, 3):
+        assert RunDir(_args(tmp_path / "r", resume=True, epochs=epochs), data_source="g").resume_state()["epoch"] == 2
+
+
 def test_resume_with_other_flags_is_refused(tmp_path):
     RunDir(_args(tmp_path / "r"), data_source="g").log({"epoch": 1})
     with pytest.raises(UserError, match=r"--lr 0.1 \(now 0.5\)"):
