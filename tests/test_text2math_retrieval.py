@@ -169,3 +169,24 @@ def test_number_index_flag_and_fit_check(tmp_path):
     assert all(0 <= r["fit_exec_acc"] <= 1 and 0 <= r["fit_exact_match"] <= 1 for r in records)
     records = [json.loads(line) for line in (tmp_path / "off" / "metrics.jsonl").read_text().splitlines()]
     assert all("fit_exec_acc" not in r for r in records)
+
+
+def test_evaluate_says_how_many_problems_the_run_trained_on(retrieval_run, tmp_path, capsys):
+    """evaluate.py on a file holding the run's own training problems (dev.json whole, say) reported their figures as
+    if held out. It counts them (the texts of the model's retrieval pool), says so, and records n_seen."""
+    from text2math.evaluate import main as evaluate_main
+
+    _, out, test = retrieval_run
+    train = test.parent / "train.json"
+    held_out = evaluate_main(["--checkpoint", str(out), "--eval-file", str(test), "--out", str(tmp_path)])
+    assert held_out["n_seen"] == 0 and "note:" not in capsys.readouterr().out
+    rows = json.loads(train.read_text())[:5]
+    pool = set(torch.load(out / "best.pt", weights_only=True)["model_config"]["retrieval_pool"]["texts"])
+    trained_on = sum(problem_from_row(row, "row").text in pool for row in rows)   # the validation part is not
+    assert trained_on >= 3
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps(rows + json.loads(test.read_text())))
+    result = evaluate_main(["--checkpoint", str(out), "--eval-file", str(mixed), "--out", str(tmp_path)])
+    assert result["n_seen"] == trained_on and result["n"] == 13
+    assert (f"note: {trained_on} of the 13 problems in {mixed} are among this run's training problems"
+            in capsys.readouterr().out)

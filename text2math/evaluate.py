@@ -139,6 +139,13 @@ def reranked(model: Seq2Seq, tensors, problems, saved: Path, args) -> dict | Non
             args.tolerance), "beam": values["beam"], "k": values["k"], "options": values.get("options", True)}
 
 
+def seen_in_training(config, problems) -> int | None:
+    """How many of `problems` the run trained on: their texts in the model's retrieval pool (the training part; the
+    validation part only chose the epoch); None for a model without retrieval (it keeps no list of them)."""
+    texts = set(config.retrieval_pool.get("texts") or []) if config.retrieve else set()
+    return sum(p.text in texts for p in problems) if texts else None
+
+
 def main(argv=None) -> dict:
     args = parse(argv)
     path = resolve_checkpoint(args.checkpoint)
@@ -155,7 +162,11 @@ def main(argv=None) -> dict:
     with torch.no_grad():
         beams = evaluate_beams(model, tensors, problems, config, args, out / f"predictions_{args.eval_file.stem}.jsonl")
         rerank = reranked(model, tensors, problems, saved, args) if saved else None
-    result = {"checkpoint": str(path), "eval_file": str(args.eval_file), "n": len(problems),
+    seen = seen_in_training(config, problems)
+    if seen:
+        print(f"note: {seen:,} of the {len(problems):,} problems in {args.eval_file} are among this run's training "
+              f"problems (its retrieval pool): their figures are not held-out ones")
+    result = {"checkpoint": str(path), "eval_file": str(args.eval_file), "n": len(problems), "n_seen": seen,
               "tolerance": args.tolerance, "beams": beams, "rerank": rerank}
     write_json(out / f"evaluation_{args.eval_file.stem}.json", result)
     print(f"{path} on {args.eval_file} ({len(problems):,} problems): {describe_beams(beams)}"
