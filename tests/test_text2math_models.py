@@ -171,3 +171,36 @@ def test_a_run_recorded_with_bert_lr_before_it_was_refused_still_resumes(tmp_pat
     (out / "config.json").write_text(json.dumps(config))
     summary = main(["--smoke", "--epochs", "2", "--resume", "--out", str(out), "--threads", "1"])
     assert summary["epochs"] == 2
+
+
+def test_a_damaged_feature_cache_is_computed_again(tmp_path, capsys):
+    """runs/text2math/feature_cache keeps a frozen encoder's outputs between runs: a cache file cut short was a
+    'corrupt checkpoint' error that stopped the run, one without its tensor a KeyError traceback, one of another
+    shape broke training later. Each is computed again now (and replaced); a sound one is reused."""
+    from types import SimpleNamespace
+
+    from common.checkpoint import save_checkpoint
+    from text2math.train import cache_features
+
+    calls = []
+
+    def features(ids, mask):
+        calls.append(len(ids))
+        return torch.ones(*ids.shape, 4)
+
+    model = SimpleNamespace(config=SimpleNamespace(bert="tiny", bert_layers=None), eval=lambda: None,
+                            encoder=SimpleNamespace(out_dim=4, features=features))
+    ids, mask = torch.arange(12).reshape(3, 4), torch.ones(3, 4, dtype=torch.long)
+    first = cache_features(model, ids, mask, "cpu", quiet=True, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("features_*.pt")
+    assert first.shape == (3, 4, 4) and calls == [3]
+    assert torch.equal(cache_features(model, ids, mask, "cpu", quiet=True, cache_dir=tmp_path), first)
+    assert calls == [3]                                          # reused
+    for damage in (lambda: path.write_bytes(path.read_bytes()[:50]), lambda: save_checkpoint(path, {"x": 1}),
+                   lambda: save_checkpoint(path, {"features": torch.zeros(2, 4, 4, dtype=torch.float16)})):
+        damage()
+        again = cache_features(model, ids, mask, "cpu", quiet=True, cache_dir=tmp_path)
+        assert torch.equal(again, first) and "computing them again" in capsys.readouterr().out
+    assert len(calls) == 4
+    assert torch.equal(cache_features(model, ids, mask, "cpu", quiet=True, cache_dir=tmp_path), first)   # replaced
+    assert len(calls) == 4

@@ -365,12 +365,20 @@ def cache_features(model: Seq2Seq, ids: torch.Tensor, mask: torch.Tensor, device
     key = hashlib.sha1(f"{model.config.bert}|{model.config.bert_layers}".encode() + ids.numpy().tobytes()
                        + mask.numpy().tobytes()).hexdigest()[:20]
     path = cache_dir / f"features_{key}.pt" if cache_dir is not None else None
+    shape = (*ids.shape, model.encoder.out_dim)
     if path is not None and path.exists():
-        return load_checkpoint(path)["features"]
+        try:
+            cached = load_checkpoint(path)
+        except UserError:          # damaged: a cache is made again, not a reason to stop
+            cached = None
+        features = cached.get("features") if isinstance(cached, dict) else None
+        if isinstance(features, torch.Tensor) and features.shape == shape and features.dtype == torch.float16:
+            return features
+        print(f"note: {path} holds no cached features of these problems; computing them again")
     model.eval()
     lengths = mask.sum(1)
     order = lengths.argsort(descending=True)
-    out = torch.zeros((*ids.shape, model.encoder.out_dim), dtype=torch.float16)
+    out = torch.zeros(shape, dtype=torch.float16)
     for i in progress(range(0, len(ids), batch), desc="caching frozen encoder outputs", quiet=quiet):
         rows = order[i:i + batch]
         width = max(int(lengths[rows].max()), 1)
