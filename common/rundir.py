@@ -90,17 +90,12 @@ def read_jsonl(path: Path, parse: Callable[[object], T], what: str, fix: str, un
         except (ValueError, RecursionError):
             if number == len(lines) and not text.endswith("\n"):
                 break   # cut short by a kill: what it held is done again
-            value = _NOT_JSON
+            raise UserError(f"{path} line {number} is not {what}; {fix}") from None
         try:
-            if value is _NOT_JSON:
-                raise ValueError
             records.append(parse(value))
         except (ValueError, KeyError, TypeError):
             raise UserError(f"{path} line {number} is not {what}; {fix}") from None
     return records
-
-
-_NOT_JSON = object()
 
 
 def read_metrics(run_path: Path) -> list[dict]:
