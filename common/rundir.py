@@ -165,18 +165,18 @@ def check_out(args: argparse.Namespace, *, data_source: str | None = None, annou
     config_file = path / "config.json"
     replaces = bool(args.overwrite)
     smoke = bool(getattr(args, "smoke", False)) and not args.resume and not args.overwrite
-    if smoke:
-        replaces = _was_smoke(config_file) if config_file.exists() else not _visible_files(path)
+    previous = _previous_config(config_file) if (smoke or args.resume) and config_file.exists() else {}
+    if smoke and config_file.exists():
+        ran = previous.get("args")
+        replaces = isinstance(ran, dict) and ran.get("smoke") is True
+    elif smoke:
+        replaces = not _visible_files(path)
     if smoke and not replaces:
         what = "a run that is not a --smoke run" if config_file.exists() else "files but no run of this project"
         raise UserError(f"{_short(path)} holds {what}; a --smoke run replaces only an earlier --smoke run: "
                         f"pick another --out, or add --overwrite to start over there")
     if config_file.exists() and args.resume:
-        try:
-            previous = json.loads(read_text(config_file, "start over with --overwrite"))
-        except (OSError, ValueError):
-            previous = {}
-        _check_resumable(path, args, previous if isinstance(previous, dict) else {}, data_source)
+        _check_resumable(path, args, previous, data_source)
     elif config_file.exists() and not replaces:
         raise UserError(f"{_short(path)} already holds a run: add --resume to continue it, "
                         f"--overwrite to start over, or pick another --out")
@@ -375,13 +375,14 @@ class RunDir:
         return summary
 
 
-def _was_smoke(config_file: Path) -> bool:
-    """Whether the run whose config.json this is ran under --smoke (a damaged file: not known to be one)."""
+def _previous_config(config_file: Path) -> dict:
+    """The config.json of the run in --out, read once for check_out: {} when it is damaged (no JSON, or no
+    object), so its flags are not known; one that is no regular file stays a UserError (read_text)."""
     try:
-        args = json.loads(read_text(config_file, "")).get("args")
-    except (OSError, ValueError, RecursionError, AttributeError, UserError):
-        return False
-    return isinstance(args, dict) and args.get("smoke") is True
+        value = json.loads(read_text(config_file, "start over with --overwrite"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _visible_files(folder: Path) -> list[Path]:
